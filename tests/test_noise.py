@@ -1,0 +1,307 @@
+"""Properties of the structured-noise constructors (spec: phase_preserving_diffusion.md Sec. 9)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from phipd_jax import noise as noise_lib
+
+
+def _image(seed=0, shape=(2, 32, 32, 3)):
+  """A structured (1/f-like, smooth) real image batch in [-1, 1]."""
+  rng = np.random.default_rng(seed)
+  white = rng.standard_normal(shape)
+  spectrum = np.fft.fft2(white, axes=(1, 2))
+  fy = np.fft.fftfreq(shape[1])[:, None]
+  fx = np.fft.fftfreq(shape[2])[None, :]
+  falloff = 1.0 / np.maximum(np.sqrt(fy**2 + fx**2), 1.0 / shape[1])
+  image = np.fft.ifft2(spectrum * falloff[None, :, :, None], axes=(1, 2)).real
+  return jnp.asarray(np.tanh(image / image.std()), jnp.float32)
+
+
+def _noise(seed=1, shape=(2, 32, 32, 3)):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+# -- Independent NumPy implementations (written from the spec, not from the library). ---------
+
+
+def numpy_angle(z):
+  """np.angle, with the exactly-real DC/Nyquist bins of a real signal at phase 0 or +pi.
+
+  The library fixes the backend-dependent sign of their zero imaginary part the same way.
+  """
+  out = np.angle(z)
+  h, w = z.shape[1], z.shape[2]
+  for i in {0, h // 2} if h % 2 == 0 else {0}:
+    for j in {0, w // 2} if w % 2 == 0 else {0}:
+      out[:, i, j] = np.where(z[:, i, j].real >= 0, 0.0, np.pi)
+  return out
+
+
+def numpy_fss_paper(x0, noise, radius, width):
+  x0, noise = np.asarray(x0, np.float64), np.asarray(noise, np.float64)
+  _, h, w, _ = x0.shape
+  fy = np.fft.fftfreq(h) * h
+  fx = np.fft.fftfreq(w) * w
+  d = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)[None, :, :, None]
+  if radius is None:
+    m = np.ones_like(d)
+  else:
+    r = np.reshape(np.asarray(radius, np.float64), (-1, 1, 1, 1))
+    m = np.where(d <= r, 1.0, np.exp(-((d - r) ** 2) / (2 * width**2)))
+  zx = np.fft.fft2(x0, axes=(1, 2))
+  zn = np.fft.fft2(noise, axes=(1, 2))
+  phase = m * numpy_angle(zx) + (1 - m) * numpy_angle(zn)
+  return np.fft.ifft2(np.abs(zn) * np.exp(1j * phase), axes=(1, 2)).real
+
+
+def numpy_fss_reference(x0, noise, radius_padded, width_padded, clip=True):
+  """The released algorithm (spec Sec. 3), NHWC, with the shifted spectrum as upstream does."""
+  x0, noise = np.asarray(x0, np.float32), np.asarray(noise, np.float32)
+  _, h, w, _ = x0.shape
+  ph = int(h * 0.5) - int(h * 0.5) % 2
+  pw = int(w * 0.5) - int(w * 0.5) % 2
+  pad = ((0, 0), (ph // 2, ph // 2), (pw // 2, pw // 2), (0, 0))
+  xp, n_p = np.pad(x0, pad, mode='reflect'), np.pad(noise, pad, mode='reflect')
+  hp, wp = h + ph, w + pw
+  yy, xx = np.meshgrid(np.arange(hp) - hp // 2, np.arange(wp) - wp // 2, indexing='ij')
+  d = np.sqrt(yy**2 + xx**2)[None, :, :, None]
+  r = min(hp / 2, wp / 2, radius_padded)
+  m = np.where(d <= r, 1.0, np.exp(-((d - r) ** 2) / (2 * width_padded**2)))
+  z = np.fft.fft2(xp, axes=(1, 2))
+  phase_z = np.fft.fftshift(numpy_angle(z), axes=(1, 2))
+  e = np.fft.fft2(n_p, axes=(1, 2))
+  phase_n = np.fft.fftshift(numpy_angle(e), axes=(1, 2))
+  amp = np.fft.fftshift(np.abs(e), axes=(1, 2))
+  if clip:
+    phase_z = np.minimum(phase_z, np.quantile(phase_z, 0.95))
+    amp = np.minimum(amp, np.quantile(amp, 0.95))
+  phase = m * phase_z + (1 - m) * phase_n
+  y = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * phase), axes=(1, 2)), axes=(1, 2)).real
+  y = np.where(np.abs(y) > 5, n_p, y)
+  return y[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w], float(np.mean(np.abs(y) > 5))
+
+
+# -- Paper mode. -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('radius', [None, 0.0, 3.0, 7.5, np.array([2.0, 9.0])])
+def test_paper_core_matches_numpy(radius):
+  x0, noise = _image(), _noise()
+  got = noise_lib.fss_from_noise(x0, noise, radius, edge_width=2.0)
+  np.testing.assert_allclose(got, numpy_fss_paper(x0, noise, radius, 2.0), atol=2e-5)
+
+
+@pytest.mark.parametrize('radius', [0.0, 4.0, 10.0])
+def test_phase_equals_input_phase_inside_cutoff(radius):
+  x0, noise = _image(), _noise()
+  eps = noise_lib.fss_from_noise(x0, noise, radius)
+  zx = np.fft.fft2(np.asarray(x0, np.float64), axes=(1, 2))
+  ze = np.fft.fft2(np.asarray(eps, np.float64), axes=(1, 2))
+  d = np.asarray(noise_lib.frequency_distance(x0.shape, (1, 2)))
+  inside = np.broadcast_to(d <= radius, zx.shape) & (np.abs(zx) > 1e-3) & (np.abs(ze) > 1e-3)
+  assert inside.sum() > 0
+  phasor_x = zx[inside] / np.abs(zx[inside])
+  phasor_e = ze[inside] / np.abs(ze[inside])
+  assert np.max(np.abs(phasor_x - phasor_e)) < 1e-4
+  # ... and outside the transition band the phase is the noise's, not the input's.
+  zn = np.fft.fft2(np.asarray(noise, np.float64), axes=(1, 2))
+  outside = np.broadcast_to(d > radius + 6 * 2.0, zx.shape)
+  np.testing.assert_allclose(np.angle(ze[outside] * np.conj(zn[outside])), 0.0, atol=1e-3)
+
+
+def test_magnitude_and_energy_equal_the_gaussian_draw():
+  x0, noise = _image(), _noise()
+  eps = noise_lib.fss_from_noise(x0, noise, 5.0)
+  np.testing.assert_allclose(np.abs(np.fft.fft2(eps, axes=(1, 2))),
+                             np.abs(np.fft.fft2(noise, axes=(1, 2))), rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(np.sum(np.square(eps), axis=(1, 2)),
+                             np.sum(np.square(noise), axis=(1, 2)), rtol=1e-4)
+
+
+def test_output_is_real_hermitian_spectrum():
+  """Before taking Re, the inverse FFT is real: the blended spectrum is Hermitian."""
+  x0, noise = _image(), _noise()
+  for radius in [None, 4.0]:
+    mask = np.asarray(noise_lib.fss_mask(noise_lib.frequency_distance(x0.shape, (1, 2)),
+                                         radius, 2.0))
+    zx, zn = np.fft.fft2(x0, axes=(1, 2)), np.fft.fft2(noise, axes=(1, 2))
+    spectrum = np.abs(zn) * np.exp(1j * (mask * np.angle(zx) + (1 - mask) * np.angle(zn)))
+    imaginary = np.fft.ifft2(spectrum, axes=(1, 2)).imag
+    assert np.sqrt(np.mean(imaginary**2)) < 1e-5
+  for magnitude in ['gaussian', 'rayleigh']:
+    eps = noise_lib.phase_preserving(jax.random.key(0), x0, magnitude)
+    assert eps.dtype == x0.dtype and not jnp.iscomplexobj(eps)
+
+
+def test_infinite_radius_equals_phase_preserving():
+  x0, noise = _image(), _noise()
+  full = noise_lib.phase_preserving_from_noise(x0, noise)
+  np.testing.assert_allclose(noise_lib.fss_from_noise(x0, noise, jnp.inf), full, atol=1e-6)
+  np.testing.assert_allclose(noise_lib.fss_from_noise(x0, noise, None), full, atol=1e-6)
+  key = jax.random.key(3)
+  np.testing.assert_allclose(noise_lib.fss(key, x0, jnp.inf), noise_lib.phase_preserving(key, x0),
+                             atol=1e-6)
+
+
+def test_minus_infinity_is_exactly_the_gaussian_draw_and_zero_is_not():
+  x0, noise = _image(), _noise()
+  np.testing.assert_allclose(noise_lib.fss_from_noise(x0, noise, -jnp.inf), noise, atol=1e-5)
+  assert np.max(np.abs(noise_lib.fss_from_noise(x0, noise, 0.0) - noise)) > 1e-2
+
+
+def test_small_radius_has_gaussian_statistics():
+  x0 = _image(shape=(1, 64, 64, 1))
+  keys = jax.random.split(jax.random.key(0), 64)
+  eps = jax.vmap(lambda k: noise_lib.fss(k, x0, 0.0)[0])(keys)  # [64, 64, 64, 1] draws.
+  assert abs(float(eps.mean())) < 0.02
+  assert abs(float(eps.var()) - 1.0) < 0.03
+  # Flat spectrum: every radial band has the same mean power N = H * W (within 10 %).
+  power = np.mean(np.abs(np.fft.fft2(eps, axes=(1, 2))) ** 2, axis=(0, 3))
+  d = np.asarray(noise_lib.frequency_distance((1, 64, 64, 1), (1, 2)))[0, :, :, 0]
+  for low, high in [(2, 8), (8, 16), (16, 24), (24, 32)]:
+    band = power[(d >= low) & (d < high)].mean()
+    assert abs(band / 4096.0 - 1.0) < 0.1, (low, high, band)
+
+
+def test_correlation_with_input_grows_with_radius_and_full_phase_limit():
+  x0 = _image(shape=(1, 64, 64, 1))
+  keys = jax.random.split(jax.random.key(1), 32)
+
+  def corr(radius):
+    eps = jax.vmap(lambda k: noise_lib.fss(k, x0, radius)[0])(keys)
+    a = np.asarray(eps).reshape(32, -1)
+    b = np.asarray(x0).reshape(1, -1)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean()
+    return float(np.mean((a @ b.T)[:, 0] / (np.linalg.norm(a, axis=1) * np.linalg.norm(b))))
+
+  values = [corr(r) for r in [-jnp.inf, 1.0, 4.0, 16.0, None]]
+  assert all(b > a - 0.01 for a, b in zip(values, values[1:])), values
+  assert abs(values[0]) < 0.05 and values[-1] > 0.3
+  # Property 5: with the whole phase kept, corr(eps, phase-only image) ~ sqrt(pi) / 2.
+  spectrum = np.fft.fft2(np.asarray(x0, np.float64), axes=(1, 2))
+  phase_only = np.fft.ifft2(np.exp(1j * np.angle(spectrum)), axes=(1, 2)).real.reshape(-1)
+  eps = np.asarray(jax.vmap(lambda k: noise_lib.phase_preserving(k, x0)[0])(keys)).reshape(32, -1)
+  c = np.mean([np.corrcoef(e, phase_only)[0, 1] for e in eps])
+  assert abs(c - np.sqrt(np.pi) / 2) < 0.03, c
+
+
+@pytest.mark.parametrize('mode', ['paper', 'reference'])
+def test_batch_items_and_channels_are_independent(mode):
+  x0, noise = _image(shape=(3, 32, 32, 2)), _noise(shape=(3, 32, 32, 2))
+  kwargs = dict(mode=mode, per_sample_quantiles=True) if mode == 'reference' else {}
+  radius = jnp.array([1.0, 4.0, 8.0])
+  batch = noise_lib.fss_from_noise(x0, noise, radius, **kwargs)
+  for b in range(3):
+    single = noise_lib.fss_from_noise(x0[b:b + 1], noise[b:b + 1], radius[b:b + 1], **kwargs)
+    np.testing.assert_allclose(batch[b:b + 1], single, atol=1e-5)
+  if mode == 'paper':
+    for c in range(2):
+      single = noise_lib.fss_from_noise(x0[..., c:c + 1], noise[..., c:c + 1], radius)
+      np.testing.assert_allclose(batch[..., c:c + 1], single, atol=1e-5)
+
+
+def test_reference_default_couples_the_batch_through_global_quantiles():
+  """Documented upstream behaviour: one sample's noise depends on the rest of the batch."""
+  x0, noise = _image(shape=(3, 32, 32, 2)), _noise(shape=(3, 32, 32, 2))
+  batch = noise_lib.fss_from_noise(x0, noise, 4.0, mode='reference')
+  single = noise_lib.fss_from_noise(x0[:1], noise[:1], 4.0, mode='reference')
+  assert np.max(np.abs(batch[:1] - single)) > 1e-4
+
+
+@pytest.mark.parametrize('shape', [(2, 32, 32, 3), (1, 24, 40, 2)])
+@pytest.mark.parametrize('radius_padded', [0.0, 6.0, 30.0])
+@pytest.mark.parametrize('clip', [True, False])
+def test_reference_mode_matches_numpy_replica(shape, radius_padded, clip):
+  x0, noise = _image(shape=shape), _noise(shape=shape)
+  want, replaced = numpy_fss_reference(x0, noise, radius_padded, 2.0, clip)
+  got = noise_lib.fss_from_noise(x0, noise, radius_padded, mode='reference',
+                                 radius_units='padded', clip=clip)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert replaced <= 1e-4
+  # Library units convert through the one conversion function: x1.5 for 32 -> 48.
+  if shape[1] == 32:
+    got_library = noise_lib.fss_from_noise(x0, noise, radius_padded / 1.5, edge_width=2.0 / 1.5,
+                                           mode='reference', clip=clip)
+    np.testing.assert_allclose(got_library, want, atol=1e-5)
+
+
+def test_reference_mode_std_in_documented_range():
+  x0 = _image(shape=(4, 64, 64, 4))
+  eps = noise_lib.fss(jax.random.key(0), x0, None, mode='reference')
+  assert 0.93 < float(eps.std()) < 0.99
+
+
+def test_mask_properties():
+  d = noise_lib.frequency_distance((1, 32, 32, 1), (1, 2))
+  m = np.asarray(noise_lib.fss_mask(d, 5.0, 2.0))
+  assert np.all(m[np.asarray(d) <= 5.0] == 1.0)
+  np.testing.assert_allclose(noise_lib.fss_mask(jnp.array(7.0), 5.0, 2.0), np.exp(-0.5), rtol=1e-6)
+  flipped = np.roll(np.flip(m, (1, 2)), 1, (1, 2))
+  np.testing.assert_array_equal(m, flipped)  # M(u, v) = M(-u, -v).
+
+
+def test_rayleigh_magnitude_second_moment_and_symmetry():
+  g = jax.random.normal(jax.random.key(0), (16, 32, 32, 1))
+  a = noise_lib.rayleigh_magnitude(g, (1, 2))
+  assert abs(float(jnp.mean(a**2)) / 1024.0 - 1.0) < 0.03
+  np.testing.assert_allclose(a, np.roll(np.flip(a, (1, 2)), 1, (1, 2)), rtol=1e-6)
+
+
+def test_video_per_frame_and_temporal_axes():
+  video = jnp.stack([_image(seed=s, shape=(2, 16, 16, 3)) for s in range(4)], axis=1)
+  noise = jax.random.normal(jax.random.key(0), video.shape)
+  per_frame = noise_lib.fss_from_noise(video, noise, 3.0)
+  for t in range(4):
+    np.testing.assert_allclose(per_frame[:, t],
+                               noise_lib.fss_from_noise(video[:, t], noise[:, t], 3.0), atol=1e-5)
+  spatiotemporal = noise_lib.fss_from_noise(video, noise, 3.0, axes=(-4, -3, -2))
+  assert spatiotemporal.shape == video.shape
+  assert np.max(np.abs(spatiotemporal - per_frame)) > 1e-3
+
+
+def test_jit_equals_no_jit_and_vmap():
+  x0 = _image()
+  key = jax.random.key(7)
+  for fn in [lambda k, x: noise_lib.fss(k, x, 4.0),
+             lambda k, x: noise_lib.fss(k, x, 4.0, mode='reference'),
+             lambda k, x: noise_lib.phase_preserving(k, x, 'rayleigh')]:
+    np.testing.assert_allclose(jax.jit(fn)(key, x0), fn(key, x0), atol=1e-5)
+  radius = jnp.array([2.0, 6.0])
+  mapped = jax.vmap(lambda x, n, r: noise_lib.fss_from_noise(x[None], n[None], r)[0])(
+      x0, _noise(), radius)
+  np.testing.assert_allclose(mapped, noise_lib.fss_from_noise(x0, _noise(), radius), atol=1e-5)
+
+
+def test_bfloat16_input_keeps_dtype():
+  x0 = _image().astype(jnp.bfloat16)
+  eps = noise_lib.fss(jax.random.key(0), x0, 4.0)
+  chex.assert_type(eps, jnp.bfloat16)
+  chex.assert_shape(eps, x0.shape)
+
+
+def test_sample_radius_and_training_noise_fn():
+  r = noise_lib.sample_radius(jax.random.key(0), (20000,), 4.0, 0.1)
+  assert float(r.min()) >= 4.0
+  assert abs(float(jnp.mean(r - 4.0)) - 10.0) < 0.3
+  fn = noise_lib.training_noise_fn('fss', r0=2.0, rate=0.1)
+  eps = jax.jit(fn)(jax.random.key(0), _image())
+  chex.assert_shape(eps, (2, 32, 32, 3))
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: noise_lib.sample_radius(jax.random.key(0), (2,), -1.0, 0.1), 'r0'),
+    (lambda: noise_lib.sample_radius(jax.random.key(0), (2,), 0.0, 0.0), 'rate'),
+    (lambda: noise_lib.fss_from_noise(_image(), _noise(shape=(2, 16, 16, 3)), 1.0), 'shape'),
+    (lambda: noise_lib.fss(jax.random.key(0), _image(), 1.0, mode='bogus'), 'mode'),
+    (lambda: noise_lib.fss(jax.random.key(0), _image(), 1.0, edge_width=0.0), 'edge_width'),
+    (lambda: noise_lib.fss(jax.random.key(0), _image(), 1.0, axes=(0, 1)), 'axes'),
+    (lambda: noise_lib.training_noise_fn('pink'), 'kind'),
+])
+def test_bad_arguments_raise_clear_errors(call, message):
+  with pytest.raises(ValueError, match=message):
+    call()
