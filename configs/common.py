@@ -1,0 +1,87 @@
+"""Defaults shared by every experiment; each config file overrides what it needs.
+
+Every field can be overridden on the command line: ``--config.train.num_steps=100``.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.init_from = ''  # A workdir whose latest checkpoint initialises params and EMA.
+
+  config.data = data = ml_collections.ConfigDict()
+  data.name = 'skimage_photos'  # A shipped builder (skimage_photos, edges2shoes_handbags,
+  #                               bsds500) or a tfds catalog name (cifar10, ...).
+  data.dir = ''  # Source folder of a shipped builder (e.g. any pix2pix AB folder).
+  data.tfds_dir = '~/tensorflow_datasets'
+  data.train_split = 'train'
+  data.eval_split = 'test'
+  data.image_key = 'image'  # Feature trained on.
+  data.label_key = ''  # Feature with class labels ('' = unconditional).
+  data.image_size = 32  # Training crop, pixels (square).
+  data.resize = 32  # Shorter side before the random crop, pixels.
+  data.flip = True
+  data.in_memory = True  # Decode the split once into memory (small datasets).
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'dit'
+  model.size = 'tiny'
+  model.patch_size = 2
+  model.num_classes = 0
+  model.dtype = 'float32'  # Compute dtype; 'bfloat16' on accelerators.
+
+  config.diffusion = diffusion = ml_collections.ConfigDict()
+  diffusion.process = 'flow'  # 'flow' (t = 0 data) or 'ddpm'.
+  diffusion.prediction = 'v'  # 'v', 'x' or 'eps'.
+  diffusion.time_sampler = 'logit_normal'  # Flow: 'uniform' or 'logit_normal'.
+  diffusion.logit_mean = 0.0
+  diffusion.logit_std = 1.0
+  diffusion.schedule = 'cosine'  # DDPM alpha_bar: 'cosine' or 'linear'.
+  diffusion.num_train_steps = 1000  # DDPM K.
+
+  config.noise = noise = ml_collections.ConfigDict()
+  noise.kind = 'fss'  # 'fss', 'phase_preserving' or 'gaussian'.
+  noise.r0 = 0.0  # Minimum training radius (frequency-index units of the training crop).
+  noise.rate = 0.1  # r = r0 + Exp(rate): mean 1 / rate (paper Eq. 20).
+  noise.edge_width = 2.0  # Gaussian edge of the FSS mask (paper sigma = 2).
+  noise.mode = 'paper'  # 'paper' or 'reference' (the released implementation).
+  noise.magnitude = 'gaussian'  # 'gaussian' or 'rayleigh'.
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.learning_rate = 3e-4
+  optim.warmup_steps = 100
+  optim.schedule = 'cosine'  # 'cosine' or 'constant' after warmup.
+  optim.final_lr_fraction = 0.1
+  optim.weight_decay = 0.0
+  optim.b1 = 0.9
+  optim.b2 = 0.99
+  optim.grad_clip = 1.0
+  optim.ema_decay = 0.999
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 32  # Global batch.
+  train.num_steps = 1000
+  train.log_every = 50
+  train.checkpoint_every = 500
+  train.keep_checkpoints = 3
+  train.label_dropout = 0.1  # Class-conditional models: classifier-free guidance training.
+
+  config.sample = sample = ml_collections.ConfigDict()
+  sample.sampler = 'euler'  # Flow: 'euler' or 'heun'; DDPM: 'ddim'.
+  sample.num_steps = 25
+  sample.num_generate = 16
+  sample.guidance_scale = 1.0
+  sample.translate_source = 'photo'  # Grid inputs: 'photo', 'flat_shaded' or a feature name.
+  sample.translate_reference = ''  # Feature shown beside the outputs ('' = none).
+  sample.num_translate = 8
+  sample.radii = (2.0, 4.0)  # phi-PD radii in the grids (frequency-index units).
+  sample.phipd_strength = 1.0  # 1 = from noise; < 1 = structured SDEdit.
+  sample.sdedit_strengths = (0.5, 0.75)
+  sample.flat_shade_segments = 48  # Superpixels of the 'flat_shaded' rendering.
+
+  config.mesh = mesh = ml_collections.ConfigDict()
+  mesh.data = -1  # -1: all devices.
+  mesh.fsdp = 1
+  return config

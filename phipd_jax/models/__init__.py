@@ -1,0 +1,3 @@
+"""Denoising networks: ``model(x_t [B, H, W, C], t [B], y=None) -> prediction``."""
+
+from phipd_jax.models.dit import DIT_SIZES, DiT, count_parameters, dit
