@@ -11,6 +11,7 @@ samples/generate_<step>.png and samples/translate_<step>.png at every checkpoint
 
 import os
 import time
+from typing import Optional
 
 from absl import app, flags, logging
 import jax
@@ -25,6 +26,9 @@ from phipd_jax.data import pipeline
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, metrics, samples).')
+_STOP_AFTER = flags.DEFINE_integer(
+    'stop_after', None, 'Stop (with a checkpoint) after this many steps of this invocation; '
+    'for time-sliced jobs. Rerun the same command to continue.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -60,9 +64,8 @@ def write_samples(config, sampler, params, step: int, workdir: str, translation)
   return paths
 
 
-def main(argv):
-  del argv
-  config, workdir = _CONFIG.value, _WORKDIR.value
+def train(config, workdir: str, stop_after: Optional[int] = None) -> training.TrainState:
+  """Trains (or resumes) the run of ``config`` in ``workdir``; returns the final state."""
   is_main = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   training.validate_config(config, sharding.data_parallel_size(mesh))
@@ -83,15 +86,16 @@ def main(argv):
 
   start = int(state.step)
   num_steps = config.train.num_steps
+  end = num_steps if stop_after is None else min(num_steps, start + stop_after)
   train_step = training.make_train_step(config, graphdef, optimizer, mesh, state)
   dataset = pipeline.train_dataset(config.data, config.train.batch_size, config.seed, num_steps,
                                    jax.process_index(), jax.process_count())
   sampler = sampling.Sampler(config, graphdef)
-  translation = sampling.translation_inputs(config)
+  translation = sampling.translation_inputs(config) if config.sample.write_grids else None
   writer = writers.MetricWriter(workdir, enabled=is_main)
 
   try:
-    progress = tqdm.tqdm(range(start, num_steps), initial=start, total=num_steps,
+    progress = tqdm.tqdm(range(start, end), initial=start, total=num_steps,
                          disable=not is_main, desc='train', dynamic_ncols=True)
     window_start, window_steps, pending = time.perf_counter(), 0, []
     for step in progress:
@@ -100,7 +104,7 @@ def main(argv):
       pending.append(metrics)
       window_steps += 1
       done = step + 1
-      if done % config.train.log_every == 0 or done == num_steps:
+      if done % config.train.log_every == 0 or done in (num_steps, end):
         pending = jax.device_get(pending)
         if not all(np.isfinite(m['loss']) for m in pending):
           raise FloatingPointError(f'non-finite loss at step {done}; last checkpoint: '
@@ -113,9 +117,9 @@ def main(argv):
         progress.set_postfix(loss=f"{scalars['loss']:.4f}",
                              img_s=f"{scalars['images_per_second']:.0f}")
         window_start, window_steps, pending = time.perf_counter(), 0, []
-      if done % config.train.checkpoint_every == 0 or done == num_steps:
+      if done % config.train.checkpoint_every == 0 or done in (num_steps, end):
         checkpointer.save(done, state, force=True)
-        if is_main:
+        if is_main and config.sample.write_grids:
           paths = write_samples(config, sampler, state.ema_params, done, workdir, translation)
           progress.write(f'step {done}: checkpoint saved; samples: {", ".join(paths)}')
         window_start = time.perf_counter()  # Sampling time is not training throughput.
@@ -123,6 +127,12 @@ def main(argv):
     checkpointer.wait()
     checkpointer.close()
     writer.close()
+  return state
+
+
+def main(argv):
+  del argv
+  train(_CONFIG.value, _WORKDIR.value, _STOP_AFTER.value)
 
 
 if __name__ == '__main__':

@@ -69,6 +69,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   train.label_dropout = 0.1  # Class-conditional models: classifier-free guidance training.
 
   config.sample = sample = ml_collections.ConfigDict()
+  sample.write_grids = True  # Generation and translation PNGs at every checkpoint.
   sample.sampler = 'euler'  # Flow: 'euler' or 'heun'; DDPM: 'ddim'.
   sample.num_steps = 25
   sample.num_generate = 16

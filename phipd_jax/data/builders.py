@@ -37,7 +37,7 @@ EDGES2SHOES_TEST_EVERY = 10
 
 def _png(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='PNG')
+  Image.fromarray(array[..., 0] if array.shape[-1:] == (1,) else array).save(buffer, format='PNG')
   return buffer.getvalue()
 
 

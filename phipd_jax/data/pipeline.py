@@ -222,7 +222,7 @@ def flat_shaded(images: np.ndarray, segments: int) -> np.ndarray:
   from skimage import color, segmentation  # pylint: disable=g-import-not-at-top
   out = []
   for image in images:
-    labels = segmentation.slic(image, n_segments=segments, compactness=10.0, start_label=0,
+    labels = segmentation.slic((image + 1.0) / 2.0, n_segments=segments, compactness=10.0, start_label=0,
                                channel_axis=-1)
     out.append(color.label2rgb(labels, image, kind='avg', bg_label=-1))
   return np.stack(out).astype(np.float32)

@@ -1,0 +1,44 @@
+"""Shared fixtures: the shared-data skip rule, a session tfds folder and tiny run configs."""
+
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')
+sys.path.insert(0, REPO_ROOT)  # configs/ and train.py are importable from the tests.
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+  """``../shared/data``; skipped when absent unless PHIPD_REQUIRE_SHARED_DATA=1 (CI)."""
+  if not os.path.isdir(SHARED_DATA):
+    if os.environ.get('PHIPD_REQUIRE_SHARED_DATA') == '1':
+      pytest.fail(f'PHIPD_REQUIRE_SHARED_DATA=1 but {SHARED_DATA} is missing')
+    pytest.skip(f'shared data not found at {SHARED_DATA} (a fresh clone without ../shared)')
+  return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture
+def tiny_config(tfds_dir):
+  """The quickstart experiment shrunk to seconds: tiny DiT, batch 8, 16x16 crops."""
+  from configs import quickstart
+  config = quickstart.get_config('runlocal')
+  config.data.tfds_dir = tfds_dir
+  config.data.image_size = 16
+  config.data.resize = 48
+  config.train.batch_size = 8
+  config.train.num_steps = 6
+  config.train.log_every = 2
+  config.train.checkpoint_every = 3
+  config.optim.warmup_steps = 2
+  config.sample.write_grids = False
+  config.sample.num_translate = 2
+  config.sample.num_generate = 4
+  return config
