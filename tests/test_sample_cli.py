@@ -1,0 +1,85 @@
+"""train.py writes sample grids; sample.py generates and translates real images end to end."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train as train_script
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory, tfds_dir):
+  from configs import quickstart
+  config = quickstart.get_config('runlocal')
+  config.data.tfds_dir = tfds_dir
+  config.data.image_size, config.data.resize = 16, 48
+  config.train.batch_size, config.train.num_steps = 8, 4
+  config.train.checkpoint_every, config.train.log_every = 4, 2
+  config.optim.warmup_steps = 1
+  config.sample.num_steps, config.sample.num_generate, config.sample.num_translate = 2, 4, 3
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train_script.train(config, workdir)
+  return workdir
+
+
+def _sample(*args):
+  return subprocess.run([sys.executable, 'sample.py', *args], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_train_writes_grids_metrics_and_config(trained_run):
+  samples = os.path.join(trained_run, 'samples')
+  grid = np.asarray(Image.open(os.path.join(samples, 'translate_000004.png')))
+  # 3 translation rows; columns: input, 3 phi-PD radii, 2 SDEdit strengths, the photo.
+  assert grid.shape[1] > 7 * 16 * 6 and grid.shape[0] > 3 * 16 * 6
+  assert np.load(os.path.join(samples, 'generate_000004.npz'))['samples'].shape == (4, 16, 16, 3)
+  assert os.path.exists(os.path.join(trained_run, 'config.json'))
+  assert os.listdir(os.path.join(trained_run, 'tb'))
+
+
+def test_translate_folder_with_a_bad_file(trained_run, shared_data, tmp_path):
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  for stem in ['100007', '100039']:
+    shutil.copy(os.path.join(shared_data, 'bsds500', 'images', 'test', stem + '.jpg'), inputs)
+  Image.open(inputs / '100039.jpg').convert('RGBA').save(inputs / 'rgba.png')
+  (inputs / 'broken.jpg').write_bytes(b'not an image')
+  output = tmp_path / 'out'
+  for method in ['phipd', 'sdedit']:
+    result = _sample('--workdir', trained_run, '--mode', 'translate', '--input', str(inputs),
+                     '--method', method, '--radius', '3', '--strength', '0.8', '--resize',
+                     '--output', str(output / method))
+    assert result.returncode == 1, result.stderr[-2000:]  # One input failed ...
+    assert 'broken.jpg' in result.stderr  # ... reported by name ...
+    assert 'mode RGBA converted to RGB' in result.stderr
+    for name in ['100007.jpg', '100039.jpg', 'rgba.png']:  # ... and the rest processed.
+      out = np.asarray(Image.open(output / method / name))
+      assert out.shape == (16, 16, 3), name
+    assert os.path.exists(output / method / 'grid.png')
+    assert 'translated 3 image(s)' in result.stdout
+
+
+def test_translate_without_resize_is_a_clear_error(trained_run, shared_data, tmp_path):
+  result = _sample('--workdir', trained_run, '--mode', 'translate', '--input',
+                   os.path.join(shared_data, 'bsds500', 'images', 'test', '100007.jpg'),
+                   '--output', str(tmp_path))
+  assert result.returncode == 1
+  assert 'differs from the training size 16x16; pass --resize' in result.stderr
+
+
+def test_generate_and_missing_checkpoint(trained_run, tmp_path):
+  result = _sample('--workdir', trained_run, '--mode', 'generate', '--num', '5', '--output',
+                   str(tmp_path / 'gen'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  samples = np.load(tmp_path / 'gen' / 'samples.npz')['samples']
+  assert samples.shape == (5, 16, 16, 3) and np.all(np.isfinite(samples))
+  assert os.path.exists(tmp_path / 'gen' / 'samples.png')
+  missing = _sample('--workdir', str(tmp_path / 'nothing'), '--mode', 'generate')
+  assert missing.returncode != 0 and 'no config.json' in missing.stderr
