@@ -67,23 +67,27 @@ def _normalise_axes(ndim: int, axes: Optional[Sequence[int]]) -> tuple[int, ...]
   return normalised
 
 
-def frequency_distance(shape: Sequence[int], axes: Sequence[int]) -> Array:
+def frequency_distance(shape: Sequence[int], axes: Sequence[int], half: bool = False) -> Array:
   """Distance from DC of every FFT bin, in frequency-index units (unshifted FFT layout).
 
   Args:
     shape: full array shape, e.g. ``[B, H, W, C]``.
     axes: the FFT axes (non-negative).
+    half: the ``rfftn`` layout: the last FFT axis holds ``n // 2 + 1`` non-negative frequencies.
 
   Returns:
-    float32 array with ``shape[a]`` on each axis in ``axes`` and 1 elsewhere, so it broadcasts
-    against the array; entry = ``sqrt(sum_a (fftfreq(n_a) * n_a)^2)``.
+    float32 array with the (half-)spectrum length on each axis in ``axes`` and 1 elsewhere, so it
+    broadcasts against the spectrum; entry = ``sqrt(sum_a (fftfreq(n_a) * n_a)^2)``.
   """
   squared = jnp.zeros([1] * len(shape), jnp.float32)
   for axis in axes:
     n = shape[axis]
-    index = jnp.fft.fftfreq(n, dtype=jnp.float32) * n
+    if half and axis == axes[-1]:
+      index = jnp.arange(n // 2 + 1, dtype=jnp.float32)
+    else:
+      index = jnp.fft.fftfreq(n, dtype=jnp.float32) * n
     grid_shape = [1] * len(shape)
-    grid_shape[axis] = n
+    grid_shape[axis] = index.shape[0]
     squared = squared + jnp.reshape(index, grid_shape) ** 2
   return jnp.sqrt(squared)
 
@@ -148,14 +152,17 @@ def _negate_frequency(x: Array, axes: Sequence[int]) -> Array:
   return x
 
 
-def _self_conjugate(shape: Sequence[int], axes: Sequence[int]) -> Array:
-  """True at the bins with ``k == -k mod n`` on every FFT axis (DC and Nyquist corners)."""
+def _self_conjugate(shape: Sequence[int], axes: Sequence[int], half: bool = False) -> Array:
+  """True at the bins with ``k == -k mod n`` on every FFT axis (DC and Nyquist corners).
+
+  ``shape`` is the signal's shape; ``half`` gives the mask in the ``rfftn`` layout.
+  """
   mask = jnp.ones([1] * len(shape), bool)
   for axis in axes:
     n = shape[axis]
-    k = jnp.arange(n)
+    k = jnp.arange(n // 2 + 1 if half and axis == axes[-1] else n)
     grid_shape = [1] * len(shape)
-    grid_shape[axis] = n
+    grid_shape[axis] = k.shape[0]
     mask = mask & jnp.reshape((k == 0) | (2 * k == n), grid_shape)
   return mask
 
@@ -184,17 +191,20 @@ def rayleigh_magnitude(magnitude_noise: Array, axes: Sequence[int]) -> Array:
   return jnp.sqrt(-n * jax.scipy.special.log_ndtr(symmetric))
 
 
-def spectral_phase(spectrum: Array, axes: Sequence[int]) -> Array:
+def spectral_phase(spectrum: Array, axes: Sequence[int], signal_shape: Optional[Sequence[int]] = None) -> Array:
   """Principal angle of an FFT of real data, with the self-conjugate bins made canonical.
 
   The DC and Nyquist bins of a real signal are exactly real, so their angle is 0 or pi, but the
   sign of their (zero) imaginary part, and so +pi or -pi, depends on the FFT backend. The
   released code's one-sided phase clip and linear angle blend are not invariant to that sign;
   this sets those bins to exactly 0 (real part >= 0) or +pi, so results do not depend on the
-  backend. Elsewhere it is ``jnp.angle``.
+  backend. Elsewhere it is ``jnp.angle``. ``signal_shape`` (the real signal's shape) marks an
+  ``rfftn`` half spectrum.
   """
+  half = signal_shape is not None
   canonical = jnp.where(spectrum.real >= 0, 0.0, jnp.pi).astype(jnp.float32)
-  return jnp.where(_self_conjugate(spectrum.shape, axes), canonical, jnp.angle(spectrum))
+  self_conjugate = _self_conjugate(signal_shape if half else spectrum.shape, axes, half)
+  return jnp.where(self_conjugate, canonical, jnp.angle(spectrum))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,20 +295,25 @@ def fss_from_noise(
   if radius_units != 'library':
     raise ValueError("noise: radius_units='padded' only applies to mode='reference'")
 
+  # Real input: the spectrum is Hermitian, so the half spectrum of rfftn holds everything, and
+  # the blended spectrum stays Hermitian (symmetric magnitude, antisymmetric phase), so irfftn
+  # returns exactly Re F^-1 of the full-spectrum equations at half the cost.
   x = x0.astype(jnp.float32)
-  spectrum_x = jnp.fft.fftn(x, axes=axes)
-  spectrum_noise = jnp.fft.fftn(noise.astype(jnp.float32), axes=axes)
+  sizes = [x.shape[a] for a in axes]
+  spectrum_x = jnp.fft.rfftn(x, axes=axes)
+  spectrum_noise = jnp.fft.rfftn(noise.astype(jnp.float32), axes=axes)
   if magnitude == 'gaussian':
     amplitude = jnp.abs(spectrum_noise)
   else:
-    amplitude = rayleigh_magnitude(magnitude_noise, axes)
-  if radius is None:
-    phase = spectral_phase(spectrum_x, axes)
-  else:
-    mask = fss_mask(frequency_distance(x.shape, axes), _per_sample(radius, x.ndim), edge_width)
-    phase = (mask * spectral_phase(spectrum_x, axes)
-             + (1.0 - mask) * spectral_phase(spectrum_noise, axes))
-  eps = jnp.fft.ifftn(amplitude * jnp.exp(1j * phase), axes=axes).real
+    amplitude = jax.lax.slice_in_dim(rayleigh_magnitude(magnitude_noise, axes), 0,
+                                     sizes[-1] // 2 + 1, axis=axes[-1])
+  phase = spectral_phase(spectrum_x, axes, x.shape)
+  if radius is not None:
+    mask = fss_mask(frequency_distance(x.shape, axes, half=True), _per_sample(radius, x.ndim),
+                    edge_width)
+    phase = mask * phase + (1.0 - mask) * spectral_phase(spectrum_noise, axes, x.shape)
+  spectrum = jax.lax.complex(amplitude * jnp.cos(phase), amplitude * jnp.sin(phase))
+  eps = jnp.fft.irfftn(spectrum, s=sizes, axes=axes)
   return eps.astype(x0.dtype)
 
 

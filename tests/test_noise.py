@@ -89,8 +89,9 @@ def numpy_fss_reference(x0, noise, radius_padded, width_padded, clip=True):
 
 
 @pytest.mark.parametrize('radius', [None, 0.0, 3.0, 7.5, np.array([2.0, 9.0])])
-def test_paper_core_matches_numpy(radius):
-  x0, noise = _image(), _noise()
+@pytest.mark.parametrize('shape', [(2, 32, 32, 3), (2, 15, 17, 1)])
+def test_paper_core_matches_numpy(radius, shape):
+  x0, noise = _image(shape=shape), _noise(shape=shape)
   got = noise_lib.fss_from_noise(x0, noise, radius, edge_width=2.0)
   np.testing.assert_allclose(got, numpy_fss_paper(x0, noise, radius, 2.0), atol=2e-5)
 

@@ -154,3 +154,35 @@ def test_every_shipped_config_validates(name, variant):
   config = importlib.import_module(f'configs.{name}').get_config(variant)
   training.validate_config(config, data_parallel_size=1)
   assert config.noise.kind in ('fss', 'gaussian')
+
+
+def test_train_step_compiles_once_across_steps_and_a_restore(tiny_config, tmp_path):
+  mesh = sharding.make_mesh()
+  graphdef, state, optimizer = training.create_train_state(tiny_config, mesh)
+  train_step = training.make_train_step(tiny_config, graphdef, optimizer, mesh, state)
+  dataset = pipeline.train_dataset(tiny_config.data, 8, 0, 6)
+  for step in range(2):
+    state, _ = train_step(state, sharding.global_batch(dataset[step], mesh))
+  checkpointer = checkpoint.Checkpointer(str(tmp_path))
+  checkpointer.save(2, state, force=True)
+  checkpointer.wait()
+  state = checkpointer.restore(state)
+  checkpointer.close()
+  for step in range(2, 4):
+    state, _ = train_step(state, sharding.global_batch(dataset[step], mesh))
+  assert train_step._cache_size() == 1  # No recompilation between steps or after resuming.
+
+
+def test_ddpm_class_conditional_run_trains_and_samples(tiny_config, tmp_path):
+  """The DDPM + eps + DDIM path and labels with guidance, through train.py's loop."""
+  config = tiny_config
+  config.diffusion.process, config.diffusion.prediction = 'ddpm', 'eps'
+  config.sample.sampler, config.sample.num_steps = 'ddim', 3
+  config.model.num_classes, config.sample.guidance_scale = 2, 2.0
+  config.train.num_steps, config.train.checkpoint_every = 3, 3
+  config.sample.write_grids = True
+  state = train_script.train(config, str(tmp_path))
+  assert int(state.step) == 3
+  samples = np.load(tmp_path / 'samples' / 'generate_000003.npz')['samples']
+  assert samples.shape == (4, 16, 16, 3) and np.all(np.isfinite(samples))
+  assert (tmp_path / 'samples' / 'translate_000003.png').exists()

@@ -93,6 +93,7 @@ class Edges2ShoesHandbags(tfds.core.GeneratorBasedBuilder):
   The folder is ``download_config.manual_dir`` (default: the shared copy beside the repo).
   """
 
+  name = 'edges2shoes_handbags'  # tfds would derive 'edges2_shoes_handbags' from the class name.
   VERSION = tfds.core.Version('1.0.0')
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'A folder of <id>_AB.jpg images, photo left, edge map right.'
 
