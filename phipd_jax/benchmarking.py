@@ -135,12 +135,11 @@ def random_images(key, shape, dtype=jnp.float32):
 
 
 def device_description() -> str:
+  """E.g. ``'8 x TPU v5 lite (tpu)'``."""
   devices = jax.devices()
   return f'{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})'
 
 
-def median(values: Sequence[float]) -> float:
-  return float(np.median(np.asarray(values)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +152,7 @@ def network_evaluations(method: str, num_steps: int) -> int:
 
 
 def peak_flops(given: float) -> tuple[float, str]:
+  """``(peak FLOP/s, where it came from)``: ``given`` if > 0, else a measured matmul."""
   if given > 0:
     return given, 'given (--peak_flops)'
   return measured_peak_flops(), 'measured (2048^3 float32 matmul)'
@@ -228,6 +228,7 @@ def sample_section(config, graphdef, params, image_shape, peak: float,
 
 
 def train_section(config, peak: float, repeats: int) -> dict:
+  """Train step on a random batch of ``config.train.batch_size``: ms/step, images/s, MFU."""
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   graphdef, state, optimizer = training.create_train_state(config, mesh)
   step = training.make_train_step(config, graphdef, optimizer, mesh, state)
@@ -272,6 +273,7 @@ def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, 
 
 
 def print_tables(results: dict):
+  """Prints the sections of :func:`run_benchmarks`'s results as plain-text tables."""
   print(f"device: {results['device']}; peak {results['peak_flops'] / 1e9:.1f} GFLOP/s "
         f"({results['peak_source']}); median of {results['repeats']} repeats")
   if 'sample' in results:

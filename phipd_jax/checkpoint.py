@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 
 def checkpoint_dir(workdir: str) -> str:
+  """``<workdir>/checkpoints`` as an absolute path (orbax needs one)."""
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
@@ -42,9 +43,11 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
+    """Step of the newest complete checkpoint, or None (half-written ones are ignored)."""
     return self.manager.latest_step()
 
   def save(self, step: int, state, force: bool = False) -> bool:
+    """Saves asynchronously (periodic unless ``force``); returns whether a save started."""
     return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, template, step: Optional[int] = None):

@@ -191,7 +191,8 @@ def rayleigh_magnitude(magnitude_noise: Array, axes: Sequence[int]) -> Array:
   return jnp.sqrt(-n * jax.scipy.special.log_ndtr(symmetric))
 
 
-def spectral_phase(spectrum: Array, axes: Sequence[int], signal_shape: Optional[Sequence[int]] = None) -> Array:
+def spectral_phase(spectrum: Array, axes: Sequence[int],
+                   signal_shape: Optional[Sequence[int]] = None) -> Array:
   """Principal angle of an FFT of real data, with the self-conjugate bins made canonical.
 
   The DC and Nyquist bins of a real signal are exactly real, so their angle is 0 or pi, but the

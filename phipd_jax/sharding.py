@@ -41,6 +41,7 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state, scalars)."""
   return NamedSharding(mesh, P())
 
 
@@ -50,6 +51,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def data_parallel_size(mesh: Mesh) -> int:
+  """Number of batch shards: the global batch must be a multiple of it."""
   return math.prod(mesh.shape[a] for a in MESH_AXES)
 
 

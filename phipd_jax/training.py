@@ -79,11 +79,18 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
                   weight_decay=optim_config.weight_decay))
 
 
-def create_train_state(config, mesh) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
+def create_train_state(config, mesh):
   """Builds the model and a state whose arrays are born replicated on ``mesh``.
 
   Initialisation runs inside ``jax.jit`` with ``out_shardings``, so no host ever holds an
-  unsharded copy. Returns ``(graphdef, state, optimizer)``.
+  unsharded copy.
+
+  Returns:
+    ``(graphdef, state, optimizer)``: the model's ``nnx.GraphDef``, a :class:`TrainState` at
+    step 0 and the ``optax.GradientTransformation``.
+
+  Raises:
+    ValueError: an invalid model or optimizer config.
   """
   optimizer = make_optimizer(config.optim, config.train.num_steps)
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))

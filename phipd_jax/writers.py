@@ -28,6 +28,7 @@ class MetricWriter:
       self._tensorboard = SummaryWriter(os.path.join(workdir, 'tb'))
 
   def write_scalars(self, step: int, scalars: dict):
+    """Appends ``{"step": step, **scalars}`` to the JSONL file and to TensorBoard."""
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
@@ -76,5 +77,6 @@ def image_grid(columns: Sequence[np.ndarray], titles: Optional[Sequence[str]] = 
 
 
 def save_png(path: str, image: np.ndarray):
+  """Writes uint8 ``[H, W, 3]`` as PNG, creating the folder."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   Image.fromarray(image).save(path)

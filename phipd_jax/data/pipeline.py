@@ -2,7 +2,8 @@
 
 The training set is a ``grain.MapDataset`` whose element ``s`` is the local batch of step
 ``s``, so a resumed run reads exactly the batches an uninterrupted run would have read, and each
-process reads its own slice of the global batch (``process_index::process_count``).
+process reads its own contiguous rows of the global batch (process ``p`` of ``P``: rows
+``[p B / P, (p + 1) B / P)``), so any process count assembles the same global batch.
 
 Sources: the builders of :mod:`phipd_jax.data.builders` (``skimage_photos``,
 ``edges2shoes_handbags``, ``bsds500``) or any tfds catalog name (``cifar10``, ``celeb_a``,
@@ -28,6 +29,8 @@ IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 @dataclasses.dataclass(frozen=True)
 class Example:
+  """A decoded training image (uint8 ``[h, w, 3]``) and its class label (0 if none)."""
+
   image: np.ndarray  # uint8 [h, w, 3]
   label: int
 
@@ -54,12 +57,14 @@ def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """Central ``size x size`` crop of ``[H, W, C]`` (``H, W >= size``)."""
   height, width = image.shape[:2]
   top, left = (height - size) // 2, (width - size) // 2
   return image[top:top + size, left:left + size]
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
+  """``[H, W]``, ``[H, W, 1]``, RGB or RGBA -> ``[H, W, 3]`` (gray replicated, alpha dropped)."""
   if image.ndim == 2:
     image = image[..., None]
   if image.shape[-1] == 1:
@@ -84,7 +89,8 @@ def data_source(data_config, split: str):
   except Exception as error:  # tfds raises several types; name the field either way.
     raise ValueError(
         f'data.name={name!r}: not a shipped dataset ({sorted(builders.BUILDERS)}) and tfds could '
-        f'not open it under data.tfds_dir={data_dir!r} ({type(error).__name__}: {error})') from error
+        f'not open it under data.tfds_dir={data_dir!r} ({type(error).__name__}: {error})'
+    ) from error
 
 
 def _decode(record, data_config) -> Example:
@@ -222,7 +228,7 @@ def flat_shaded(images: np.ndarray, segments: int) -> np.ndarray:
   from skimage import color, segmentation  # pylint: disable=g-import-not-at-top
   out = []
   for image in images:
-    labels = segmentation.slic((image + 1.0) / 2.0, n_segments=segments, compactness=10.0, start_label=0,
-                               channel_axis=-1)
+    labels = segmentation.slic((image + 1.0) / 2.0, n_segments=segments, compactness=10.0,
+                               start_label=0, channel_axis=-1)  # slic expects [0, 1].
     out.append(color.label2rgb(labels, image, kind='avg', bg_label=-1))
   return np.stack(out).astype(np.float32)

@@ -86,9 +86,11 @@ class FlowMatching:
     return ((1.0 - t) * x0 + t * eps).astype(x0.dtype)
 
   def model_time(self, t: Array) -> Array:
+    """The network's time input: ``t`` itself, float32 in ``[0, 1]``."""
     return jnp.asarray(t, jnp.float32)
 
   def target(self, x0: Array, eps: Array, t: Array, prediction: str) -> Array:
+    """Regression target: ``eps - x0`` (v), ``x0`` (x) or ``eps``; shape of ``x0``."""
     _check_prediction(prediction)
     return {'v': eps - x0, 'x': x0, 'eps': eps}[prediction]
 
@@ -150,6 +152,7 @@ class DDPM:
 
   @property
   def alpha_bar(self) -> Array:
+    """float32 ``[K]`` cumulative signal levels (see :func:`alpha_bar_schedule`)."""
     return alpha_bar_schedule(self.schedule, self.num_steps, self.beta_start, self.beta_end)
 
   def _coefficients(self, k: Array, x: Array) -> tuple[Array, Array]:
@@ -162,6 +165,7 @@ class DDPM:
     return jax.random.randint(key, (batch,), 0, self.num_steps)
 
   def noisy(self, x0: Array, eps: Array, k: Array) -> Array:
+    """``x_k = sqrt(alpha_bar[k]) x0 + sqrt(1 - alpha_bar[k]) eps``; ``k`` scalar or ``[B]``."""
     signal, noise = self._coefficients(k, x0)
     return (signal * x0 + noise * eps).astype(x0.dtype)
 
@@ -170,6 +174,7 @@ class DDPM:
     return jnp.asarray(k, jnp.float32) / self.num_steps
 
   def target(self, x0: Array, eps: Array, k: Array, prediction: str) -> Array:
+    """``eps``, ``x0`` or ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` (Salimans & Ho 2022, Eq. 8)."""
     _check_prediction(prediction)
     if prediction == 'v':
       signal, noise = self._coefficients(k, x0)
@@ -177,6 +182,7 @@ class DDPM:
     return {'x': x0, 'eps': eps}[prediction]
 
   def to_x0_eps(self, value: Array, x_k: Array, k: Array, prediction: str) -> tuple[Array, Array]:
+    """``(x0_hat, eps_hat)`` from a network output of type ``prediction`` at ``(x_k, k)``."""
     _check_prediction(prediction)
     signal, noise = self._coefficients(k, x_k)
     if prediction == 'v':  # signal^2 + noise^2 = 1.

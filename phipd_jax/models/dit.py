@@ -75,6 +75,7 @@ def sincos_positions_2d(grid_h: int, grid_w: int, dim: int) -> Array:
 
 
 def modulate(x: Array, shift: Array, scale: Array) -> Array:
+  """adaLN: ``x [B, T, D] * (1 + scale [B, D]) + shift [B, D]``."""
   return x * (1 + scale[:, None]) + shift[:, None]
 
 
@@ -132,6 +133,7 @@ class DiTBlock(nnx.Module):
 
 
 class FinalLayer(nnx.Module):
+  """adaLN-modulated LayerNorm, then a zero-initialised linear to ``p * p * C_out`` per token."""
 
   def __init__(self, hidden: int, patch_size: int, out_channels: int, *, dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -185,6 +187,7 @@ class DiT(nnx.Module):
 
   @property
   def null_label(self) -> Optional[int]:
+    """The label index meaning "no label" (``num_classes``), or None if unconditional."""
     return self.num_classes if self.num_classes else None
 
   def __call__(self, x_t: Array, t: Array, y: Optional[Array] = None) -> Array:
