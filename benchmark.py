@@ -26,6 +26,7 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Images per sampling batch.')
 _FRAMES = flags.DEFINE_integer('frames', 8, 'Frames of the video shape in the noise section.')
 _PEAK = flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s for MFU (0: measure a matmul).')
+_MARKDOWN = flags.DEFINE_string('markdown', None, 'Also write the tables as Markdown here.')
 flags.mark_flag_as_required('config')
 
 
@@ -33,12 +34,16 @@ def main(argv):
   del argv
   results = benchmarking.run_benchmarks(_CONFIG.value, _WHAT.value, _REPEATS.value, _BATCH.value,
                                         _FRAMES.value, _PEAK.value)
-  benchmarking.print_tables(results)
+  print(benchmarking.report(results))
   if _JSON.value:
     os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
     with open(_JSON.value, 'w') as f:
       json.dump(results, f, indent=2, default=str)
     print(f'\nwrote {_JSON.value}')
+  if _MARKDOWN.value:
+    with open(_MARKDOWN.value, 'w') as f:
+      f.write(benchmarking.report(results, markdown=True) + '\n')
+    print(f'wrote {_MARKDOWN.value}')
 
 
 if __name__ == '__main__':

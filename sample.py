@@ -23,10 +23,10 @@ import sys
 from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from configs import common
 from phipd_jax import checkpoint, sampling, sharding, training, writers
 from phipd_jax.data import pipeline
 
@@ -53,7 +53,8 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.
 
 def load_run(workdir: str):
   """``(config, sampler, ema_params)`` of the latest checkpoint of ``workdir``."""
-  config = ml_collections.ConfigDict(checkpoint.load_config_dict(workdir))
+  config = common.get_base_config()  # Fields added since the run was saved take defaults.
+  config.update(checkpoint.load_config_dict(workdir))
   if _STEPS.value is not None:
     config.sample.num_steps = _STEPS.value
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)

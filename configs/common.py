@@ -82,7 +82,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   sample.sdedit_strengths = (0.5, 0.75)
   sample.flat_shade_segments = 48  # Superpixels of the 'flat_shaded' rendering.
 
+  config.distributed = distributed = ml_collections.ConfigDict()
+  distributed.enabled = False  # jax.distributed.initialize (automatic on multi-host TPU).
+  distributed.coordinator_address = ''  # '' = auto-detect (TPU, SLURM, ...).
+  distributed.num_processes = 0  # 0 = auto-detect.
+  distributed.process_id = -1  # -1 = auto-detect.
+
   config.mesh = mesh = ml_collections.ConfigDict()
   mesh.data = -1  # -1: all devices.
-  mesh.fsdp = 1
+  mesh.fsdp = 1  # Parameter sharding; -1: all devices left after data.
+  mesh.fsdp_min_size = 2**14  # Arrays smaller than this (elements) stay replicated.
   return config

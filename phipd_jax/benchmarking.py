@@ -112,8 +112,8 @@ def measured_peak_flops(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -
   return 2.0 * size**3 / timing.median_s
 
 
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-  """Plain-text table of ``rows`` (dicts) over ``columns``; floats with 4 significant digits."""
+def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = False) -> str:
+  """Table of ``rows`` (dicts) over ``columns``, plain text or Markdown; floats to 4 digits."""
 
   def cell(value):
     if isinstance(value, float):
@@ -121,6 +121,9 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return '' if value is None else str(value)
 
   cells = [[cell(row.get(c)) for c in columns] for row in rows]
+  if markdown:
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in cells])
   widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c)
             for i, c in enumerate(columns)]
   lines = ['  '.join(c.ljust(w) for c, w in zip(columns, widths)),
@@ -272,23 +275,26 @@ def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, 
   return results
 
 
-def print_tables(results: dict):
-  """Prints the sections of :func:`run_benchmarks`'s results as plain-text tables."""
-  print(f"device: {results['device']}; peak {results['peak_flops'] / 1e9:.1f} GFLOP/s "
-        f"({results['peak_source']}); median of {results['repeats']} repeats")
-  if 'sample' in results:
-    print('\nsampling (one full run of a batch)')
-    print(format_table(results['sample'], [
-        'sampler', 'start', 'steps', 'evaluations', 'compile_s', 'compile_s_at_2x_steps',
-        'run_median_ms', 'run_min_ms', 'run_max_ms', 'ms_per_evaluation', 'images_per_s',
-        'gflops_per_image', 'mfu']))
-  if 'noise' in results:
-    print(f"\nnoise constructors (share of one {results['noise_reference_run']} phi-PD run)")
-    print(format_table(results['noise'], [
-        'noise', 'shape', 'compile_s', 'median_ms', 'min_ms', 'max_ms',
-        'share_of_sampling_run']))
-  if 'train' in results:
-    print('\ntrain step')
-    print(format_table([results['train']], [
-        'batch', 'compile_s', 'step_median_ms', 'step_min_ms', 'step_max_ms', 'images_per_s',
-        'gflops_per_image', 'achieved_gflops_per_s', 'mfu']))
+SAMPLE_COLUMNS = ('sampler', 'start', 'steps', 'evaluations', 'compile_s',
+                  'compile_s_at_2x_steps', 'run_median_ms', 'run_min_ms', 'run_max_ms',
+                  'ms_per_evaluation', 'images_per_s', 'gflops_per_image', 'mfu')
+NOISE_COLUMNS = ('noise', 'shape', 'compile_s', 'median_ms', 'min_ms', 'max_ms',
+                 'share_of_sampling_run')
+TRAIN_COLUMNS = ('batch', 'compile_s', 'step_median_ms', 'step_min_ms', 'step_max_ms',
+                 'images_per_s', 'gflops_per_image', 'achieved_gflops_per_s', 'mfu')
+
+
+def report(results: dict, markdown: bool = False) -> str:
+  """The sections of :func:`run_benchmarks`'s results as tables (plain text or Markdown)."""
+  parts = [f"device: {results['device']}; peak {results['peak_flops'] / 1e9:.1f} GFLOP/s "
+           f"({results['peak_source']}); median of {results['repeats']} repeats"]
+  sections = [('sample', 'sampling (one full run of a batch)', SAMPLE_COLUMNS),
+              ('noise', f"noise constructors (share of one {results.get('noise_reference_run')} "
+                        'phi-PD sampling run)', NOISE_COLUMNS),
+              ('train', 'train step', TRAIN_COLUMNS)]
+  for key, title, columns in sections:
+    if key in results:
+      rows = results[key] if isinstance(results[key], list) else [results[key]]
+      parts.append(('**' + title + '**' if markdown else title) + '\n\n' * markdown + '\n'
+                   * (not markdown) + format_table(rows, columns, markdown))
+  return '\n\n'.join(parts)

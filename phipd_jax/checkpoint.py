@@ -11,6 +11,7 @@ import json
 import os
 from typing import Optional
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -51,15 +52,28 @@ class Checkpointer:
     return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, template, step: Optional[int] = None):
-    """Restores ``step`` (default: latest) into the structure and shardings of ``template``.
+    """Restores into the structure and shardings of ``template`` (any mesh or device count).
+
+    Without ``step``, the newest checkpoint that reads back is used: a damaged one (truncated
+    files, a crash during its write) is skipped with a warning, and the one before it is used.
+    Unfinished writes (orbax's temporary directories) are never considered.
 
     Raises:
-      FileNotFoundError: there is no checkpoint in the workdir.
+      FileNotFoundError: there is no (readable) checkpoint in the workdir.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
+    target = ocp.args.StandardRestore(_abstract(template))
+    if step is not None:
+      return self.manager.restore(step, args=target)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
-    return self.manager.restore(step, args=ocp.args.StandardRestore(_abstract(template)))
+    for candidate in steps:
+      try:
+        return self.manager.restore(candidate, args=target)
+      except Exception as error:  # orbax/tensorstore raise many types for damaged files.
+        logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying an older one',
+                        candidate, self.directory, type(error).__name__, error)
+    raise FileNotFoundError(f'no readable checkpoint in {self.directory} (tried {steps})')
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -97,3 +111,42 @@ def load_config_dict(workdir: str) -> dict:
     raise FileNotFoundError(f'no config.json in {workdir}: is it a phipd_jax workdir?')
   with open(path) as f:
     return json.load(f)
+
+
+# Config fields that change the shapes or meaning of the saved arrays: resuming with another
+# value would fail to restore or silently train a different model.
+SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes')
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def check_resume_config(saved: dict, current: dict) -> list[str]:
+  """Compares the config a run was started with against the one it resumes with.
+
+  Args:
+    saved: the run's ``config.json`` as a dict.
+    current: the new config as a dict (``config.to_dict()``).
+
+  Returns:
+    The harmless differences, as ``'field: old -> new'`` lines (log them as a warning).
+
+  Raises:
+    ValueError: a field of :data:`SHAPE_FIELDS` differs (the checkpoint cannot be continued).
+  """
+  old, new = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
+  differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k)}
+  fatal = [f'{k}: {a!r} -> {b!r}' for k, (a, b) in differences.items() if k in SHAPE_FIELDS]
+  if fatal:
+    raise ValueError('cannot resume: config differs from the saved run in fields that change '
+                     'the checkpoint: ' + '; '.join(fatal) + ' (use a new --workdir, or '
+                     '--config.init_from to start from its parameters)')
+  return [f'{k}: {a!r} -> {b!r}' for k, (a, b) in differences.items()]

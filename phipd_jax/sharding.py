@@ -59,3 +59,38 @@ def global_batch(local_batch, mesh: Mesh):
   """This process's NumPy slice of the batch -> global ``jax.Array`` sharded over the mesh."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def fsdp_spec(shape, fsdp_size: int, min_size: int) -> P:
+  """Partition spec of one parameter: its largest ``fsdp``-divisible dimension over ``fsdp``.
+
+  Arrays with fewer than ``min_size`` elements (biases, norms, scalars) stay replicated: sharding
+  them saves no memory and costs a collective each.
+
+  Args:
+    shape: the array's shape.
+    fsdp_size: size of the ``fsdp`` mesh axis.
+    min_size: smallest number of elements that gets sharded.
+
+  Returns:
+    ``PartitionSpec`` with ``'fsdp'`` on at most one dimension.
+  """
+  if fsdp_size == 1 or math.prod(shape) < min_size:
+    return P()
+  candidates = [(size, axis) for axis, size in enumerate(shape) if size % fsdp_size == 0]
+  if not candidates:
+    return P()
+  _, axis = max(candidates)  # Largest dimension; the later one on ties.
+  return P(*[('fsdp' if a == axis else None) for a in range(len(shape))])
+
+
+def state_shardings(abstract_state, mesh: Mesh, min_size: int = 2**14):
+  """``NamedSharding`` for every leaf of a state pytree by :func:`fsdp_spec`.
+
+  The rule looks only at shapes, so parameters, their EMA and the optimizer moments (same
+  shapes) get the same layout, and small leaves (steps, keys, counts) are replicated.
+  """
+  fsdp_size = mesh.shape['fsdp']
+  return jax.tree.map(
+      lambda leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, fsdp_size, min_size)),
+      abstract_state)

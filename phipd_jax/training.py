@@ -82,8 +82,9 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
 def create_train_state(config, mesh):
   """Builds the model and a state whose arrays are born replicated on ``mesh``.
 
-  Initialisation runs inside ``jax.jit`` with ``out_shardings``, so no host ever holds an
-  unsharded copy.
+  Initialisation runs inside ``jax.jit`` with ``out_shardings`` from
+  :func:`phipd_jax.sharding.state_shardings` (large arrays split over ``fsdp``, the rest
+  replicated), so no device ever holds an unsharded copy of a sharded array.
 
   Returns:
     ``(graphdef, state, optimizer)``: the model's ``nnx.GraphDef``, a :class:`TrainState` at
@@ -103,16 +104,10 @@ def create_train_state(config, mesh):
                       opt_state=optimizer.init(params), ema_params=params,
                       rng=jax.random.key_data(run_key))
 
-  replicated = sharding_lib.replicated(mesh)
   abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
-  state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(config.seed))
+  shardings = sharding_lib.state_shardings(abstract, mesh, config.mesh.fsdp_min_size)
+  state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
   return graphdef, state, optimizer
-
-
-def state_shardings(state: TrainState, mesh):
-  """Sharding pytree matching ``state`` (replicated; FSDP rules come with the pod issue)."""
-  return jax.tree.map(lambda _: sharding_lib.replicated(mesh), state)
 
 
 def apply_model(graphdef: nnx.GraphDef, params) -> Callable:
@@ -146,6 +141,8 @@ def make_train_step(config, graphdef: nnx.GraphDef, optimizer: optax.GradientTra
   label_dropout = config.train.label_dropout
   ema_decay = config.optim.ema_decay
   learning_rate = make_optimizer_schedule(config.optim, config.train.num_steps)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  constrain = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
 
   def train_step(state: TrainState, batch):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -156,8 +153,11 @@ def make_train_step(config, graphdef: nnx.GraphDef, optimizer: optax.GradientTra
       labels = jnp.where(drop, num_classes, batch['label'])
 
     def loss_fn(params):
-      return diffusion.diffusion_loss(process, apply_model(graphdef, params), batch['image'],
-                                      loss_key, noise_fn, prediction, labels)
+      model = apply_model(graphdef, params)
+      # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
+      apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
+      return diffusion.diffusion_loss(process, apply_fn, constrain(batch['image']), loss_key,
+                                      noise_fn, prediction, labels)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -170,8 +170,8 @@ def make_train_step(config, graphdef: nnx.GraphDef, optimizer: optax.GradientTra
                               ema_params=ema_params)
     return new_state, metrics
 
-  shardings = state_shardings(state, mesh)
-  return jax.jit(train_step, in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  return jax.jit(train_step, in_shardings=(shardings, batch_sharding),
                  out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
 
 

@@ -147,12 +147,13 @@ def test_batch_must_divide_over_devices(tiny_config):
 
 
 @pytest.mark.parametrize('name', ['quickstart', 'edges2shoes_phipd', 'edges2shoes_gaussian',
-                                  'cifar10_phipd'])
+                                  'cifar10_phipd', 'imagenet64_dit_b2'])
 @pytest.mark.parametrize('variant', [None, 'runlocal'])
 def test_every_shipped_config_validates(name, variant):
   import importlib
   config = importlib.import_module(f'configs.{name}').get_config(variant)
-  training.validate_config(config, data_parallel_size=1)
+  devices = 64 if name == 'imagenet64_dit_b2' and variant is None else 1  # A v5e-64 slice.
+  training.validate_config(config, data_parallel_size=devices)
   assert config.noise.kind in ('fss', 'gaussian')
 
 

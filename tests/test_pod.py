@@ -1,0 +1,258 @@
+"""Pod scale and fault tolerance: FSDP meshes, restore across device counts, kill -9, SIGTERM,
+damaged checkpoints, NaN stops, resume config checks and two real processes in lockstep."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import train as train_script
+from phipd_jax import checkpoint, sharding, training
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_python(script: str, *args, devices: int = 8, timeout: int = 600, env_extra=None):
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', **(env_extra or {}))
+  return subprocess.run([sys.executable, '-c', textwrap.dedent(script), *map(str, args)],
+                        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _train_command(workdir, tfds_dir, *overrides):
+  return [sys.executable, 'train.py', '--config', 'configs/quickstart.py:runlocal',
+          '--workdir', str(workdir), f'--config.data.tfds_dir={tfds_dir}',
+          '--config.data.image_size=16', '--config.data.resize=48',
+          '--config.train.batch_size=8', '--config.optim.warmup_steps=2',
+          '--config.sample.write_grids=False', *overrides]
+
+
+def _restore(workdir, config):
+  mesh = sharding.make_mesh()
+  _, template, _ = training.create_train_state(config, mesh)
+  return checkpoint.restore_latest(str(workdir), template)
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_fsdp_spec_shards_the_largest_divisible_dimension():
+  assert sharding.fsdp_spec((128, 384), 8, 1024) == jax.sharding.PartitionSpec(None, 'fsdp')
+  assert sharding.fsdp_spec((384, 128), 4, 1024) == jax.sharding.PartitionSpec('fsdp', None)
+  assert sharding.fsdp_spec((384,), 8, 1024) == jax.sharding.PartitionSpec()  # Small: replicated.
+  assert sharding.fsdp_spec((7, 9, 11), 2, 1) == jax.sharding.PartitionSpec()  # Nothing divides.
+  assert sharding.fsdp_spec((128, 384), 1, 1) == jax.sharding.PartitionSpec()
+  with pytest.raises(ValueError, match='does not divide'):
+    sharding.make_mesh(3, 1)
+
+
+MESH_SCRIPT = '''
+    import sys, jax, numpy as np
+    from configs import quickstart
+    from phipd_jax import sharding, training
+    from phipd_jax.data import pipeline
+    config = quickstart.get_config('runlocal')
+    config.data.tfds_dir = sys.argv[1]
+    config.data.image_size, config.data.resize, config.train.batch_size = 16, 48, 8
+    dataset = pipeline.train_dataset(config.data, 8, 0, 3)
+    losses = {}
+    for data, fsdp in [(8, 1), (4, 2), (2, 4), (1, 8)]:
+      config.mesh.data, config.mesh.fsdp = data, fsdp
+      mesh = sharding.make_mesh(data, fsdp)
+      graphdef, state, optimizer = training.create_train_state(config, mesh)
+      kernel = state.params['blocks'][0]['mlp_in']['kernel']
+      spec = kernel.sharding.spec
+      assert (fsdp == 1) == ('fsdp' not in tuple(spec)), (fsdp, spec)  # Born sharded.
+      assert state.opt_state[1][0].mu['blocks'][0]['mlp_in']['kernel'].sharding.spec == spec
+      step = training.make_train_step(config, graphdef, optimizer, mesh, state)
+      for i in range(3):
+        state, metrics = step(state, sharding.global_batch(dataset[i], mesh))
+      losses[(data, fsdp)] = float(metrics['loss'])
+    print(losses)
+    values = list(losses.values())
+    np.testing.assert_allclose(values, values[0], rtol=1e-5)
+    print('OK')
+'''
+
+
+def test_meshes_8x1_4x2_2x4_1x8_give_the_same_loss(tfds_dir):
+  result = _run_python(MESH_SCRIPT, tfds_dir)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+RESTORE_SCRIPT = '''
+    import sys, jax, numpy as np
+    from configs import quickstart
+    from phipd_jax import checkpoint, sharding, training
+    config = quickstart.get_config('runlocal')
+    config.data.tfds_dir = sys.argv[1]
+    workdir = sys.argv[2]
+    devices = jax.devices()
+    config.mesh.data, config.mesh.fsdp = 1, 8
+    mesh = sharding.make_mesh(1, 8, devices)
+    _, state, _ = training.create_train_state(config, mesh)
+    saver = checkpoint.Checkpointer(workdir)
+    saver.save(5, state, force=True)
+    saver.close()
+    saved = jax.tree.map(np.asarray, state)
+    for count, fsdp in [(4, 4), (1, 1)]:
+      config.mesh.data, config.mesh.fsdp = 1, fsdp
+      target_mesh = sharding.make_mesh(1, fsdp, devices[:count])
+      _, template, _ = training.create_train_state(config, target_mesh)
+      restored = checkpoint.restore_latest(workdir, template)
+      leaf = restored.params['blocks'][0]['mlp_in']['kernel']
+      assert len(leaf.sharding.device_set) == count, leaf.sharding
+      for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    print('OK')
+'''
+
+
+def test_checkpoint_saved_on_8_devices_restores_on_4_and_on_1(tfds_dir, tmp_path):
+  result = _run_python(RESTORE_SCRIPT, tfds_dir, tmp_path / 'run')
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def _wait_for(predicate, process, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    if process.poll() is not None:
+      raise AssertionError(f'training exited early: {process.stderr.read()[-3000:]}')
+    time.sleep(0.2)
+  raise AssertionError('timed out waiting for the training process')
+
+
+def _finished_steps(workdir):
+  directory = workdir / 'checkpoints'
+  if not directory.exists():
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def test_kill_9_mid_run_then_restart_equals_uninterrupted(tiny_config, tfds_dir, tmp_path):
+  overrides = ['--config.train.num_steps=12', '--config.train.checkpoint_every=3',
+               '--config.train.log_every=3']
+  killed = tmp_path / 'killed'
+  process = subprocess.Popen(_train_command(killed, tfds_dir, *overrides), cwd=REPO_ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: 6 in _finished_steps(killed), process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert _finished_steps(killed)[-1] < 12  # Killed before the end ...
+  resumed = subprocess.run(_train_command(killed, tfds_dir, *overrides), cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'resumed from' in resumed.stderr
+  tiny_config.train.num_steps, tiny_config.train.checkpoint_every = 12, 3
+  tiny_config.train.log_every = 3
+  uninterrupted = train_script.train(tiny_config, str(tmp_path / 'straight'))
+  _assert_trees_equal(_restore(killed, tiny_config), uninterrupted)  # ... and nothing lost.
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_0(tfds_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  process = subprocess.Popen(
+      _train_command(workdir, tfds_dir, '--config.train.num_steps=100000',
+                     '--config.train.checkpoint_every=100000', '--config.train.log_every=2'),
+      cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / 'metrics.jsonl'
+  _wait_for(lambda: metrics.exists() and metrics.read_text().count('\n') >= 2, process)
+  process.send_signal(signal.SIGTERM)
+  stderr = process.communicate(timeout=300)[1]
+  assert process.returncode == 0, stderr[-3000:]
+  steps = _finished_steps(workdir)
+  last_logged = json.loads(metrics.read_text().strip().splitlines()[-1])['step']
+  assert steps == [last_logged]  # The step it stopped at (logged once more on the way out).
+  assert 4 <= steps[0] < 100000 and 'checkpoint saved at step' in stderr
+
+
+def test_damaged_and_unfinished_checkpoints_are_skipped(tiny_config, tmp_path):
+  state = train_script.train(tiny_config, str(tmp_path))  # Checkpoints at steps 3 and 6.
+  directory = tmp_path / 'checkpoints'
+  shutil.copytree(directory / '6', directory / '9.orbax-checkpoint-tmp-1234')  # Died mid-write.
+  for root, _, files in os.walk(directory / '6'):  # Truncate every array file of step 6.
+    for name in files:
+      if 'ocdbt' in root or name.startswith('d'):
+        open(os.path.join(root, name), 'wb').close()
+  checkpointer = checkpoint.Checkpointer(str(tmp_path))
+  assert checkpointer.latest_step() == 6  # The unfinished write is not a checkpoint.
+  restored = checkpointer.restore(state)
+  checkpointer.close()
+  assert int(restored.step) == 3  # Step 6 is unreadable: the one before it is used.
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tiny_config, tmp_path):
+  tiny_config.optim.learning_rate = 1e30
+  tiny_config.optim.grad_clip = 1e30
+  tiny_config.train.num_steps, tiny_config.train.checkpoint_every = 20, 20
+  with pytest.raises(FloatingPointError, match=r'non-finite loss or gradient at step \d+'):
+    train_script.train(tiny_config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists() or not os.listdir(tmp_path / 'checkpoints')
+
+
+def test_resume_checks_the_saved_config(tiny_config, tmp_path):
+  train_script.train(tiny_config, str(tmp_path), stop_after=3)
+  changed = tiny_config.copy_and_resolve_references()
+  changed.model.patch_size = 2
+  with pytest.raises(ValueError, match='cannot resume.*model.patch_size'):
+    train_script.train(changed, str(tmp_path))
+  harmless = tiny_config.copy_and_resolve_references()
+  harmless.train.log_every = 3
+  saved = checkpoint.load_config_dict(str(tmp_path))
+  assert checkpoint.check_resume_config(saved, harmless.to_dict()) == ['train.log_every: 2 -> 3']
+  assert int(train_script.train(harmless, str(tmp_path)).step) == 6
+
+
+TWO_PROCESS_SCRIPT = '''
+    import sys, jax
+    jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+    import numpy as np
+    import train
+    from configs import quickstart
+    config = quickstart.get_config('runlocal')
+    config.data.tfds_dir = sys.argv[3]
+    config.data.image_size, config.data.resize, config.train.batch_size = 16, 48, 8
+    config.train.num_steps, config.train.checkpoint_every, config.train.log_every = 4, 4, 2
+    config.optim.warmup_steps, config.sample.write_grids = 2, False
+    assert jax.process_count() == 2 and jax.device_count() == 4
+    state = train.train(config, sys.argv[4])
+    checksum = sum(float(np.sum(np.asarray(x.addressable_shards[0].data, np.float64)))
+                   for x in jax.tree.leaves(state.params))
+    print(f'CHECKSUM {checksum!r}')
+'''
+
+
+def test_two_processes_train_in_lockstep_and_match_one_process(tiny_config, tfds_dir, tmp_path):
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    port = sock.getsockname()[1]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT,
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', textwrap.dedent(TWO_PROCESS_SCRIPT), f'localhost:{port}', str(i),
+       tfds_dir, str(tmp_path / 'multi')], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for process, (stdout, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr[-3000:]
+  checksums = [float(stdout.split('CHECKSUM ')[1]) for stdout, _ in outputs]
+  assert checksums[0] == checksums[1]  # Lockstep: identical parameters on both processes.
+  tiny_config.train.num_steps, tiny_config.train.checkpoint_every = 4, 4
+  single = train_script.train(tiny_config, str(tmp_path / 'single'))
+  expected = sum(float(np.sum(np.asarray(x, np.float64))) for x in jax.tree.leaves(single.params))
+  np.testing.assert_allclose(checksums[0], expected, rtol=1e-5)  # Same global batches as 1 proc.
+  rows = [json.loads(line) for line in open(tmp_path / 'multi' / 'metrics.jsonl')]
+  assert [r['step'] for r in rows] == [2, 4]  # Written once, by process 0.
