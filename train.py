@@ -9,6 +9,7 @@ Outputs in --workdir: checkpoints/, config.json, metrics.jsonl, tb/ (TensorBoard
 samples/generate_<step>.png and samples/translate_<step>.png at every checkpoint.
 """
 
+import hashlib
 import os
 import signal
 import time
@@ -87,11 +88,11 @@ def check_same_parameters(params):
   """Fails fast if the processes hold different replicated parameters (seed or config skew)."""
   if jax.process_count() == 1:
     return
-  fingerprint = np.float64(0.0)
-  for index, leaf in enumerate(jax.tree.leaves(params)):
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
     if leaf.is_fully_replicated:
-      data = np.asarray(leaf.addressable_shards[0].data, np.float64)
-      fingerprint += (index + 1) * np.sum(data * np.arange(1, data.size + 1).reshape(data.shape))
+      digest.update(np.asarray(leaf.addressable_shards[0].data).tobytes())
+  fingerprint = np.frombuffer(digest.digest(), np.uint8)  # Bitwise: exact in any dtype.
   multihost_utils.assert_equal(fingerprint, 'processes hold different parameters: run every '
                                'process with the same config and seed')
 
@@ -168,6 +169,10 @@ def train(config, workdir: str, stop_after: Optional[int] = None) -> training.Tr
   num_steps = config.train.num_steps
   end = num_steps if stop_after is None else min(num_steps, start + stop_after)
   train_step = training.make_train_step(config, graphdef, optimizer, mesh, state)
+  if jax.process_count() > 1:  # Process 0 prepares a shipped dataset; the others then open it.
+    if is_main:
+      pipeline.data_source(config.data, config.data.train_split)
+    multihost_utils.sync_global_devices('dataset prepared')
   dataset = pipeline.train_dataset(config.data, config.train.batch_size, config.seed, num_steps,
                                    jax.process_index(), jax.process_count())
   sampler = sampling.Sampler(config, graphdef)

@@ -130,7 +130,7 @@ def _wait_for(predicate, process, timeout=300):
     if predicate():
       return
     if process.poll() is not None:
-      raise AssertionError(f'training exited early: {process.stderr.read()[-3000:]}')
+      raise AssertionError(f'training exited early with code {process.returncode}')
     time.sleep(0.2)
   raise AssertionError('timed out waiting for the training process')
 
@@ -146,8 +146,9 @@ def test_kill_9_mid_run_then_restart_equals_uninterrupted(tiny_config, tfds_dir,
   overrides = ['--config.train.num_steps=12', '--config.train.checkpoint_every=3',
                '--config.train.log_every=3']
   killed = tmp_path / 'killed'
+  log = open(tmp_path / 'killed.log', 'w+')  # Files, not pipes: nobody reads while it runs.
   process = subprocess.Popen(_train_command(killed, tfds_dir, *overrides), cwd=REPO_ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
   _wait_for(lambda: 6 in _finished_steps(killed), process)
   process.send_signal(signal.SIGKILL)
   process.wait()
@@ -164,19 +165,23 @@ def test_kill_9_mid_run_then_restart_equals_uninterrupted(tiny_config, tfds_dir,
 
 def test_sigterm_checkpoints_the_current_step_and_exits_0(tfds_dir, tmp_path):
   workdir = tmp_path / 'run'
+  log = open(tmp_path / 'train.log', 'w+')
   process = subprocess.Popen(
       _train_command(workdir, tfds_dir, '--config.train.num_steps=100000',
                      '--config.train.checkpoint_every=100000', '--config.train.log_every=2'),
-      cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+      cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
   metrics = workdir / 'metrics.jsonl'
   _wait_for(lambda: metrics.exists() and metrics.read_text().count('\n') >= 2, process)
   process.send_signal(signal.SIGTERM)
-  stderr = process.communicate(timeout=300)[1]
-  assert process.returncode == 0, stderr[-3000:]
+  process.wait(timeout=300)
+  log.seek(0)
+  stdout = log.read()
+  assert process.returncode == 0, stdout[-3000:]
   steps = _finished_steps(workdir)
   last_logged = json.loads(metrics.read_text().strip().splitlines()[-1])['step']
   assert steps == [last_logged]  # The step it stopped at (logged once more on the way out).
-  assert 4 <= steps[0] < 100000 and 'checkpoint saved at step' in stderr
+  assert 4 <= steps[0] < 100000
+  assert f'signal {int(signal.SIGTERM)}: checkpoint saved at step {steps[0]}' in stdout
 
 
 def test_damaged_and_unfinished_checkpoints_are_skipped(tiny_config, tmp_path):
@@ -241,14 +246,21 @@ def test_two_processes_train_in_lockstep_and_match_one_process(tiny_config, tfds
     port = sock.getsockname()[1]
   env = dict(os.environ, PYTHONPATH=REPO_ROOT,
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  from phipd_jax.data import pipeline
+  pipeline.data_source(tiny_config.data, 'train')  # Build once here, not racing in both.
+  # Output to files, not pipes: a full pipe would block one process inside a collective.
+  logs = [open(tmp_path / f'process_{i}.log', 'w+') for i in range(2)]
   processes = [subprocess.Popen(
       [sys.executable, '-c', textwrap.dedent(TWO_PROCESS_SCRIPT), f'localhost:{port}', str(i),
-       tfds_dir, str(tmp_path / 'multi')], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in processes]
-  for process, (stdout, stderr) in zip(processes, outputs):
-    assert process.returncode == 0, stderr[-3000:]
-  checksums = [float(stdout.split('CHECKSUM ')[1]) for stdout, _ in outputs]
+       tfds_dir, str(tmp_path / 'multi')], env=env, cwd=REPO_ROOT, stdout=logs[i],
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = []
+  for process, log in zip(processes, logs):
+    process.wait(timeout=600)
+    log.seek(0)
+    outputs.append(log.read())
+    assert process.returncode == 0, outputs[-1][-3000:]
+  checksums = [float(output.split('CHECKSUM ')[1].split()[0]) for output in outputs]
   assert checksums[0] == checksums[1]  # Lockstep: identical parameters on both processes.
   tiny_config.train.num_steps, tiny_config.train.checkpoint_every = 4, 4
   single = train_script.train(tiny_config, str(tmp_path / 'single'))
