@@ -176,7 +176,8 @@ def noise_section(config, image_shape, run_ms: float, repeats: int, frames: int)
   for shape_name, shape in shapes.items():
     x = random_images(jax.random.key(1), shape)
     for name, fn in constructors.items():
-      timing = time_compiled(fn, (jax.random.key(2), x), repeats, name)
+      # Millisecond calls: 10x the repeats for a stable median.
+      timing = time_compiled(fn, (jax.random.key(2), x), 10 * repeats, name)
       row = {'noise': name, 'shape': 'x'.join(map(str, shape)), **timing.summary()}
       if shape_name == 'image':
         row['share_of_sampling_run'] = timing.median_s * 1e3 / run_ms
