@@ -53,15 +53,7 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.
 
 def load_run(workdir: str):
   """``(config, sampler, ema_params)`` of the latest checkpoint of ``workdir``."""
-  config = common.get_base_config()  # Fields added since the run was saved take defaults.
-  config.update(checkpoint.load_config_dict(workdir))
-  if _STEPS.value is not None:
-    config.sample.num_steps = _STEPS.value
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  graphdef, template, _ = training.create_train_state(config, mesh)
-  state = checkpoint.restore_latest(workdir, template)
-  logging.info('restored step %d from %s', int(state.step), workdir)
-  return config, sampling.Sampler(config, graphdef), state.ema_params
+  return sampling.load_run(workdir, common.get_base_config(), _STEPS.value)
 
 
 def read_image(path: str, config) -> np.ndarray:

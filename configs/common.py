@@ -26,15 +26,25 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.in_memory = True  # Decode the split once into memory (small datasets).
 
   config.model = model = ml_collections.ConfigDict()
-  model.name = 'dit'
-  model.size = 'tiny'
+  model.name = 'dit'  # 'dit' (latent-style DiT) or 'jit' (pixel-space JiT).
+  model.size = 'tiny'  # DiT: tiny, small, S, B, L, XL; JiT: tiny, small, B, L, H, G.
   model.patch_size = 2
   model.num_classes = 0
+  model.in_context_len = 32  # JiT in-context tokens (0 = none).
+  model.spectral_forcing = forcing = ml_collections.ConfigDict()  # JiT only.
+  forcing.schedule = ''  # '' = off; 'linear' (released code) or 'power_law' (paper contour).
+  forcing.kappa = 30.0  # Mask slope.
+  forcing.c_min = 0.05  # Cutoff at the noise end (normalised DCT radius).
+  forcing.c_max = 1.0  # Linear schedule: cutoff at the data end.
+  forcing.alpha = 2.0  # Power-law schedule: spectral slope of natural images.
+  forcing.window = 0  # 0 = one DCT over the image; w = per w x w tile.
   model.dtype = 'float32'  # Compute dtype; 'bfloat16' on accelerators.
 
   config.diffusion = diffusion = ml_collections.ConfigDict()
   diffusion.process = 'flow'  # 'flow' (t = 0 data) or 'ddpm'.
   diffusion.prediction = 'v'  # 'v', 'x' or 'eps'.
+  diffusion.loss_space = 'prediction'  # 'prediction' or 'v' (JiT: x-prediction, v-loss).
+  diffusion.t_clamp = 1e-3  # Flow: min t divided by in x/eps -> v conversions (JiT 0.05).
   diffusion.time_sampler = 'logit_normal'  # Flow: 'uniform' or 'logit_normal'.
   diffusion.logit_mean = 0.0
   diffusion.logit_std = 1.0
@@ -48,6 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   noise.edge_width = 2.0  # Gaussian edge of the FSS mask (paper sigma = 2).
   noise.mode = 'paper'  # 'paper' or 'reference' (the released implementation).
   noise.magnitude = 'gaussian'  # 'gaussian' or 'rayleigh'.
+  noise.scale = 1.0  # Noise std multiplier (JiT's s; training and sampling).
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.learning_rate = 3e-4
@@ -74,6 +85,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   sample.num_steps = 25
   sample.num_generate = 16
   sample.guidance_scale = 1.0
+  sample.guidance_interval = ()  # () = everywhere; (low, high) in t (0 = data); JiT (0.0, 0.9).
   sample.translate_source = 'photo'  # Grid inputs: 'photo', 'flat_shaded' or a feature name.
   sample.translate_reference = ''  # Feature shown beside the outputs ('' = none).
   sample.num_translate = 8

@@ -115,7 +115,8 @@ def load_config_dict(workdir: str) -> dict:
 
 # Config fields that change the shapes or meaning of the saved arrays: resuming with another
 # value would fail to restore or silently train a different model.
-SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes')
+SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes',
+                'model.in_context_len')
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:

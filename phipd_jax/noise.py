@@ -463,17 +463,24 @@ NOISE_KINDS = ('gaussian', 'phase_preserving', 'fss')
 
 def training_noise_fn(kind: str, *, r0: float = 0.0, rate: float = 0.1, edge_width: float = 2.0,
                       mode: str = 'paper', magnitude: str = 'gaussian',
-                      axes: Optional[Sequence[int]] = None) -> NoiseFn:
+                      axes: Optional[Sequence[int]] = None, scale: float = 1.0) -> NoiseFn:
   """The forward-process noise of a training run, as ``noise_fn(key, x0) -> eps``.
 
   ``'fss'`` draws one radius per sample with :func:`sample_radius` (its own key) and then FSS
   noise; ``'phase_preserving'`` keeps the whole phase; ``'gaussian'`` is standard diffusion.
+  ``scale`` multiplies the noise (JiT's noise scale ``s``: ``eps ~ N(0, s^2)``; 1 = standard).
 
   Raises:
     ValueError: unknown ``kind`` or out-of-range parameters.
   """
   if kind not in NOISE_KINDS:
     raise ValueError(f'noise: kind={kind!r} must be one of {NOISE_KINDS}')
+  if not scale > 0:
+    raise ValueError(f'noise: scale={scale} must be > 0')
+  if scale != 1.0:
+    unit = training_noise_fn(kind, r0=r0, rate=rate, edge_width=edge_width, mode=mode,
+                             magnitude=magnitude, axes=axes)
+    return lambda key, x0: scale * unit(key, x0)
   if kind == 'gaussian':
     return gaussian
   if kind == 'phase_preserving':

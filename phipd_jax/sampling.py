@@ -33,6 +33,8 @@ class Sampler:
     self.noise_config = config.noise
     self.graphdef = graphdef
     self.null_label = config.model.num_classes or None
+    self.noise_scale = config.noise.scale
+    self.guidance_interval = tuple(config.sample.guidance_interval) or None
     self.generate = jax.jit(self._generate, static_argnames=('image_shape', 'num'))
     self.sdedit = jax.jit(self._sdedit)
     self.phipd = jax.jit(self._phipd)
@@ -40,24 +42,50 @@ class Sampler:
   def _denoiser(self, params, labels=None, guidance_scale=1.0):
     apply_fn = training.apply_model(self.graphdef, params)
     return diffusion.denoiser(self.process, apply_fn, self.prediction, labels, guidance_scale,
-                              self.null_label)
+                              self.null_label, self.guidance_interval)
 
   def _generate(self, params, key: Array, image_shape, num: int, labels=None,
                 guidance_scale=1.0) -> Array:
     """``num`` samples ``[num, *image_shape]`` from Gaussian noise."""
     return diffusion.generate(self.process, self._denoiser(params, labels, guidance_scale), key,
-                              (num,) + tuple(image_shape), self.num_steps, self.method)
+                              (num,) + tuple(image_shape), self.num_steps, self.method,
+                              self.noise_scale)
 
   def _sdedit(self, params, x_input: Array, key: Array, strength) -> Array:
     """SDEdit of ``x_input`` ``[B, H, W, 3]`` at ``strength`` in (0, 1]."""
     return diffusion.sdedit(self.process, self._denoiser(params), key, x_input, strength,
-                            self.num_steps, self.method)
+                            self.num_steps, self.method, self.noise_scale)
 
   def _phipd(self, params, x_input: Array, key: Array, radius, strength=1.0) -> Array:
     """phi-PD translation of ``x_input`` at cutoff ``radius`` (unpadded frequency-index units)."""
     return diffusion.phipd_translate(
         self.process, self._denoiser(params), key, x_input, radius, self.num_steps, self.method,
-        strength=strength, edge_width=self.noise_config.edge_width, mode=self.noise_config.mode)
+        strength=strength, noise_scale=self.noise_scale, edge_width=self.noise_config.edge_width,
+        mode=self.noise_config.mode)
+
+
+def load_run(workdir: str, defaults, num_steps: int | None = None):
+  """``(config, sampler, ema_params)`` of the latest checkpoint of a ``train.py`` run.
+
+  Args:
+    workdir: the run directory.
+    defaults: a full ``ConfigDict`` (``configs.common.get_base_config()``) updated with
+      ``<workdir>/config.json``, so fields added to the library since the run was saved take
+      their defaults.
+    num_steps: sampler steps (default: the run's ``sample.num_steps``).
+
+  Raises:
+    FileNotFoundError: no config.json or no readable checkpoint in ``workdir``.
+  """
+  from phipd_jax import checkpoint, sharding  # pylint: disable=g-import-not-at-top
+  config = defaults
+  config.update(checkpoint.load_config_dict(workdir))
+  if num_steps is not None:
+    config.sample.num_steps = num_steps
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  graphdef, template, _ = training.create_train_state(config, mesh)
+  state = checkpoint.restore_latest(workdir, template)
+  return config, Sampler(config, graphdef), state.ema_params
 
 
 def translation_inputs(config):

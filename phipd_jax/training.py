@@ -41,7 +41,7 @@ class TrainState:
 
 
 def build_model(config, rngs: nnx.Rngs) -> nnx.Module:
-  """The network of ``config.model`` for images of ``config.data``.
+  """The network of ``config.model`` (``'dit'`` or ``'jit'``) for images of ``config.data``.
 
   Raises:
     ValueError: the image size is not a multiple of the patch size, or an unknown model.
@@ -50,11 +50,27 @@ def build_model(config, rngs: nnx.Rngs) -> nnx.Module:
   if config.data.image_size % model_config.patch_size:
     raise ValueError(f'data.image_size={config.data.image_size} must be divisible by '
                      f'model.patch_size={model_config.patch_size}')
-  if model_config.name != 'dit':
-    raise ValueError(f"model.name={model_config.name!r} must be 'dit'")
-  return models.dit(model_config.size, in_channels=3, patch_size=model_config.patch_size,
-                    num_classes=model_config.num_classes, dtype=jnp.dtype(model_config.dtype),
-                    rngs=rngs)
+  dtype = jnp.dtype(model_config.dtype)
+  if model_config.name == 'dit':
+    return models.dit(model_config.size, in_channels=3, patch_size=model_config.patch_size,
+                      num_classes=model_config.num_classes, dtype=dtype, rngs=rngs)
+  if model_config.name == 'jit':
+    return models.jit_model(model_config.size, in_channels=3, patch_size=model_config.patch_size,
+                            num_classes=model_config.num_classes,
+                            in_context_len=model_config.in_context_len,
+                            spectral_forcing=spectral_forcing_from_config(model_config),
+                            dtype=dtype, rngs=rngs)
+  raise ValueError(f"model.name={model_config.name!r} must be 'dit' or 'jit'")
+
+
+def spectral_forcing_from_config(model_config):
+  """``models.SpectralForcing`` of ``model.spectral_forcing`` (None when its schedule is '')."""
+  settings = model_config.spectral_forcing
+  if not settings.schedule:
+    return None
+  return models.SpectralForcing(schedule=settings.schedule, kappa=settings.kappa,
+                                c_min=settings.c_min, c_max=settings.c_max,
+                                alpha=settings.alpha, window=settings.window or None)
 
 
 def make_optimizer_schedule(optim_config, num_steps: int) -> optax.Schedule:
@@ -135,8 +151,9 @@ def make_train_step(config, graphdef: nnx.GraphDef, optimizer: optax.GradientTra
   noise_fn = noise_lib.training_noise_fn(
       noise_config.kind, r0=noise_config.r0, rate=noise_config.rate,
       edge_width=noise_config.edge_width, mode=noise_config.mode,
-      magnitude=noise_config.magnitude)
+      magnitude=noise_config.magnitude, scale=noise_config.scale)
   prediction = config.diffusion.prediction
+  loss_space = config.diffusion.loss_space
   num_classes = config.model.num_classes
   label_dropout = config.train.label_dropout
   ema_decay = config.optim.ema_decay
@@ -157,7 +174,7 @@ def make_train_step(config, graphdef: nnx.GraphDef, optimizer: optax.GradientTra
       # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
       apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
       return diffusion.diffusion_loss(process, apply_fn, constrain(batch['image']), loss_key,
-                                      noise_fn, prediction, labels)
+                                      noise_fn, prediction, labels, loss_space)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -222,5 +239,31 @@ def validate_config(config, data_parallel_size: int = 1):
     fail('sample.num_steps', config.sample.num_steps, 'must be > 0')
   if not 0 <= config.optim.ema_decay < 1:
     fail('optim.ema_decay', config.optim.ema_decay, 'must be in [0, 1)')
-  if config.model.size not in models.DIT_SIZES:
-    fail('model.size', config.model.size, f'must be one of {sorted(models.DIT_SIZES)}')
+  sizes = {'dit': models.DIT_SIZES, 'jit': models.JIT_SIZES}
+  if config.model.name not in sizes:
+    fail('model.name', config.model.name, f'must be one of {sorted(sizes)}')
+  if config.model.size not in sizes[config.model.name]:
+    fail('model.size', config.model.size,
+         f'must be one of {sorted(sizes[config.model.name])} for {config.model.name}')
+  forcing = config.model.spectral_forcing
+  if forcing.schedule:
+    if config.model.name != 'jit':
+      fail('model.spectral_forcing.schedule', forcing.schedule, "needs model.name='jit'")
+    if forcing.window and config.data.image_size % forcing.window:
+      fail('model.spectral_forcing.window', forcing.window,
+           f'must divide data.image_size={config.data.image_size}')
+    try:
+      spectral_forcing_from_config(config.model)
+    except ValueError as error:
+      fail('model.spectral_forcing', dict(forcing), str(error))
+  if config.diffusion.loss_space not in diffusion.LOSS_SPACES:
+    fail('diffusion.loss_space', config.diffusion.loss_space, f'one of {diffusion.LOSS_SPACES}')
+  if config.diffusion.loss_space == 'v' and config.diffusion.process != 'flow':
+    fail('diffusion.loss_space', 'v', "needs diffusion.process='flow'")
+  if not 0 < config.diffusion.t_clamp < 0.5:
+    fail('diffusion.t_clamp', config.diffusion.t_clamp, 'must be in (0, 0.5)')
+  if not config.noise.scale > 0:
+    fail('noise.scale', config.noise.scale, 'must be > 0')
+  interval = tuple(config.sample.guidance_interval)
+  if interval and (len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1):
+    fail('sample.guidance_interval', interval, '() or (low, high) with 0 <= low < high <= 1')

@@ -8,6 +8,12 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')
 sys.path.insert(0, REPO_ROOT)  # configs/ and train.py are importable from the tests.
+# One persistent XLA compilation cache for every test process (xdist workers and the
+# subprocesses of the pod tests inherit it): the same tiny train step is compiled by many tests.
+# A fresh clone starts empty; it only ever holds compiled programs keyed by their HLO.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(REPO_ROOT, '.pytest_cache', 'jax_compilation_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 
 @pytest.fixture(scope='session')

@@ -67,7 +67,7 @@ MESH_SCRIPT = '''
     config.data.image_size, config.data.resize, config.train.batch_size = 16, 48, 8
     dataset = pipeline.train_dataset(config.data, 8, 0, 3)
     losses = {}
-    for data, fsdp in [(8, 1), (4, 2), (2, 4), (1, 8)]:
+    for data, fsdp in [(8, 1), (2, 4), (1, 8)]:
       config.mesh.data, config.mesh.fsdp = data, fsdp
       mesh = sharding.make_mesh(data, fsdp)
       graphdef, state, optimizer = training.create_train_state(config, mesh)
@@ -86,7 +86,7 @@ MESH_SCRIPT = '''
 '''
 
 
-def test_meshes_8x1_4x2_2x4_1x8_give_the_same_loss(tfds_dir):
+def test_meshes_8x1_2x4_1x8_give_the_same_loss(tfds_dir):
   result = _run_python(MESH_SCRIPT, tfds_dir)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]
 

@@ -57,7 +57,8 @@ class FlowMatching:
     logit_mean: mean of the logit-normal.
     logit_std: std of the logit-normal (> 0).
     t_clamp: smallest ``t`` (resp. ``1 - t``) divided by when converting x- (resp. eps-)
-      predictions to a velocity, avoiding division by zero at the ends.
+      predictions to a velocity, avoiding division by zero at the ends. JiT uses 0.05 (its
+      ``max(1 - t_data, 0.05)``, spec Sec. 2), which also applies during sampling.
   """
 
   time_sampler: str = 'logit_normal'
@@ -101,7 +102,9 @@ class FlowMatching:
     if prediction == 'v':  # x_t = x0 + t v.
       return x_t - t * value, x_t + (1.0 - t) * value
     if prediction == 'x':
-      return value, (x_t - (1.0 - t) * value) / jnp.maximum(t, self.t_clamp)
+      # eps - x0 = (x_t - x0) / max(t, clamp): the JiT velocity, equal to the exact
+      # (x_t - (1 - t) x0) / t wherever t >= t_clamp.
+      return value, value + (x_t - value) / jnp.maximum(t, self.t_clamp)
     return (x_t - t * value) / jnp.maximum(1.0 - t, self.t_clamp), value
 
 
@@ -204,7 +207,7 @@ def process_from_config(config) -> Process:
   kind = config.process
   if kind == 'flow':
     return FlowMatching(time_sampler=config.time_sampler, logit_mean=config.logit_mean,
-                        logit_std=config.logit_std)
+                        logit_std=config.logit_std, t_clamp=config.get('t_clamp', 1e-3))
   if kind == 'ddpm':
     return DDPM(schedule=config.schedule, num_steps=config.num_train_steps)
   raise ValueError(f"diffusion.process={kind!r} must be 'flow' or 'ddpm'")

@@ -32,7 +32,8 @@ DDPM_SAMPLERS = ('ddim',)
 
 
 def denoiser(process: Process, apply_fn: Callable, prediction: str, y: Optional[Array] = None,
-             guidance_scale: float | Array = 1.0, null_label: Optional[int] = None) -> Denoiser:
+             guidance_scale: float | Array = 1.0, null_label: Optional[int] = None,
+             guidance_interval: Optional[tuple[float, float]] = None) -> Denoiser:
   """Wraps a network into ``denoise(x_t, t) -> (x0_hat, eps_hat)`` for the samplers.
 
   With ``guidance_scale != 1`` and labels, classifier-free guidance (Ho & Salimans 2022):
@@ -46,6 +47,9 @@ def denoiser(process: Process, apply_fn: Callable, prediction: str, y: Optional[
     y: int32 labels ``[B]`` or None (unconditional).
     guidance_scale: ``w``; 1 disables guidance (traced: changing it does not recompile).
     null_label: the label index meaning "no label" (the model's ``num_classes``).
+    guidance_interval: ``(low, high)`` in the network's time ``model_time(t)`` (0 = data end):
+      guidance only where ``low < t < high``, scale 1 elsewhere (Kynkaanniemi et al. 2024).
+      JiT's interval ``t_data in (0.1, 1)`` is ``(0.0, 0.9)`` here. None = everywhere.
 
   Raises:
     ValueError: guidance requested without labels or a null label.
@@ -61,7 +65,12 @@ def denoiser(process: Process, apply_fn: Callable, prediction: str, y: Optional[
       labels = jnp.concatenate([y, jnp.full_like(y, null_label)])
       both = apply_fn(jnp.concatenate([x_t, x_t]), jnp.concatenate([t_batch, t_batch]), labels)
       conditional, unconditional = both[:batch], both[batch:]
-      output = unconditional + guidance_scale * (conditional - unconditional)
+      scale = jnp.asarray(guidance_scale, jnp.float32)
+      if guidance_interval is not None:
+        low, high = guidance_interval
+        inside = (t_batch > low) & (t_batch < high)
+        scale = jnp.where(inside, scale, 1.0).reshape((batch,) + (1,) * (x_t.ndim - 1))
+      output = unconditional + scale * (conditional - unconditional)
     else:
       output = apply_fn(x_t, t_batch, y)
     return process.to_x0_eps(output.astype(jnp.float32), x_t, t, prediction)
@@ -174,28 +183,33 @@ def sample_from(process: Process, denoise: Denoiser, x_input: Array, eps: Array,
 
 
 def generate(process: Process, denoise: Denoiser, key: Array, shape, num_steps: int,
-             method: str) -> Array:
-  """Unconditional (or label-conditional through ``denoise``) samples of ``shape`` from noise."""
-  eps = jax.random.normal(key, tuple(shape), jnp.float32)
+             method: str, noise_scale: float = 1.0) -> Array:
+  """Unconditional (or label-conditional through ``denoise``) samples of ``shape`` from noise.
+
+  ``noise_scale`` is the std of the start noise (JiT's ``s``; 1 for standard diffusion).
+  """
+  eps = noise_scale * jax.random.normal(key, tuple(shape), jnp.float32)
   return sample_from(process, denoise, jnp.zeros(shape, jnp.float32), eps, 1.0, num_steps, method)
 
 
 def sdedit(process: Process, denoise: Denoiser, key: Array, x_input: Array,
-           strength: float | Array, num_steps: int, method: str) -> Array:
+           strength: float | Array, num_steps: int, method: str,
+           noise_scale: float = 1.0) -> Array:
   """SDEdit: Gaussian noise of the input at ``strength``, then denoise (Meng et al. 2022)."""
-  eps = noise_lib.gaussian(key, x_input.astype(jnp.float32))
+  eps = noise_scale * noise_lib.gaussian(key, x_input.astype(jnp.float32))
   return sample_from(process, denoise, x_input, eps, strength, num_steps, method)
 
 
 def phipd_translate(process: Process, denoise: Denoiser, key: Array, x_input: Array,
                     radius: float | Array, num_steps: int, method: str,
-                    strength: float | Array = 1.0, **noise_kwargs) -> Array:
+                    strength: float | Array = 1.0, noise_scale: float = 1.0,
+                    **noise_kwargs) -> Array:
   """phi-PD structure-aligned translation (paper Sec. 4).
 
   Builds FSS noise from ``x_input`` at cutoff ``radius`` (unpadded frequency-index units; see
   :func:`phipd_jax.noise.fss_from_noise`, whose keyword arguments ``noise_kwargs`` are passed on)
   and starts the sampler from it: at ``strength = 1`` from noise (the released scripts' mode),
-  below 1 as structured SDEdit.
+  below 1 as structured SDEdit. ``noise_scale`` multiplies the noise (JiT's ``s``).
   """
-  eps = noise_lib.fss(key, x_input.astype(jnp.float32), radius, **noise_kwargs)
+  eps = noise_scale * noise_lib.fss(key, x_input.astype(jnp.float32), radius, **noise_kwargs)
   return sample_from(process, denoise, x_input, eps, strength, num_steps, method)
