@@ -162,7 +162,11 @@ def peak_flops(given: float) -> tuple[float, str]:
 
 
 def noise_section(config, image_shape, run_ms: float, repeats: int, frames: int) -> list[dict]:
-  """Each constructor on image and video batches, and its share of one phi-PD sampling run."""
+  """Each constructor on image and video batches, and its share of one phi-PD sampling run.
+
+  A JiT config with Spectral Forcing adds a ``spectral_forcing`` row (the operator on the
+  image batch at random times; it runs once per network evaluation, not once per run).
+  """
   radius = float(config.sample.radii[0])
   constructors = {
       'gaussian': lambda key, x: noise_lib.gaussian(key, x),
@@ -170,12 +174,17 @@ def noise_section(config, image_shape, run_ms: float, repeats: int, frames: int)
       'fss_paper': lambda key, x: noise_lib.fss(key, x, radius),
       'fss_reference': lambda key, x: noise_lib.fss(key, x, radius, mode='reference'),
   }
+  forcing = (training.spectral_forcing_from_config(config.model)
+             if config.model.name == 'jit' else None)
   batch, size = image_shape[0], image_shape[1]
   shapes = {'image': image_shape, 'video': (batch, frames, size, size, 3)}
   rows = []
   for shape_name, shape in shapes.items():
     x = random_images(jax.random.key(1), shape)
-    for name, fn in constructors.items():
+    named = dict(constructors)
+    if forcing is not None and shape_name == 'image':
+      named['spectral_forcing'] = lambda key, x: forcing(x, jax.random.uniform(key, x.shape[:1]))
+    for name, fn in named.items():
       # Millisecond calls: 10x the repeats for a stable median.
       timing = time_compiled(fn, (jax.random.key(2), x), 10 * repeats, name)
       row = {'noise': name, 'shape': 'x'.join(map(str, shape)), **timing.summary()}

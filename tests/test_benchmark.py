@@ -1,4 +1,8 @@
-"""benchmark.py's sections runs on a tiny config and reports consistent, finite figures."""
+"""benchmark.py's sections run on a tiny config and report consistent, finite figures.
+
+The config is a tiny JiT with Spectral Forcing (the sections are model-agnostic; this also
+covers the Spectral Forcing row).
+"""
 
 import json
 import math
@@ -8,6 +12,11 @@ from phipd_jax import benchmarking
 
 def test_benchmark_sections_and_json(tiny_config, tmp_path):
   tiny_config.sample.num_steps = 2
+  tiny_config.model.name = 'jit'
+  tiny_config.model.in_context_len = 4
+  tiny_config.model.spectral_forcing.schedule = 'linear'
+  tiny_config.diffusion.prediction = 'x'
+  tiny_config.diffusion.loss_space = 'v'
   results = benchmarking.run_benchmarks(tiny_config, 'all', repeats=2, batch=2, frames=2,
                                      given_peak=1e11)
   assert results['peak_source'].startswith('given') and results['peak_flops'] == 1e11
@@ -22,7 +31,8 @@ def test_benchmark_sections_and_json(tiny_config, tmp_path):
   names = {(r['noise'], r['shape']) for r in results['noise']}
   assert ('fss_reference', '2x16x16x3') in names and ('fss_paper', '2x2x16x16x3') in names
   shares = [r['share_of_sampling_run'] for r in results['noise'] if 'share_of_sampling_run' in r]
-  assert len(shares) == 4 and all(s > 0 for s in shares)
+  assert len(shares) == 5 and all(s > 0 for s in shares)
+  assert ('spectral_forcing', '2x16x16x3') in names
   train = results['train']
   assert train['images_per_s'] > 0 and train['gflops_per_image'] > 0
   # The train step's FLOPs are about 3x the forward pass (forward + backward).

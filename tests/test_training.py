@@ -146,15 +146,22 @@ def test_batch_must_divide_over_devices(tiny_config):
     training.validate_config(tiny_config, data_parallel_size=3)
 
 
-@pytest.mark.parametrize('name', ['quickstart', 'edges2shoes_phipd', 'edges2shoes_gaussian',
-                                  'cifar10_phipd', 'imagenet64_dit_b2'])
+SHIPPED_CONFIGS = sorted(
+    name[:-3] for name in os.listdir(os.path.join(REPO_ROOT, 'configs'))
+    if name.endswith('.py') and name not in ('__init__.py', 'common.py'))
+
+
+@pytest.mark.parametrize('name', SHIPPED_CONFIGS)
 @pytest.mark.parametrize('variant', [None, 'runlocal'])
 def test_every_shipped_config_validates(name, variant):
   import importlib
   config = importlib.import_module(f'configs.{name}').get_config(variant)
-  devices = 64 if name == 'imagenet64_dit_b2' and variant is None else 1  # A v5e-64 slice.
+  pod = name.startswith('imagenet') and variant is None
+  devices = 64 if pod else 1  # The pod configs are sized for a v5e-64 slice.
   training.validate_config(config, data_parallel_size=devices)
   assert config.noise.kind in ('fss', 'gaussian')
+  if pod:
+    assert config.mesh.data * config.mesh.fsdp == 64
 
 
 def test_train_step_compiles_once_across_steps_and_a_restore(tiny_config, tmp_path):
