@@ -9,7 +9,7 @@ evaluation reference). The config string picks the cell, comma-separated:
 * ``cpu``: the 2-core CPU budget (tiny JiT, 600 steps of batch 32: ~1, 3 and 15 minutes at
   p16, p8, p4); ``runlocal``: a smoke run.
 
-  # The CPU ablation (docs/results.md, section "Spectral Forcing"): six runs, then evaluation.
+  # The CPU ablation (docs/results.md, section "Spectral Forcing"): six runs, evaluation, plot.
   bash scripts/spectral_forcing_ablation.sh
 
   # Accelerator (JiT-B, JiT's recipe: batch 256, 100k steps, bf16):
@@ -39,7 +39,7 @@ def get_config(arg=None):
   config.data.image_size = 64
   config.data.resize = 64
 
-  config.model.name = 'jit'
+  common.set_jit_recipe(config)
   config.model.size = 'B'
   config.model.patch_size = 16
   for option, patch_size in PATCH_SIZES.items():
@@ -51,29 +51,12 @@ def get_config(arg=None):
     config.model.spectral_forcing.schedule = 'linear'
   if 'sf_power' in options:
     config.model.spectral_forcing.schedule = 'power_law'
-
-  config.diffusion.process = 'flow'
-  config.diffusion.prediction = 'x'
-  config.diffusion.loss_space = 'v'
-  config.diffusion.t_clamp = 0.05
-  config.diffusion.time_sampler = 'logit_normal'
-  config.diffusion.logit_mean = 0.8
-  config.diffusion.logit_std = 0.8
-  config.noise.kind = 'gaussian'
-  config.noise.scale = 1.0
-
   config.optim.learning_rate = 2e-4
-  config.optim.schedule = 'constant'
   config.optim.warmup_steps = 5000
-  config.optim.b1, config.optim.b2 = 0.9, 0.95
-  config.optim.weight_decay = 0.0
-  config.optim.ema_decay = 0.9999
   config.train.batch_size = 256
   config.train.num_steps = 100_000
   config.train.checkpoint_every = 5000
 
-  config.sample.sampler = 'heun'
-  config.sample.num_steps = 50
   config.sample.translate_source = 'edges'
   config.sample.translate_reference = 'photo'
   config.sample.radii = (4.0, 8.0, 16.0)

@@ -169,18 +169,13 @@ def test_guidance_applies_only_inside_the_interval():
 
 
 def test_sixty_jit_steps_with_spectral_forcing_lower_the_loss(tiny_config):
-  config = tiny_config
-  config.model.name = 'jit'
+  from configs import common
+  config = common.set_jit_recipe(tiny_config)
   config.model.size = 'tiny'
   config.model.patch_size = 4
   config.model.in_context_len = 4
   config.model.spectral_forcing.schedule = 'linear'
-  config.diffusion.prediction = 'x'
-  config.diffusion.loss_space = 'v'
-  config.diffusion.t_clamp = 0.05
-  config.diffusion.logit_mean = 0.8
-  config.diffusion.logit_std = 0.8
-  config.noise.kind = 'gaussian'
+  config.optim.ema_decay = 0.99
   config.train.num_steps = 60
   config.optim.warmup_steps = 5
   config.optim.learning_rate = 2e-3

@@ -79,6 +79,22 @@ def modulate(x: Array, shift: Array, scale: Array) -> Array:
   return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def check_input(model_name: str, x_t: Array, patch_size: int, in_channels: int):
+  """Raises ``ValueError`` unless ``x_t`` is ``[B, H, W, in_channels]`` with ``H, W % p == 0``."""
+  if x_t.ndim != 4 or x_t.shape[1] % patch_size or x_t.shape[2] % patch_size or (
+      x_t.shape[3] != in_channels):
+    raise ValueError(f'{model_name}: input {x_t.shape} needs [B, H, W, C] with H, W divisible by '
+                     f'patch_size={patch_size} and C={in_channels}')
+
+
+def unpatchify(tokens: Array, grid_h: int, grid_w: int, patch_size: int) -> Array:
+  """``[B, grid_h * grid_w, p * p * C]`` (row-major tokens) -> ``[B, grid_h p, grid_w p, C]``."""
+  batch, p = tokens.shape[0], patch_size
+  channels = tokens.shape[-1] // (p * p)
+  out = tokens.reshape(batch, grid_h, grid_w, p, p, channels).transpose(0, 1, 3, 2, 4, 5)
+  return out.reshape(batch, grid_h * p, grid_w * p, channels)
+
+
 class TimestepEmbedder(nnx.Module):
   """``t -> MLP(sinusoidal(time_scale * t))``; DiT embeds integer steps, hence ``time_scale``."""
 
@@ -191,11 +207,9 @@ class DiT(nnx.Module):
     return self.num_classes if self.num_classes else None
 
   def __call__(self, x_t: Array, t: Array, y: Optional[Array] = None) -> Array:
-    batch, height, width, channels = x_t.shape
+    check_input('DiT', x_t, self.patch_size, self.in_channels)
+    batch, height, width, _ = x_t.shape
     p = self.patch_size
-    if height % p or width % p or channels != self.in_channels:
-      raise ValueError(f'DiT: input {x_t.shape} needs H, W divisible by patch_size={p} and '
-                       f'C={self.in_channels}')
     grid_h, grid_w = height // p, width // p
     tokens = self.patch_embed(x_t.astype(self.dtype)).reshape(batch, grid_h * grid_w, self.hidden)
     tokens = tokens + sincos_positions_2d(grid_h, grid_w, self.hidden).astype(self.dtype)
@@ -206,9 +220,7 @@ class DiT(nnx.Module):
     for block in self.blocks:
       tokens = block(tokens, c)
     out = self.final(tokens, c)  # [B, T, p * p * C_out]
-    out = out.reshape(batch, grid_h, grid_w, p, p, self.out_channels)
-    out = out.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height, width, self.out_channels)
-    return out.astype(jnp.float32)
+    return unpatchify(out, grid_h, grid_w, p).astype(jnp.float32)
 
 
 def dit(size: str, *, in_channels: int, patch_size: int, num_classes: int = 0,

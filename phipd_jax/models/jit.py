@@ -33,7 +33,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phipd_jax import spectral
-from phipd_jax.models.dit import TimestepEmbedder, modulate, sincos_positions_2d
+from phipd_jax.models.dit import (TimestepEmbedder, check_input, modulate, sincos_positions_2d,
+                                  unpatchify)
 
 Array = jax.Array
 
@@ -222,11 +223,9 @@ class JiT(nnx.Module):
     return self.num_classes if self.num_classes else None
 
   def __call__(self, x_t: Array, t: Array, y: Optional[Array] = None) -> Array:
-    batch, height, width, channels = x_t.shape
+    check_input('JiT', x_t, self.patch_size, self.in_channels)
+    batch, height, width, _ = x_t.shape
     p = self.patch_size
-    if height % p or width % p or channels != self.in_channels:
-      raise ValueError(f'JiT: input {x_t.shape} needs H, W divisible by patch_size={p} and '
-                       f'C={self.in_channels}')
     # The library's t (0 = data) -> JiT's t_data (1 = data), once, here.
     t_data = 1.0 - jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,))
     if self.spectral_forcing is not None:  # Network input only; the loss target is unfiltered.
@@ -256,9 +255,7 @@ class JiT(nnx.Module):
       tokens = tokens[:, self.in_context_len:]
     shift, scale = jnp.split(self.final_adaln(nnx.silu(c)), 2, axis=-1)
     out = self.final_linear(modulate(self.final_norm(tokens), shift, scale))
-    out = out.reshape(batch, grid_h, grid_w, p, p, channels)
-    out = out.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels)
-    return out.astype(jnp.float32)
+    return unpatchify(out, grid_h, grid_w, p).astype(jnp.float32)
 
 
 def jit_model(size: str, *, in_channels: int = 3, patch_size: int, num_classes: int = 0,
