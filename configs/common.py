@@ -127,3 +127,11 @@ def set_jit_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   config.sample.sampler = 'heun'
   config.sample.num_steps = 50
   return config
+
+
+def set_spectral_forcing(config: ml_collections.ConfigDict, options) -> None:
+  """Config-string options ``sf`` (released linear schedule) / ``sf_power`` (paper contour)."""
+  if 'sf' in options:
+    config.model.spectral_forcing.schedule = 'linear'
+  if 'sf_power' in options:
+    config.model.spectral_forcing.schedule = 'power_law'

@@ -47,10 +47,7 @@ def get_config(arg=None):
   config.model.num_classes = 1000
   config.model.in_context_len = 32
   config.model.dtype = 'bfloat16'
-  if 'sf' in options:
-    config.model.spectral_forcing.schedule = 'linear'
-  if 'sf_power' in options:
-    config.model.spectral_forcing.schedule = 'power_law'
+  common.set_spectral_forcing(config, options)
   config.optim.learning_rate = 2e-4
   config.optim.warmup_steps = 6256  # 5 epochs of 1,281,167 images at batch 1024.
   config.train.batch_size = 1024
