@@ -1,4 +1,6 @@
-r"""Evaluates trained runs: unconditional samples against held-out photos.
+r"""Evaluates trained runs: unconditional samples (``--mode generate``) or the translation study.
+
+``--mode generate`` (default): unconditional samples against held-out photos.
 
   python evaluate.py --workdirs runs/jit_sf/p16 runs/jit_sf/p16_sf --num 256 \
       --json docs/results/jit_sf.json --markdown docs/results/jit_sf.md --grids docs/results/jit_sf
@@ -15,6 +17,18 @@ samples from Gaussian noise with a fixed seed, compared with the run's held-out 
 Reference rows on the same descriptors and directions: ``train photos`` (real vs real: the floor
 at this sample size) and ``mean photo`` (every sample the mean training photo: a poor generator).
 One JSON row per (run, metric set); a markdown table; a PNG grid of the first 64 samples per run.
+
+``--mode translate``: the structure-vs-appearance study (``phipd_jax.evaluation.translation``)::
+
+  python evaluate.py --mode translate --workdirs runs/study/gaussian runs/study/fss0 \
+      --tasks photo,flat_shaded,edges --num 100 --json docs/results/phipd_study.json \
+      --grids docs/results/phipd_study
+
+For every run and task: phi-PD from noise at ``--radii``, structured SDEdit at
+``--structured_radii x --strengths``, SDEdit at ``--strengths`` and unconditional samples, all
+with one key; one JSON row per (run, task, method, setting) with every metric, plus reference
+rows per task (ground truth, mismatched ground truth, input itself, mean photo) and a grid per
+(run, task). Plots and tables: ``scripts/phipd_study_report.py``.
 """
 
 import json
@@ -28,6 +42,7 @@ import numpy as np
 
 from configs import common
 from phipd_jax import evaluation, models, sampling, writers
+from phipd_jax.evaluation import translation
 from phipd_jax.data import pipeline
 
 _WORKDIRS = flags.DEFINE_multi_string('workdirs', None, 'Run directories (train.py).')
@@ -38,6 +53,13 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling and metric seed (the same for 
 _JSON = flags.DEFINE_string('json', None, 'Write the rows here.')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Write a markdown table here.')
 _GRIDS = flags.DEFINE_string('grids', None, 'Folder for <run>.png sample grids.')
+_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate'], 'What to evaluate.')
+_TASKS = flags.DEFINE_list('tasks', ['photo', 'flat_shaded', 'edges'], 'Translate: tasks.')
+_RADII = flags.DEFINE_list('radii', ['2', '4', '8', '16'], 'Translate: phi-PD radii.')
+_STRUCTURED_RADII = flags.DEFINE_list('structured_radii', ['4'],
+                                      'Translate: structured SDEdit radii.')
+_STRENGTHS = flags.DEFINE_list('strengths', ['0.4', '0.6', '0.8'],
+                               'Translate: SDEdit and structured SDEdit strengths.')
 flags.mark_flag_as_required('workdirs')
 
 METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share')
@@ -98,8 +120,77 @@ def markdown_table(rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def translate_main():
+  """``--mode translate``: the method grid on every run and task (module docstring)."""
+  grid = translation.method_grid([float(r) for r in _RADII.value],
+                                 [float(r) for r in _STRUCTURED_RADII.value],
+                                 [float(s) for s in _STRENGTHS.value])
+  metric_key = jax.random.key(_SEED.value + 1)
+  rows, tasks, data_config = [], {}, None
+  for workdir in _WORKDIRS.value:
+    config, sampler, params = sampling.load_run(workdir, common.get_base_config(), _STEPS.value)
+    if data_config is None:
+      data_config = config.data
+      for name in _TASKS.value:
+        task = translation.load_task(data_config, name, _NUM.value,
+                                     config.sample.flat_shade_segments)
+        tasks[name] = (task, evaluation.vgg_features(task.reference))
+        logging.info('task %s: %d inputs, %d reference photos, structure = %s', name,
+                     len(task.inputs), len(task.reference), task.structure_source)
+    elif (config.data.name, config.data.image_size) != (data_config.name,
+                                                        data_config.image_size):
+      raise ValueError(f'{workdir}: data {config.data.name}@{config.data.image_size} differs '
+                       f'from the first run\'s; evaluate them separately')
+    run = describe_run(workdir, config)
+    run['r0'] = config.noise.r0 if config.noise.kind != 'gaussian' else None
+    run['init_from'] = os.path.basename(os.path.normpath(config.init_from)) or None
+    key = jax.random.key(_SEED.value)
+    for name, (task, features) in tasks.items():
+      shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
+      for setting in grid:
+        start = time.perf_counter()
+        outputs = translation.run_method(sampler, params, task.inputs, key, setting,
+                                         _BATCH.value)
+        seconds = time.perf_counter() - start
+        row = dict(run, task=name, setting=translation.setting_name(setting), **setting)
+        row.update(translation.metrics(outputs, task, metric_key, features))
+        row['sample_seconds'] = seconds
+        logging.info('%s %s %s: edge_f %.3f grad_corr %.3f lpips_input %.3f swd %.1f fd %.1f',
+                     run['name'], name, row['setting'], row['edge_f'],
+                     row['gradient_correlation'], row['lpips_input'], row['swd_mean'],
+                     row['fd_vgg'])
+        rows.append(row)
+        shown.append((row['setting'].replace('structured_sdedit', 'sSDE'), outputs[:8]))
+      if _GRIDS.value:
+        titles, arrays = zip(*shown)
+        writers.save_png(os.path.join(_GRIDS.value, f'{run["name"]}_{name}.png'),
+                         writers.image_grid(list(arrays), list(titles), upscale=2))
+
+  train_photos = pipeline.eval_images(data_config, data_config.train_split,
+                                      data_config.image_key, 256)
+  mean_photo = train_photos.mean(axis=0, keepdims=True)
+  for name, (task, features) in tasks.items():
+    for label, outputs in translation.reference_outputs(task, mean_photo).items():
+      row = {'name': label, 'model': 'reference', 'task': name, 'method': 'reference',
+             'setting': label}
+      row.update(translation.metrics(outputs, task, metric_key, features))
+      rows.append(row)
+  summary = {'data': f'{data_config.name}/{data_config.eval_split}@{data_config.image_size}',
+             'num_inputs': _NUM.value, 'seed': _SEED.value,
+             'structure': {n: t.structure_source for n, (t, _) in tasks.items()},
+             'reference_images': {n: len(t.reference) for n, (t, _) in tasks.items()},
+             'rows': rows}
+  if _JSON.value:
+    os.makedirs(os.path.dirname(_JSON.value) or '.', exist_ok=True)
+    with open(_JSON.value, 'w') as f:
+      json.dump(summary, f, indent=1)
+
+
 def main(argv):
   del argv
+  if _MODE.value == 'translate':
+    translate_main()
+    return
   metric_key = jax.random.key(_SEED.value + 1)
   rows, reference, reference_config = [], None, None
   for workdir in _WORKDIRS.value:

@@ -1,5 +1,13 @@
-"""Evaluation metrics: sliced Wasserstein distance on Laplacian-pyramid patches, spectra."""
+"""Evaluation metrics: distribution (SWD, fd_vgg), structure (edges, gradients, SSIM), spectra.
 
-from phipd_jax.evaluation.spectra import (high_frequency_share, radial_power_spectrum,
-                                          spectrum_distance)
-from phipd_jax.evaluation.distribution import laplacian_pyramid, patch_descriptors, sliced_wasserstein, swd
+The translation study (tasks, method grid, metric rows) is :mod:`phipd_jax.evaluation.translation`.
+"""
+
+from phipd_jax.evaluation.distribution import (laplacian_pyramid, patch_descriptors,
+                                               sliced_wasserstein, swd)
+from phipd_jax.evaluation.perceptual import fd_vgg, frechet_distance, lpips, vgg_features
+from phipd_jax.evaluation.spectra import (band_energy_ratio, high_frequency_share,
+                                          radial_power_spectrum, spectrum_distance)
+from phipd_jax.evaluation.structure import (boundary_map, canny_edges, edge_alignment,
+                                            gradient_correlation, gradient_magnitude, grayscale,
+                                            line_map, psnr, ssim)

@@ -56,3 +56,15 @@ def high_frequency_share(spectrum: Array, fraction: float = 0.5) -> float:
   spectrum = np.asarray(spectrum)[1:]
   radii = np.arange(1, len(spectrum) + 1)
   return float(spectrum[radii > fraction * radii[-1]].sum() / spectrum.sum())
+
+
+def band_energy_ratio(spectrum: Array, fraction: float = 0.5) -> float:
+  """Low-band over high-band power (bins ``1 .. fraction * Nyquist`` vs above), in ``(0, inf)``.
+
+  Bins are radial averages and count equally, so white noise (a flat spectrum) has a ratio of
+  about ``fraction / (1 - fraction)`` (1 at 0.5); natural images, with power falling like
+  ``k^-2``, have ratios well above 1. Useful on inverted noise maps: a ratio above white noise's means
+  low-frequency structure leaked into the noise (spectral collapse).
+  """
+  share = high_frequency_share(spectrum, fraction)
+  return float((1.0 - share) / max(share, 1e-12))
