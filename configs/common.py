@@ -135,3 +135,12 @@ def set_spectral_forcing(config: ml_collections.ConfigDict, options) -> None:
     config.model.spectral_forcing.schedule = 'linear'
   if 'sf_power' in options:
     config.model.spectral_forcing.schedule = 'power_law'
+
+
+def set_smoke_run(config: ml_collections.ConfigDict) -> None:
+  """The ``runlocal`` option: 20 steps with checkpoints and grids every 10 (a smoke test)."""
+  config.optim.warmup_steps = 5
+  config.train.num_steps = 20
+  config.train.log_every = 10
+  config.train.checkpoint_every = 10
+  config.sample.num_steps = 4

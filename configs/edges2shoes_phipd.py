@@ -51,9 +51,5 @@ def get_config(arg=None):
     config.train.checkpoint_every = 500
     config.sample.sampler = 'euler'
   if arg == 'runlocal':
-    config.optim.warmup_steps = 5
-    config.train.num_steps = 20
-    config.train.log_every = 10
-    config.train.checkpoint_every = 10
-    config.sample.num_steps = 4
+    common.set_smoke_run(config)
   return config

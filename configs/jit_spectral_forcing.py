@@ -72,9 +72,5 @@ def get_config(arg=None):
     config.train.checkpoint_every = 300
     config.sample.num_steps = 20
   if 'runlocal' in options:
-    config.optim.warmup_steps = 5
-    config.train.num_steps = 20
-    config.train.log_every = 10
-    config.train.checkpoint_every = 10
-    config.sample.num_steps = 4
+    common.set_smoke_run(config)
   return config

@@ -74,9 +74,5 @@ def get_config(arg=None):
     config.train.num_steps = 800
     config.train.checkpoint_every = 400
   if 'runlocal' in options:  # Smoke run: python train.py --config configs/phipd_study.py:runlocal
-    config.optim.warmup_steps = 5
-    config.train.num_steps = 20
-    config.train.log_every = 10
-    config.train.checkpoint_every = 10
-    config.sample.num_steps = 4
+    common.set_smoke_run(config)
   return config
