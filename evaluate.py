@@ -120,6 +120,15 @@ def markdown_table(rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def grid_title(setting: dict) -> str:
+  """A column title that fits a 64-pixel column: 'PD r=4', 'sSDE s=.6', 'SDE s=.6', 'uncond'."""
+  strength = f'{setting["strength"]:g}'.lstrip('0')
+  if setting['method'] == 'phipd':
+    return f'PD r={setting["radius"]:g}'
+  return {'structured_sdedit': f'sSDE s={strength}', 'sdedit': f'SDE s={strength}',
+          'generate': 'uncond'}[setting['method']]
+
+
 def translate_main():
   """``--mode translate``: the method grid on every run and task (module docstring)."""
   grid = translation.method_grid([float(r) for r in _RADII.value],
@@ -160,7 +169,7 @@ def translate_main():
                      row['gradient_correlation'], row['lpips_input'], row['swd_mean'],
                      row['fd_vgg'])
         rows.append(row)
-        shown.append((row['setting'].replace('structured_sdedit', 'sSDE'), outputs[:8]))
+        shown.append((grid_title(setting), outputs[:8]))
       if _GRIDS.value:
         titles, arrays = zip(*shown)
         writers.save_png(os.path.join(_GRIDS.value, f'{run["name"]}_{name}.png'),
