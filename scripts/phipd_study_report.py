@@ -159,8 +159,8 @@ def table(rows, columns=COLUMNS) -> str:
 
 
 def compact_rows(rows, task):
-  """Per checkpoint: phi-PD at r = 4 and 8, structured SDEdit s=0.6, SDEdit s=0.6 and 0.8."""
-  keep = {'phipd r=4', 'phipd r=8', 'structured_sdedit r=4 s=0.6', 'sdedit s=0.6',
+  """Per checkpoint: phi-PD at r = 4, 8, 16, structured SDEdit s=0.6, SDEdit s=0.6 and 0.8."""
+  keep = {'phipd r=4', 'phipd r=8', 'phipd r=16', 'structured_sdedit r=4 s=0.6', 'sdedit s=0.6',
           'sdedit s=0.8', 'generate'}
   chosen = [r for r in rows if r['task'] == task and r['method'] != 'reference'
             and r['setting'] in keep]
