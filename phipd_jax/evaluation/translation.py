@@ -152,14 +152,17 @@ def metrics(outputs: np.ndarray, task: Task, key: jax.Array,
   if reference_features is None:
     reference_features = perceptual.vgg_features(task.reference)
   swd = distribution.swd(outputs, task.reference, key, descriptors=swd_descriptors)
+  lpips_input = perceptual.lpips(outputs, task.inputs).mean()
+  same_target = task.target is task.inputs  # Re-rendering: the input is the paired target.
   return {
       'edge_precision': float(edges['precision'].mean()),
       'edge_recall': float(edges['recall'].mean()),
       'edge_f': float(edges['f'].mean()),
       'gradient_correlation': float(np.mean(structure.gradient_correlation(
           outputs, task.structure_image))),
-      'lpips_input': float(perceptual.lpips(outputs, task.inputs).mean()),
-      'lpips_target': float(perceptual.lpips(outputs, task.target).mean()),
+      'lpips_input': float(lpips_input),
+      'lpips_target': float(lpips_input if same_target else
+                            perceptual.lpips(outputs, task.target).mean()),
       'lpips_vgg_target': float(perceptual.lpips(outputs, task.target, net='vgg16').mean()),
       'ssim_target': float(np.mean(structure.ssim(outputs, task.target))),
       'psnr_target': float(np.mean(structure.psnr(outputs, task.target))),
