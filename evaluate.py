@@ -222,16 +222,12 @@ def main(argv):
     row['sample_seconds'] = time.perf_counter() - start
     row['num_samples'] = len(samples)
     row.update(image_metrics(samples, reference, metric_key))
-    logging.info('%s: %s', row['name'], {k: row[k] for k in METRICS})
+    logging.info('%s: %s', row['name'], {k: row[k] for k in METRICS if k in row})
     print(json.dumps(row), flush=True)
     rows.append(row)
     if _GRIDS.value:
-      shown = samples[:64]
-      side = int(np.ceil(np.sqrt(len(shown))))
-      padded = np.concatenate([shown, np.ones((side * side - len(shown),) + shown.shape[1:])])
-      size = shown.shape[1]
-      grid = writers.image_grid(list(padded.reshape(side, side, size, size, 3)))
-      writers.save_png(os.path.join(_GRIDS.value, f'{row["name"]}.png'), grid)
+      writers.save_png(os.path.join(_GRIDS.value, f'{row["name"]}.png'),
+                       writers.sample_grid(samples[:64], upscale=1))
 
   # Reference rows on the same metric key (same descriptors' random positions and directions).
   train_photos = pipeline.eval_images(reference_config, reference_config.train_split,

@@ -162,10 +162,7 @@ def main(argv):
                                           num=_NUM.value, labels=labels,
                                           guidance_scale=config.sample.guidance_scale))
     np.savez(os.path.join(output, 'samples.npz'), samples=samples)
-    columns = int(np.ceil(np.sqrt(len(samples))))
-    padded = np.concatenate([samples, np.ones((-len(samples) % columns,) + samples.shape[1:])])
-    grid = writers.image_grid(list(padded.reshape(columns, -1, size, size, 3)), upscale=2)
-    writers.save_png(os.path.join(output, 'samples.png'), grid)
+    writers.save_png(os.path.join(output, 'samples.png'), writers.sample_grid(samples))
     print(f'wrote {len(samples)} samples to {output}/samples.png and samples.npz')
     return
   if not _INPUT.value:

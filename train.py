@@ -45,9 +45,7 @@ def write_samples(config, sampler, params, step: int, workdir: str, translation)
   samples = sampler.generate(params, key, (size, size, 3), num=config.sample.num_generate,
                              labels=labels, guidance_scale=config.sample.guidance_scale)
   samples = np.asarray(samples)
-  rows = int(np.ceil(np.sqrt(len(samples))))
-  padded = np.concatenate([samples, np.ones((rows * rows - len(samples),) + samples.shape[1:])])
-  grid = writers.image_grid(list(padded.reshape(rows, rows, size, size, 3)), upscale=2)
+  grid = writers.sample_grid(samples)
   sample_dir = os.path.join(workdir, 'samples')
   paths = [os.path.join(sample_dir, f'generate_{step:06d}.png')]
   writers.save_png(paths[0], grid)

@@ -76,6 +76,17 @@ def image_grid(columns: Sequence[np.ndarray], titles: Optional[Sequence[str]] = 
   return grid
 
 
+def sample_grid(samples: np.ndarray, upscale: int = 2) -> np.ndarray:
+  """Near-square grid of samples ``[N, H, W, 3]`` in ``[-1, 1]``: ``ceil(sqrt(N))`` columns.
+
+  The last column is padded with white tiles. Returns uint8 ``[rows, cols, 3]``.
+  """
+  samples = np.asarray(samples)
+  columns = int(np.ceil(np.sqrt(len(samples))))
+  padded = np.concatenate([samples, np.ones((-len(samples) % columns,) + samples.shape[1:])])
+  return image_grid(list(padded.reshape((columns, -1) + samples.shape[1:])), upscale=upscale)
+
+
 def save_png(path: str, image: np.ndarray):
   """Writes uint8 ``[H, W, 3]`` as PNG, creating the folder."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
