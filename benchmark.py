@@ -17,16 +17,18 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from phipd_jax import benchmarking
+from phipd_jax import benchmarking, console
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-_WHAT = flags.DEFINE_enum('what', 'all', ['noise', 'sample', 'train', 'all'], 'Sections to run.')
+_WHAT = flags.DEFINE_string('what', 'all', 'Sections: all, or a comma-separated subset of noise, '
+                            'sample, train.')
 _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Images per sampling batch.')
 _FRAMES = flags.DEFINE_integer('frames', 8, 'Frames of the video shape in the noise section.')
 _PEAK = flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s for MFU (0: measure a matmul).')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Also write the tables as Markdown here.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
 flags.mark_flag_as_required('config')
 
 
@@ -47,4 +49,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run(main)

@@ -1,4 +1,4 @@
-r"""Samples from a trained run: unconditional generation or structure-aligned translation.
+r"""Samples from a trained run: generation, structure-aligned translation, or inversion.
 
   # N samples -> <output>/samples.png and samples.npz
   python sample.py --workdir runs/quickstart --mode generate --num 16 --output out/gen
@@ -9,167 +9,202 @@ r"""Samples from a trained run: unconditional generation or structure-aligned tr
   python sample.py --workdir runs/quickstart --mode translate --input photos/ \
       --method sdedit --strength 0.6 --output out/sdedit
 
-The run's config is read from ``<workdir>/config.json`` and the latest checkpoint's EMA
-parameters are used. Inputs: grayscale and RGBA files are converted to RGB with a warning; an
-image whose size differs from the training size is an error unless ``--resize`` (shorter side
-resized, then centre-cropped) or ``--any_size`` (run at the image's own size, which must be a
-multiple of the patch size); an unreadable file is reported by name and the rest are processed.
-The exit status is 1 if any input failed.
+  # Deterministic inversion -> <output>/inverted.npz (noise maps + diagnostics), noise.png and
+  # spectrum.png (the inverted noise's radially averaged spectrum next to a Gaussian's)
+  python sample.py --workdir runs/quickstart --mode invert --input photos/ --output out/invert
+
+The run's config is read from ``<workdir>/config.json`` and only the latest checkpoint's EMA
+parameters are restored. Flags and inputs are checked before the checkpoint loads. Inputs:
+grayscale and RGBA files are converted to RGB with a warning; an image whose size differs from the
+training size is an error unless ``--resize`` (shorter side resized, then centre-cropped) or
+``--any_size`` (run at the image's own size, a multiple of the patch size, up to
+``--max_pixels`` unless ``--force``); an unreadable file is reported by name and the rest are
+processed; sub-folders are skipped. The exit status is 1 if any input failed.
 """
 
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from configs import common
-from phipd_jax import checkpoint, sampling, sharding, training, writers
-from phipd_jax.data import pipeline
+from phipd_jax import console, experiment, inputs as inputs_lib, writers
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by train.py.')
-_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate'], 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'invert'], 'What to do.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder (default <workdir>/sample_<mode>).')
-_NUM = flags.DEFINE_integer('num', 16, 'generate: number of samples.')
-_INPUT = flags.DEFINE_string('input', None, 'translate: an image file or a folder of images.')
+_NUM = flags.DEFINE_integer('num', 16, 'generate: number of samples.', lower_bound=1)
+_INPUT = flags.DEFINE_string('input', None, 'translate/invert: an image file or a folder.')
 _METHOD = flags.DEFINE_enum('method', 'phipd', ['phipd', 'sdedit'], 'translate: method.')
-_RADIUS = flags.DEFINE_float('radius', None, 'phipd: cutoff radius in frequency-index units '
-                             '(default: the config\'s first sample.radii).')
+_RADIUS = flags.DEFINE_float('radius', None, 'phipd: cutoff radius >= 0 in frequency-index '
+                             'units (inf: the whole phase; default: the config\'s first '
+                             'sample.radii).')
 _STRENGTH = flags.DEFINE_float('strength', None, 'Start time in (0, 1]; phipd default 1 (from '
                                'noise), sdedit default the config\'s first sdedit strength.')
 _RESIZE = flags.DEFINE_bool('resize', False, 'Resize/crop inputs to the training size.')
 _ANY_SIZE = flags.DEFINE_bool('any_size', False, 'Run at each image\'s own size (multiple of '
                               'the patch size).')
-_STEPS = flags.DEFINE_integer('steps', None, 'Sampler steps (default: config sample.num_steps).')
+_MAX_PIXELS = flags.DEFINE_integer('max_pixels', 256 * 256, '--any_size: refuse images with '
+                                   'more pixels than this (memory and time grow with the '
+                                   'pixel count) unless --force.', lower_bound=1)
+_FORCE = flags.DEFINE_bool('force', False, '--any_size: run images above --max_pixels.')
+_STEPS = flags.DEFINE_integer('steps', None, 'Sampler steps (default: config sample.num_steps).',
+                              lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-_BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per compiled batch.')
+_BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per compiled batch.', lower_bound=1)
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
 flags.mark_flag_as_required('workdir')
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
-
-def load_run(workdir: str):
-  """``(config, sampler, ema_params)`` of the latest checkpoint of ``workdir``."""
-  return sampling.load_run(workdir, common.get_base_config(), _STEPS.value)
-
-
-def read_image(path: str, config) -> np.ndarray:
-  """One input as float32 ``[H, W, 3]`` in ``[-1, 1]``, converted and sized per the flags.
-
-  Raises:
-    ValueError: unreadable file, or a size the model cannot take (with the fix in the message).
-  """
-  try:
-    with Image.open(path) as image:
-      image.load()
-      if image.mode != 'RGB':
-        logging.warning('%s: mode %s converted to RGB', path, image.mode)
-        image = image.convert('RGB')
-      array = np.asarray(image)
-  except (UnidentifiedImageError, OSError) as error:
-    raise ValueError(f'{path}: not a readable image ({error})') from error
-  size, patch = config.data.image_size, config.model.patch_size
-  height, width = array.shape[:2]
-  if _RESIZE.value:
-    array = pipeline.center_crop(pipeline.resize_short_side(array, size), size)
-  elif _ANY_SIZE.value:
-    if height % patch or width % patch:
-      raise ValueError(f'{path}: {height}x{width} is not a multiple of the patch size {patch}; '
-                       'pass --resize')
-  elif (height, width) != (size, size):
-    raise ValueError(f'{path}: {height}x{width} differs from the training size {size}x{size}; '
-                     'pass --resize (resize and centre-crop) or --any_size')
-  return pipeline.to_model_range(array)
-
-
-def list_inputs(path: str) -> list[str]:
-  if os.path.isdir(path):
-    names = sorted(n for n in os.listdir(path) if not n.startswith('.'))
-    return [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)
-            or not os.path.splitext(n)[1]]
-  if os.path.exists(path):
-    return [path]
-  raise FileNotFoundError(f'--input {path} does not exist')
-
-
-def translate_batch(config, sampler, params, images: np.ndarray, key) -> np.ndarray:
-  """Translates ``[N, H, W, 3]``, padding to a full ``--batch_size`` (one compilation)."""
-  count = len(images)
-  pad = -count % _BATCH.value if count > _BATCH.value else 0
-  batch = jnp.asarray(np.concatenate([images, images[:1].repeat(pad, 0)]) if pad else images)
-  if _METHOD.value == 'phipd':
-    radius = _RADIUS.value if _RADIUS.value is not None else config.sample.radii[0]
-    strength = _STRENGTH.value if _STRENGTH.value is not None else 1.0
-    out = sampler.phipd(params, batch, key, jnp.float32(radius), jnp.float32(strength))
-  else:
-    strength = (_STRENGTH.value if _STRENGTH.value is not None
-                else config.sample.sdedit_strengths[0])
-    out = sampler.sdedit(params, batch, key, jnp.float32(strength))
-  return np.asarray(out)[:count]
-
-
-def run_translate(config, sampler, params, output: str) -> int:
-  """Translates every input; returns the number of failed inputs."""
+def check_flags():
+  """Every flag and the input path, before anything is loaded or written."""
+  if not os.path.isfile(os.path.join(_WORKDIR.value, 'config.json')):
+    raise FileNotFoundError(f'--workdir {_WORKDIR.value} is not a train.py run directory (no '
+                            'config.json)')
   if _STRENGTH.value is not None and not 0 < _STRENGTH.value <= 1:
     raise ValueError(f'--strength={_STRENGTH.value} must be in (0, 1]')
-  paths = list_inputs(_INPUT.value)
+  if _RADIUS.value is not None and not _RADIUS.value >= 0:
+    raise ValueError(f'--radius={_RADIUS.value} must be >= 0 (frequency-index units; inf keeps '
+                     'the whole phase)')
+  if _RESIZE.value and _ANY_SIZE.value:
+    raise ValueError('--resize and --any_size exclude each other')
+  if _MODE.value in ('translate', 'invert'):
+    if not _INPUT.value:
+      raise ValueError(f'--mode {_MODE.value} needs --input (an image file or a folder)')
+    if not os.path.exists(_INPUT.value):
+      raise FileNotFoundError(f'--input {_INPUT.value} does not exist')
+
+
+def read_inputs(config) -> tuple[dict, int]:
+  """``({path: image [H, W, 3] in [-1, 1]}, failures)``; failures are reported once each."""
   images, failures = {}, 0
-  for path in paths:
+  size, patch = config.data.image_size, config.model.patch_size
+  for path in inputs_lib.list_images(_INPUT.value):
     try:
-      images[path] = read_image(path, config)
+      images[path] = inputs_lib.read_image(
+          path, size, patch, resize=_RESIZE.value, any_size=_ANY_SIZE.value,
+          max_pixels=None if _FORCE.value else _MAX_PIXELS.value)
     except ValueError as error:
-      logging.error('skipped %s', error)
-      print(f'error: {error}', file=sys.stderr)
+      print(f'error: {error}', file=sys.stderr, flush=True)
       failures += 1
+  return images, failures
+
+
+def batches(images: dict):
+  """Groups of same-shape paths, each padded to a full ``--batch_size`` (one compilation per
+  shape); yields ``(paths, batch [batch_size, H, W, 3], batch index)``."""
   by_shape = {}
   for path, image in images.items():
     by_shape.setdefault(image.shape, []).append(path)
+  index = 0
+  for group in by_shape.values():
+    size = min(_BATCH.value, len(group))
+    for start in range(0, len(group), size):
+      paths = group[start:start + size]
+      stacked = np.stack([images[p] for p in paths])
+      pad = size - len(paths)
+      if pad:
+        stacked = np.concatenate([stacked, np.repeat(stacked[:1], pad, 0)])
+      yield paths, stacked, index
+      index += 1
+
+
+def run_translate(config, sampler, params, output: str) -> int:
+  images, failures = read_inputs(config)
+  if _METHOD.value == 'phipd':
+    radius = _RADIUS.value if _RADIUS.value is not None else config.sample.radii[0]
+    strength = _STRENGTH.value if _STRENGTH.value is not None else 1.0
+    setting = f'phi-PD r={radius:g} s={strength:g}'
+  else:
+    radius = None
+    strength = (_STRENGTH.value if _STRENGTH.value is not None
+                else config.sample.sdedit_strengths[0])
+    setting = f'SDEdit s={strength:g}'
   key = jax.random.key(_SEED.value)
-  inputs, outputs = [], []
-  for shape, group in by_shape.items():
-    for start in range(0, len(group), _BATCH.value):
-      names = group[start:start + _BATCH.value]
-      result = translate_batch(config, sampler, params, np.stack([images[n] for n in names]), key)
-      for name, out in zip(names, result):
-        destination = os.path.join(output, os.path.basename(name))
-        Image.fromarray(pipeline.to_uint8(out)).save(
-            destination, format='PNG' if not os.path.splitext(name)[1] else None)
-        if shape[:2] == (config.data.image_size,) * 2:
-          inputs.append(images[name])
-          outputs.append(out)
-  if outputs:
-    grid = writers.image_grid([np.stack(inputs), np.stack(outputs)], ['input', _METHOD.value],
-                              upscale=max(1, 96 // config.data.image_size))
+  shown_inputs, shown_outputs, names = [], [], []
+  for paths, batch, index in batches(images):
+    # A new key per batch: image i and image i + batch_size get different noise.
+    result = np.asarray(sampler.translate(params, jnp.asarray(batch), jax.random.fold_in(key, index),
+                                          _METHOD.value, radius, strength))[:len(paths)]
+    for path, out in zip(paths, result):
+      writers.save_png(inputs_lib.output_path(output, path), writers.to_uint8(out))
+      if out.shape[:2] == (config.data.image_size,) * 2:
+        shown_inputs.append(images[path])
+        shown_outputs.append(out)
+        names.append(os.path.basename(path))
+  if shown_outputs:
+    grid = writers.labelled_grid(np.stack(shown_inputs), np.stack(shown_outputs), names,
+                                 f'{os.path.basename(os.path.normpath(_WORKDIR.value))}: {setting}')
     writers.save_png(os.path.join(output, 'grid.png'), grid)
-  print(f'translated {len(images)} image(s) into {output}; {failures} failed')
+  print(f'translated {len(images)} image(s) with {setting} into {output}; {failures} failed')
+  return failures
+
+
+def run_invert(config, exp, sampler, params, output: str) -> int:
+  from phipd_jax.evaluation import collapse  # pylint: disable=g-import-not-at-top
+  images, failures = read_inputs(config)
+  noise, names, sources = [], [], []
+  for paths, batch, _ in batches(images):
+    inverted = np.asarray(sampler.invert(params, jnp.asarray(batch)))[:len(paths)]
+    noise.extend(inverted)
+    sources.extend(batch[:len(paths)])
+    names.extend(os.path.basename(p) for p in paths)
+  if not noise:
+    print(f'inverted 0 image(s); {failures} failed')
+    return failures or 1
+  shapes = {n.shape for n in noise}
+  scale = float(exp.process.sigma(exp.process.time_grid(1)[0]))  # Prior std at the noise end.
+  report = {}
+  if len(shapes) == 1:
+    stacked, src = np.stack(noise), np.stack(sources)
+    report = collapse.collapse_report(jnp.asarray(stacked), jnp.asarray(src), scale)
+    np.savez(os.path.join(output, 'inverted.npz'), noise=stacked, names=np.array(names),
+             scale=scale, **{k: np.float32(v) for k, v in report.items()})
+    shown = np.clip(stacked / (3 * scale), -1, 1)
+    writers.save_png(os.path.join(output, 'noise.png'),
+                     writers.labelled_grid(src, shown, names, 'input | inverted noise / 3 sigma'))
+    curves = {'inverted noise': np.asarray(collapse.radial_log_amplitude(
+        jnp.asarray(stacked / scale), average=True))}
+    collapse.plot_radial_spectra(curves, os.path.join(output, 'spectrum.png'),
+                                 title=f'{len(names)} inverted maps vs N(0, I)',
+                                 prior_shape=stacked.shape[1:])
+  else:
+    np.savez(os.path.join(output, 'inverted.npz'),
+             **{f'noise_{i}': n for i, n in enumerate(noise)}, names=np.array(names))
+  summary = ', '.join(f'{k} {v:.3f}' for k, v in report.items())
+  print(f'inverted {len(names)} image(s) into {output}/inverted.npz; {summary}; '
+        f'{failures} failed')
   return failures
 
 
 def main(argv):
-  del argv
-  config, sampler, params = load_run(_WORKDIR.value)
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  check_flags()
+  config, exp, restored = experiment.load_run(_WORKDIR.value, common.get_base_config(),
+                                              ('ema_params',), _STEPS.value)
+  sampler, params = exp.sampler(), restored['ema_params']
   output = _OUTPUT.value or os.path.join(_WORKDIR.value, f'sample_{_MODE.value}')
   os.makedirs(output, exist_ok=True)
   if _MODE.value == 'generate':
-    size = config.data.image_size
     labels = None
-    if config.model.num_classes:
-      labels = jnp.arange(_NUM.value, dtype=jnp.int32) % config.model.num_classes
-    samples = np.asarray(sampler.generate(params, jax.random.key(_SEED.value), (size, size, 3),
-                                          num=_NUM.value, labels=labels,
-                                          guidance_scale=config.sample.guidance_scale))
+    if exp.num_classes:
+      labels = jnp.arange(_NUM.value, dtype=jnp.int32) % exp.num_classes
+    samples = np.asarray(sampler.generate(params, jax.random.key(_SEED.value),
+                                          (_NUM.value,) + exp.image_shape, labels,
+                                          config.sample.guidance_scale))
     np.savez(os.path.join(output, 'samples.npz'), samples=samples)
     writers.save_png(os.path.join(output, 'samples.png'), writers.sample_grid(samples))
     print(f'wrote {len(samples)} samples to {output}/samples.png and samples.npz')
     return
-  if not _INPUT.value:
-    raise app.UsageError('--mode translate needs --input')
-  if run_translate(config, sampler, params, output):
+  run = run_translate if _MODE.value == 'translate' else (
+      lambda c, s, p, o: run_invert(c, exp, s, p, o))
+  if run(config, sampler, params, output):
     sys.exit(1)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run(main)

@@ -9,6 +9,7 @@ from configs import common
 
 
 def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False)
   config = common.get_base_config()
   config.data.name = 'cifar10'
   config.data.image_key = 'image'
@@ -31,11 +32,6 @@ def get_config(arg=None):
   config.sample.num_steps = 32
   config.sample.guidance_scale = 2.0
   config.sample.translate_source = 'image'
-  if arg == 'runlocal':
-    config.optim.warmup_steps = 5
-    config.model.size = 'tiny'
-    config.model.dtype = 'float32'
-    config.train.batch_size = 16
-    config.train.num_steps = 20
-    config.train.checkpoint_every = 10
+  if arg.runlocal:
+    common.runlocal(config)
   return config

@@ -1,9 +1,53 @@
 """Defaults shared by every experiment; each config file overrides what it needs.
 
-Every field can be overridden on the command line: ``--config.train.num_steps=100``.
+Every field can be overridden on the command line: ``--config.train.num_steps=100``. A config
+file's options after the colon (``configs/x.py:cpu,runlocal``) are parsed by :func:`parse_arg`:
+typed, with defaults, and an unknown option is an error (``:runlocl`` fails instead of launching
+the full run).
 """
 
 import ml_collections
+
+
+def parse_arg(arg, **spec) -> ml_collections.ConfigDict:
+  """Parses a config-file argument ``'a,b=3,c=x'`` against typed defaults (big_vision style).
+
+  Args:
+    arg: the string after the colon, or None.
+    **spec: option name -> default; its type (bool, int, float, str) types the value. A bare
+      option sets a bool to True; ``name=value`` sets any type.
+
+  Returns:
+    A ``ConfigDict`` with every option of ``spec``.
+
+  Raises:
+    ValueError: an unknown option, a value of the wrong type, or a bare non-bool option.
+  """
+  result = ml_collections.ConfigDict(dict(spec))
+  for token in (arg or '').split(','):
+    token = token.strip()
+    if not token:
+      continue
+    name, has_value, raw = token.partition('=')
+    if name not in spec:
+      raise ValueError(f'unknown config option {name!r} in {arg!r}; options: {sorted(spec)}')
+    default = spec[name]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ValueError(f'config option {name!r} needs a value ({name}=...)')
+      result[name] = True
+      continue
+    try:
+      if isinstance(default, bool):
+        if raw.lower() not in ('true', 'false', '1', '0'):
+          raise ValueError(raw)
+        value = raw.lower() in ('true', '1')
+      else:
+        value = type(default)(raw)
+    except ValueError:
+      raise ValueError(f'config option {name}={raw!r} must be a {type(default).__name__}') from None
+    result[name] = value
+  return result
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -30,26 +74,31 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.size = 'tiny'  # DiT: tiny, small, S, B, L, XL; JiT: tiny, small, B, L, H, G.
   model.patch_size = 2
   model.num_classes = 0
-  model.in_context_len = 32  # JiT in-context tokens (0 = none).
-  model.spectral_forcing = forcing = ml_collections.ConfigDict()  # JiT only.
-  forcing.schedule = ''  # '' = off; 'linear' (released code) or 'power_law' (paper contour).
-  forcing.kappa = 30.0  # Mask slope.
-  forcing.c_min = 0.05  # Cutoff at the noise end (normalised DCT radius).
-  forcing.c_max = 1.0  # Linear schedule: cutoff at the data end.
-  forcing.alpha = 2.0  # Power-law schedule: spectral slope of natural images.
-  forcing.window = 0  # 0 = one DCT over the image; w = per w x w tile.
   model.dtype = 'float32'  # Compute dtype; 'bfloat16' on accelerators.
+  # Every field of config.model is a keyword of the model's builder (phipd_jax.models.MODELS);
+  # JiT adds in_context_len and spectral_forcing (set_jit_recipe).
 
   config.diffusion = diffusion = ml_collections.ConfigDict()
-  diffusion.process = 'flow'  # 'flow' (t = 0 data) or 'ddpm'.
-  diffusion.prediction = 'v'  # 'v', 'x' or 'eps'.
+  diffusion.process = 'flow'  # 'flow' (t = 0 data), 'ddpm' or 'edm' (t = sigma).
+  diffusion.prediction = 'v'  # 'v', 'x', 'eps'; EDM: 'edm' (preconditioned), 'x', 'eps'.
   diffusion.loss_space = 'prediction'  # 'prediction' or 'v' (JiT: x-prediction, v-loss).
   diffusion.t_clamp = 1e-3  # Flow: min t divided by in x/eps -> v conversions (JiT 0.05).
   diffusion.time_sampler = 'logit_normal'  # Flow: 'uniform' or 'logit_normal'.
   diffusion.logit_mean = 0.0
   diffusion.logit_std = 1.0
-  diffusion.schedule = 'cosine'  # DDPM alpha_bar: 'cosine' or 'linear'.
+  diffusion.schedule = 'cosine'  # DDPM alpha_bar: 'cosine', 'linear' or 'scaled_linear'.
   diffusion.num_train_steps = 1000  # DDPM K.
+  diffusion.beta_start = 1e-4  # DDPM linear / scaled_linear betas (SD: 0.00085, 0.012).
+  diffusion.beta_end = 0.02
+  diffusion.spacing = 'linspace'  # DDIM grid: 'linspace' or 'trailing'.
+  diffusion.edm = edm = ml_collections.ConfigDict()  # Karras et al. 2022.
+  edm.sigma_data = 0.5
+  edm.sigma_min = 0.002
+  edm.sigma_max = 80.0
+  edm.rho = 7.0
+  edm.p_mean = -1.2
+  edm.p_std = 1.2
+  edm.conditioning = 'log_sigma'  # 'log_sigma' (EDM: ln(sigma)/4) or 'sigma' (the OVG code).
 
   config.noise = noise = ml_collections.ConfigDict()
   noise.kind = 'fss'  # 'fss', 'phase_preserving' or 'gaussian'.
@@ -59,6 +108,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   noise.mode = 'paper'  # 'paper' or 'reference' (the released implementation).
   noise.magnitude = 'gaussian'  # 'gaussian' or 'rayleigh'.
   noise.scale = 1.0  # Noise std multiplier (JiT's s; training and sampling).
+  noise.pad_factor = 0.0  # Mirror padding before the FFT; 0 = the mode's own (paper 1, ref 1.5).
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.learning_rate = 3e-4
@@ -81,11 +131,12 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.sample = sample = ml_collections.ConfigDict()
   sample.write_grids = True  # Generation and translation PNGs at every checkpoint.
-  sample.sampler = 'euler'  # Flow: 'euler' or 'heun'; DDPM: 'ddim'.
+  sample.sampler = 'euler'  # Flow and EDM: 'euler' or 'heun'; DDPM: 'ddim'.
   sample.num_steps = 25
   sample.num_generate = 16
   sample.guidance_scale = 1.0
   sample.guidance_interval = ()  # () = everywhere; (low, high) in t (0 = data); JiT (0.0, 0.9).
+  sample.clip_x0 = 0.0  # Clip x0_hat to [-c, c] at every step (0 = off; DDPM eps: 1).
   sample.translate_source = 'photo'  # Grid inputs: 'photo', 'flat_shaded' or a feature name.
   sample.translate_reference = ''  # Feature shown beside the outputs ('' = none).
   sample.num_translate = 8
@@ -116,6 +167,14 @@ def set_jit_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   ``model.name = 'jit'``; size, patch, data, batch, rate and steps are the caller's.
   """
   config.model.name = 'jit'
+  config.model.in_context_len = 32  # In-context class tokens (0 = none).
+  config.model.spectral_forcing = forcing = ml_collections.ConfigDict()
+  forcing.schedule = ''  # '' = off; 'linear' (released code) or 'power_law' (paper contour).
+  forcing.kappa = 30.0  # Mask slope.
+  forcing.c_min = 0.05  # Cutoff at the noise end (normalised DCT radius).
+  forcing.c_max = 1.0  # Linear schedule: cutoff at the data end.
+  forcing.alpha = 2.0  # Power-law schedule: spectral slope of natural images.
+  forcing.window = 0  # 0 = one DCT over the image; w = per w x w tile.
   diffusion = config.diffusion
   diffusion.process, diffusion.prediction, diffusion.loss_space = 'flow', 'x', 'v'
   diffusion.t_clamp = 0.05
@@ -130,17 +189,28 @@ def set_jit_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def set_spectral_forcing(config: ml_collections.ConfigDict, options) -> None:
-  """Config-string options ``sf`` (released linear schedule) / ``sf_power`` (paper contour)."""
-  if 'sf' in options:
+  """Parsed options ``sf`` (released linear schedule) / ``sf_power`` (paper contour)."""
+  if options.get('sf'):
     config.model.spectral_forcing.schedule = 'linear'
-  if 'sf_power' in options:
+  if options.get('sf_power'):
     config.model.spectral_forcing.schedule = 'power_law'
 
 
 def set_smoke_run(config: ml_collections.ConfigDict) -> None:
-  """The ``runlocal`` option: 20 steps with checkpoints and grids every 10 (a smoke test)."""
+  """The ``runlocal`` option of every config: a CPU smoke run of the same code path.
+
+  20 steps, batch 8 at most, tiny float32 model, checkpoints and grids every 10, 4 sampler
+  steps, one device mesh.
+  """
+  config.model.size = 'tiny'
+  config.model.dtype = 'float32'
   config.optim.warmup_steps = 5
+  config.train.batch_size = min(config.train.batch_size, 8)
   config.train.num_steps = 20
   config.train.log_every = 10
   config.train.checkpoint_every = 10
   config.sample.num_steps = 4
+  config.mesh.data, config.mesh.fsdp = -1, 1
+
+
+runlocal = set_smoke_run

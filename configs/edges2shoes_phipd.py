@@ -17,6 +17,7 @@ from configs import common
 
 
 def get_config(arg=None):
+  arg = common.parse_arg(arg, cpu=False, runlocal=False)
   config = common.get_base_config()
   config.data.name = 'edges2shoes_handbags'
   config.data.image_key = 'photo'
@@ -40,7 +41,7 @@ def get_config(arg=None):
   config.sample.translate_reference = 'photo'
   config.sample.radii = (4.0, 8.0, 16.0)
   config.sample.sdedit_strengths = (0.6, 0.8)
-  if arg in ('cpu', 'runlocal'):
+  if arg.cpu or arg.runlocal:
     config.model.size = 'tiny'
     config.model.dtype = 'float32'
     config.optim.learning_rate = 1e-3
@@ -50,6 +51,6 @@ def get_config(arg=None):
     config.train.num_steps = 2000
     config.train.checkpoint_every = 500
     config.sample.sampler = 'euler'
-  if arg == 'runlocal':
-    common.set_smoke_run(config)
+  if arg.runlocal:
+    common.runlocal(config)
   return config

@@ -28,10 +28,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  options = set((arg or '').split(',')) - {''}
-  unknown = options - {'sf', 'sf_power', 'p32', 'runlocal'}
-  if unknown:
-    raise ValueError(f'imagenet256_jit_b16: unknown options {sorted(unknown)}')
+  arg = common.parse_arg(arg, sf=False, sf_power=False, p32=False, runlocal=False)
   config = common.get_base_config()
   config.data.name = 'imagenet2012'
   config.data.tfds_dir = '~/tensorflow_datasets'  # Or gs://BUCKET/tensorflow_datasets.
@@ -43,11 +40,11 @@ def get_config(arg=None):
   config.data.in_memory = False
   common.set_jit_recipe(config)
   config.model.size = 'B'
-  config.model.patch_size = 32 if 'p32' in options else 16
+  config.model.patch_size = 32 if arg.p32 else 16
   config.model.num_classes = 1000
   config.model.in_context_len = 32
   config.model.dtype = 'bfloat16'
-  common.set_spectral_forcing(config, options)
+  common.set_spectral_forcing(config, arg)
   config.optim.learning_rate = 2e-4
   config.optim.warmup_steps = 6256  # 5 epochs of 1,281,167 images at batch 1024.
   config.train.batch_size = 1024
@@ -60,12 +57,7 @@ def get_config(arg=None):
   config.sample.translate_source = 'image'
   config.mesh.data = 16
   config.mesh.fsdp = 4
-  if 'runlocal' in options:  # CPU smoke test of the same code path (needs the dataset).
-    config.model.size = 'tiny'
-    config.model.dtype = 'float32'
+  if arg.runlocal:  # CPU smoke test of the same code path (needs the dataset).
     config.data.image_size = config.data.resize = 64
-    config.train.batch_size = 8
-    config.train.num_steps = 10
-    config.optim.warmup_steps = 2
-    config.mesh.data, config.mesh.fsdp = -1, 1
+    common.runlocal(config)
   return config

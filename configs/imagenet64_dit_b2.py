@@ -26,6 +26,7 @@ from configs import common
 
 
 def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False)
   config = common.get_base_config()
   config.data.name = 'imagenet2012'
   config.data.tfds_dir = '~/tensorflow_datasets'  # Or gs://BUCKET/tensorflow_datasets.
@@ -55,11 +56,6 @@ def get_config(arg=None):
   config.sample.translate_source = 'image'
   config.mesh.data = 16
   config.mesh.fsdp = 4
-  if arg == 'runlocal':  # CPU smoke test of the same code path (needs the dataset prepared).
-    config.model.size = 'tiny'
-    config.model.dtype = 'float32'
-    config.train.batch_size = 8
-    config.train.num_steps = 10
-    config.optim.warmup_steps = 2
-    config.mesh.data, config.mesh.fsdp = -1, 1
+  if arg.runlocal:  # CPU smoke test of the same code path (needs the dataset prepared).
+    common.runlocal(config)
   return config

@@ -14,10 +14,10 @@ from configs import jit_spectral_forcing
 
 
 def get_config(arg=None):
-  options = set((arg or '').split(',')) - {''}
-  if not options & {'sf', 'sf_power'}:
-    options.add('sf')
-  config = jit_spectral_forcing.get_config(','.join(sorted(options)))
+  options = [o for o in (arg or '').split(',') if o]
+  if not {'sf', 'sf_power'} & set(options):
+    options.append('sf')
+  config = jit_spectral_forcing.get_config(','.join(options))
   config.noise.kind = 'fss'
   config.noise.r0 = 0.0
   config.noise.rate = 0.1

@@ -28,11 +28,8 @@ PATCH_SIZES = {'p4': 4, 'p8': 8, 'p16': 16}
 
 
 def get_config(arg=None):
-  options = set((arg or '').split(',')) - {''}
-  unknown = options - set(PATCH_SIZES) - {'sf', 'sf_power', 'cpu', 'runlocal'}
-  if unknown:
-    raise ValueError(f'jit_spectral_forcing: unknown options {sorted(unknown)}; use p4/p8/p16, '
-                     'sf or sf_power, cpu or runlocal')
+  arg = common.parse_arg(arg, p4=False, p8=False, p16=False, sf=False, sf_power=False, cpu=False,
+                         runlocal=False)
   config = common.get_base_config()
   config.data.name = 'edges2shoes_handbags'
   config.data.image_key = 'photo'
@@ -43,11 +40,11 @@ def get_config(arg=None):
   config.model.size = 'B'
   config.model.patch_size = 16
   for option, patch_size in PATCH_SIZES.items():
-    if option in options:
+    if arg[option]:
       config.model.patch_size = patch_size
   config.model.in_context_len = 32
   config.model.dtype = 'bfloat16'
-  common.set_spectral_forcing(config, options)
+  common.set_spectral_forcing(config, arg)
   config.optim.learning_rate = 2e-4
   config.optim.warmup_steps = 5000
   config.train.batch_size = 256
@@ -59,7 +56,7 @@ def get_config(arg=None):
   config.sample.radii = (4.0, 8.0, 16.0)
   config.sample.sdedit_strengths = (0.6, 0.8)
 
-  if 'cpu' in options or 'runlocal' in options:
+  if arg.cpu or arg.runlocal:
     config.model.size = 'tiny'
     config.model.in_context_len = 8
     config.model.dtype = 'float32'
@@ -71,6 +68,6 @@ def get_config(arg=None):
     config.train.log_every = 50
     config.train.checkpoint_every = 300
     config.sample.num_steps = 20
-  if 'runlocal' in options:
-    common.set_smoke_run(config)
+  if arg.runlocal:
+    common.runlocal(config)
   return config

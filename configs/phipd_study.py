@@ -37,10 +37,11 @@ TRAIN_NOISE = {
 
 
 def get_config(arg=None):
-  options = (arg or 'fss0').split(',')
-  arg = options[0] if options[0] != 'runlocal' else 'fss0'
-  if arg not in TRAIN_NOISE:
-    raise ValueError(f'configs/phipd_study.py: choose one of {sorted(TRAIN_NOISE)}, got {arg!r}')
+  options = common.parse_arg(arg, runlocal=False, **{name: False for name in TRAIN_NOISE})
+  chosen = [name for name in TRAIN_NOISE if options[name]]
+  if len(chosen) > 1:
+    raise ValueError(f'configs/phipd_study.py: choose one of {sorted(TRAIN_NOISE)}, got {chosen}')
+  arg = chosen[0] if chosen else 'fss0'
   config = common.get_base_config()
   config.data.name = 'edges2shoes_handbags'
   config.data.image_key = 'photo'
@@ -73,6 +74,6 @@ def get_config(arg=None):
     config.optim.warmup_steps = 50
     config.train.num_steps = 800
     config.train.checkpoint_every = 400
-  if 'runlocal' in options:  # Smoke run: python train.py --config configs/phipd_study.py:runlocal
-    common.set_smoke_run(config)
+  if options.runlocal:  # Smoke run: python train.py --config configs/phipd_study.py:runlocal
+    common.runlocal(config)
   return config

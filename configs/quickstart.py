@@ -6,13 +6,14 @@ into photo appearance with phi-PD, with SDEdit beside it.
 
   python train.py --config configs/quickstart.py --workdir runs/quickstart
 
-Variants: ``--config configs/quickstart.py:runlocal`` is a 30-step smoke run.
+Variants: ``--config configs/quickstart.py:runlocal`` is a 20-step smoke run.
 """
 
 from configs import common
 
 
 def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False)
   config = common.get_base_config()
   config.data.name = 'skimage_photos'
   config.data.image_size = 32
@@ -36,10 +37,6 @@ def get_config(arg=None):
   config.sample.num_translate = 7
   config.sample.radii = (2.0, 4.0, 8.0)
   config.sample.sdedit_strengths = (0.5, 0.75)
-  if arg == 'runlocal':
-    config.optim.warmup_steps = 5
-    config.train.num_steps = 30
-    config.train.log_every = 10
-    config.train.checkpoint_every = 15
-    config.sample.num_steps = 4
+  if arg.runlocal:
+    common.runlocal(config)
   return config

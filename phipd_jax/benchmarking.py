@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phipd_jax import diffusion, noise as noise_lib, sharding, training
+from phipd_jax import experiment as experiment_lib, models, noise as noise_lib, sharding
+from phipd_jax.diffusion import samplers
 
 
 @dataclasses.dataclass
@@ -149,11 +150,6 @@ def device_description() -> str:
 # The sections of benchmark.py.
 
 
-def network_evaluations(method: str, num_steps: int) -> int:
-  """Network calls of one sampling run (Heun's last interval is Euler)."""
-  return 2 * num_steps - 1 if method == 'heun' else num_steps
-
-
 def peak_flops(given: float) -> tuple[float, str]:
   """``(peak FLOP/s, where it came from)``: ``given`` if > 0, else a measured matmul."""
   if given > 0:
@@ -161,35 +157,41 @@ def peak_flops(given: float) -> tuple[float, str]:
   return measured_peak_flops(), 'measured (2048^3 float32 matmul)'
 
 
-def noise_section(config, image_shape, run_ms: float, repeats: int, frames: int) -> list[dict]:
-  """Each constructor on image and video batches, and its share of one phi-PD sampling run.
+def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[float],
+                  repeats: int, frames: int) -> list[dict]:
+  """Each constructor on image and video batches, and its share of one phi-PD sampling run
+  (``run_ms``; no share column when the sampling section did not run).
 
   A JiT config with Spectral Forcing adds a ``spectral_forcing`` row (the operator on the
   image batch at random times); it runs once per network evaluation, so its share counts
   ``num_steps`` calls (the Euler run's evaluations), where a noise constructor counts one.
   """
+  config = exp.config
   radius = float(config.sample.radii[0])
+  settings = experiment_lib.noise_settings(config.noise)
   constructors = {
-      'gaussian': lambda key, x: noise_lib.gaussian(key, x),
-      'phase_preserving': lambda key, x: noise_lib.phase_preserving(key, x),
-      'fss_paper': lambda key, x: noise_lib.fss(key, x, radius),
-      'fss_reference': lambda key, x: noise_lib.fss(key, x, radius, mode='reference'),
+      'gaussian': noise_lib.noise_fn('gaussian', **settings),
+      'phase_preserving': noise_lib.noise_fn('phase_preserving', **settings),
+      'fss_paper': noise_lib.noise_fn('fss', **{**settings, 'mode': 'paper'}),
+      'fss_reference': noise_lib.noise_fn('fss', **{**settings, 'mode': 'reference',
+                                                    'magnitude': 'gaussian'}),
   }
-  forcing = (training.spectral_forcing_from_config(config.model)
-             if config.model.name == 'jit' else None)
+  forcing = None
+  if config.model.name == 'jit':
+    forcing = models.spectral_forcing_from_settings(config.model.spectral_forcing.to_dict())
   batch, size = image_shape[0], image_shape[1]
-  shapes = {'image': image_shape, 'video': (batch, frames, size, size, 3)}
+  shapes = {'image': image_shape, 'video': (batch, frames, size, size, image_shape[-1])}
   rows = []
   for shape_name, shape in shapes.items():
     x = random_images(jax.random.key(1), shape)
-    named = dict(constructors)
+    named = {name: (lambda key, x, fn=fn: fn(key, x, radius)) for name, fn in constructors.items()}
     if forcing is not None and shape_name == 'image':
       named['spectral_forcing'] = lambda key, x: forcing(x, jax.random.uniform(key, x.shape[:1]))
     for name, fn in named.items():
       # Millisecond calls: 10x the repeats for a stable median.
       timing = time_compiled(fn, (jax.random.key(2), x), 10 * repeats, name)
       row = {'noise': name, 'shape': 'x'.join(map(str, shape)), **timing.summary()}
-      if shape_name == 'image':
+      if shape_name == 'image' and run_ms:
         # Noise is drawn once per run; Spectral Forcing runs at each of the run's evaluations.
         calls = config.sample.num_steps if name == 'spectral_forcing' else 1
         row['share_of_sampling_run'] = calls * timing.median_s * 1e3 / run_ms
@@ -197,41 +199,49 @@ def noise_section(config, image_shape, run_ms: float, repeats: int, frames: int)
   return rows
 
 
-def sample_section(config, graphdef, params, image_shape, peak: float,
+def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: float,
                    repeats: int) -> list[dict]:
-  """Every sampler of the process, started from Gaussian noise (SDEdit path) or phi-PD noise."""
-  process = diffusion.process_from_config(config.diffusion)
-  methods = ('euler', 'heun') if isinstance(process, diffusion.FlowMatching) else ('ddim',)
-  apply_fn = training.apply_model(graphdef, params)
-  denoise = diffusion.denoiser(process, apply_fn, config.diffusion.prediction)
+  """Every sampler of the process, from Gaussian noise (SDEdit path) or phi-PD noise, through
+  the run's own :class:`~phipd_jax.sampling.Sampler` (so a guided config is timed guided)."""
+  config = exp.config
+  process = exp.process
+  methods = process.samplers
   x_input = random_images(jax.random.key(3), image_shape)
   batch = image_shape[0]
-  # FLOPs of one network evaluation on this batch (the sampler loop body).
-  t = jnp.full((batch,), 0.5, jnp.float32)
-  one_call = time_compiled(lambda x, t: apply_fn(x, t, None), (x_input, t),
-                                        repeats, 'network')
+  guided = bool(exp.num_classes) and config.sample.guidance_scale != 1
+  labels = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
+  # FLOPs of one network evaluation on this batch (the sampler loop body), guided if the run is.
+  apply_fn = exp.apply_fn(params)
+  t = jnp.full((batch * (2 if guided else 1),), 0.5, jnp.float32)
+  x_net = jnp.concatenate([x_input] * (2 if guided else 1))
+  y_net = None if labels is None else jnp.concatenate([labels] * (2 if guided else 1))
+  one_call = time_compiled(lambda x, t, y: apply_fn(x, t, y), (x_net, t, y_net), repeats,
+                           'network')
   flops_per_evaluation = (one_call.flops or 0.0) / batch
-  radius = float(config.sample.radii[0])
+  radius = jnp.float32(config.sample.radii[0])
   rows = []
   for method in methods:
     for start in ('gaussian', 'phipd'):
-      for steps in (config.sample.num_steps, 2 * config.sample.num_steps):
+      # Compile time at twice the steps once (it must not grow: the loop is a lax.scan).
+      doubled = (2 * config.sample.num_steps,) if not rows else ()
+      for steps in (config.sample.num_steps,) + doubled:
+        sampler = exp.sampler(steps, method=method)
 
-        def run(x, key, steps=steps, method=method, start=start):
-          if start == 'phipd':
-            return diffusion.phipd_translate(process, denoise, key, x, radius, steps, method)
-          return diffusion.sdedit(process, denoise, key, x, 1.0, steps, method)
+        def run(x, key, sampler=sampler, start=start):
+          eps = sampler.noise_fn(key, x, radius) if start == 'phipd' else sampler.gaussian_fn(key, x)
+          return sampler._sample_from(params, x, eps, 1.0, labels,  # pylint: disable=protected-access
+                                      jnp.float32(config.sample.guidance_scale))
 
         timing = time_compiled(run, (x_input, jax.random.key(4)),
-                                            repeats if steps == config.sample.num_steps
-                                            else 1, f'{method}/{start}')
+                               repeats if steps == config.sample.num_steps else 1,
+                               f'{method}/{start}')
         if steps != config.sample.num_steps:
           rows[-1]['compile_s_at_2x_steps'] = timing.compile_s
           continue
-        evaluations = network_evaluations(method, steps)
+        evaluations = samplers.network_evaluations(process, method, steps)
         flops_per_image = flops_per_evaluation * evaluations
         achieved = flops_per_image * batch / timing.median_s
-        rows.append({'sampler': method, 'start': start, 'steps': steps,
+        rows.append({'sampler': method, 'start': start, 'steps': steps, 'guided': guided,
                      'evaluations': evaluations, 'batch': batch,
                      'compile_s': timing.compile_s, 'run_median_ms': 1e3 * timing.median_s,
                      'run_min_ms': 1e3 * min(timing.calls_s),
@@ -243,17 +253,16 @@ def sample_section(config, graphdef, params, image_shape, peak: float,
   return rows
 
 
-def train_section(config, peak: float, repeats: int) -> dict:
+def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: int) -> dict:
   """Train step on a random batch of ``config.train.batch_size``: ms/step, images/s, MFU."""
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  graphdef, state, optimizer = training.create_train_state(config, mesh)
-  step = training.make_train_step(config, graphdef, optimizer, mesh, state)
-  size, batch = config.data.image_size, config.train.batch_size
-  images = random_images(jax.random.key(5), (batch, size, size, 3))
+  config = exp.config
+  state = exp.create_train_state(mesh)
+  step = exp.train_step(mesh, state)
+  batch = config.train.batch_size
+  images = random_images(jax.random.key(5), (batch,) + exp.image_shape)
   data = sharding.global_batch({'image': jax.device_get(images),
                                 'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}, mesh)
-  timing = time_compiled(step, (state, data), repeats, 'train step',
-                                      warmup=2, donate=True)
+  timing = time_compiled(step, (state, data), repeats, 'train step', warmup=2, donate=True)
   flops_per_image = (timing.flops or 0.0) / batch
   achieved = flops_per_image * batch / timing.median_s
   return {'batch': batch, 'compile_s': timing.compile_s,
@@ -263,32 +272,48 @@ def train_section(config, peak: float, repeats: int) -> dict:
           'mfu': achieved / peak}
 
 
+SECTIONS = ('noise', 'sample', 'train')
+
+
+def sections(what: str) -> set[str]:
+  """The sections of ``--what``: ``'all'`` or a comma-separated subset of :data:`SECTIONS`.
+
+  Raises:
+    ValueError: an unknown section.
+  """
+  wanted = set(SECTIONS) if what == 'all' else {w.strip() for w in what.split(',') if w.strip()}
+  if not wanted or wanted - set(SECTIONS):
+    raise ValueError(f'--what={what!r} must be all or a comma-separated subset of {SECTIONS}')
+  return wanted
+
+
 def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, frames: int = 8,
                    given_peak: float = 0.0) -> dict:
-  """All requested sections for ``config``; returns the JSON-ready results."""
-  training.validate_config(config)
+  """The requested sections for ``config`` (see :func:`sections`); returns JSON-ready results."""
+  wanted = sections(what)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  graphdef, state, _ = training.create_train_state(config, mesh)
-  size = config.data.image_size
-  image_shape = (batch, size, size, 3)
+  exp = experiment_lib.build(config, sharding.data_parallel_size(mesh))
+  image_shape = (batch,) + exp.image_shape
   peak, peak_source = peak_flops(given_peak)
   results = {'device': device_description(), 'host': platform.processor() or
              platform.machine(), 'jax': jax.__version__, 'config': config.to_dict(),
              'repeats': repeats, 'peak_flops': peak, 'peak_source': peak_source}
-  if what in ('sample', 'noise', 'all'):
-    results['sample'] = sample_section(config, graphdef, state.ema_params, image_shape, peak,
-                                       repeats)
-  if what in ('noise', 'all'):
-    phipd_run = [r for r in results['sample'] if r['start'] == 'phipd'][0]
-    results['noise'] = noise_section(config, image_shape, phipd_run['run_median_ms'], repeats,
-                                     frames)
-    results['noise_reference_run'] = f"{phipd_run['sampler']} x {phipd_run['steps']} steps"
-  if what in ('train', 'all'):
-    results['train'] = train_section(config, peak, repeats)
+  if 'sample' in wanted:
+    params = exp.init_params(jax.random.key(config.seed))
+    results['sample'] = sample_section(exp, params, image_shape, peak, repeats)
+  if 'noise' in wanted:
+    run_ms = None
+    if 'sample' in results:
+      phipd_run = [r for r in results['sample'] if r['start'] == 'phipd'][0]
+      run_ms = phipd_run['run_median_ms']
+      results['noise_reference_run'] = f"{phipd_run['sampler']} x {phipd_run['steps']} steps"
+    results['noise'] = noise_section(exp, image_shape, run_ms, repeats, frames)
+  if 'train' in wanted:
+    results['train'] = train_section(exp, mesh, peak, repeats)
   return results
 
 
-SAMPLE_COLUMNS = ('sampler', 'start', 'steps', 'evaluations', 'compile_s',
+SAMPLE_COLUMNS = ('sampler', 'start', 'steps', 'guided', 'evaluations', 'compile_s',
                   'compile_s_at_2x_steps', 'run_median_ms', 'run_min_ms', 'run_max_ms',
                   'ms_per_evaluation', 'images_per_s', 'gflops_per_image', 'mfu')
 NOISE_COLUMNS = ('noise', 'shape', 'compile_s', 'median_ms', 'min_ms', 'max_ms',
@@ -302,8 +327,9 @@ def report(results: dict, markdown: bool = False) -> str:
   parts = [f"device: {results['device']}; peak {results['peak_flops'] / 1e9:.1f} GFLOP/s "
            f"({results['peak_source']}); median of {results['repeats']} repeats"]
   sections = [('sample', 'sampling (one full run of a batch)', SAMPLE_COLUMNS),
-              ('noise', f"noise constructors (share of one {results.get('noise_reference_run')} "
-                        'phi-PD sampling run)', NOISE_COLUMNS),
+              ('noise', 'noise constructors' + (
+                  f" (share of one {results['noise_reference_run']} phi-PD sampling run)"
+                  if 'noise_reference_run' in results else ''), NOISE_COLUMNS),
               ('train', 'train step', TRAIN_COLUMNS)]
   for key, title, columns in sections:
     if key in results:

@@ -1,19 +1,33 @@
 """orbax checkpoints of a :class:`~phipd_jax.training.TrainState` in ``<workdir>/checkpoints``.
 
-Saves are atomic (orbax writes to a temporary directory and renames), keep the last N, and the
-config is written beside them as ``<workdir>/config.json``. Resume order (DESIGN.md): a
-checkpoint in the workdir, then ``config.init_from`` (parameters and EMA only), then scratch.
+Each step is saved as named items, ``params``, ``ema_params``, ``opt_state`` and ``meta`` (step
+and RNG key), so a sampler or an ``init_from`` restores only what it uses. Saves are atomic
+(orbax writes to a temporary directory and renames), keep the last N, and the config is written
+beside them as ``<workdir>/config.json``. Resume order (DESIGN.md): a checkpoint in the workdir,
+then ``config.init_from`` (parameters and EMA only), then scratch.
+
+A checkpoint that cannot be read (truncated array files, missing metadata) is **moved aside**
+to ``<workdir>/checkpoints.corrupt/<step>-<time>`` with a warning naming it, never deleted: the
+run continues from the one before and can save that step again.
+
+Runs saved before named items (one ``default`` item holding the whole state) still load: they
+are read whole into the full state template and the requested items are taken from it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+import shutil
+import time
+from typing import Iterable, Optional
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+ITEMS = ('params', 'ema_params', 'opt_state', 'meta')
+LEGACY_ITEM = 'default'
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -21,59 +35,145 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
-def _abstract(state):
+def corrupt_dir(workdir: str) -> str:
+  """Where unreadable checkpoints are moved: ``<workdir>/checkpoints.corrupt``."""
+  return os.path.join(os.path.abspath(workdir), 'checkpoints.corrupt')
+
+
+def _abstract(tree):
   """Shape/dtype/sharding of every leaf: the restore target (restored arrays land sharded)."""
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
-      state)
+      tree)
+
+
+def _items(state) -> dict:
+  return {'params': state.params, 'ema_params': state.ema_params, 'opt_state': state.opt_state,
+          'meta': {'step': state.step, 'rng': state.rng}}
+
+
+def _steps_on_disk(directory: str) -> list[int]:
+  if not os.path.isdir(directory):
+    return []
+  return sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether ``<workdir>/checkpoints`` holds a finished step (cheap: no orbax)."""
+  directory = checkpoint_dir(workdir)
+  return any(os.path.isdir(os.path.join(directory, str(s))) for s in _steps_on_disk(directory))
+
+
+def is_legacy(step_dir: str) -> bool:
+  """A step saved as one ``default`` item (before named items)."""
+  return os.path.isdir(os.path.join(step_dir, LEGACY_ITEM))
 
 
 class Checkpointer:
-  """Thin wrapper over ``ocp.CheckpointManager`` for one workdir.
+  """Thin wrapper over ``ocp.CheckpointManager`` for one workdir, with named items.
 
   Args:
     workdir: the run directory.
-    keep: number of checkpoints kept (older ones are deleted).
+    keep: number of checkpoints kept (older ones are deleted; >= 1).
     save_every: steps between periodic saves (``save`` with ``force=True`` always saves).
+    create: create ``<workdir>/checkpoints`` (False for read-only uses such as sampling).
+
+  Raises:
+    ValueError: ``keep < 1``.
   """
 
-  def __init__(self, workdir: str, keep: int = 3, save_every: int = 1):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every,
-                                           create=True)
+  def __init__(self, workdir: str, keep: int = 3, save_every: int = 1, create: bool = True):
+    if keep < 1:
+      raise ValueError(f'checkpoint: keep={keep} must be >= 1 (0 would delete every checkpoint)')
+    self.workdir = workdir
     self.directory = checkpoint_dir(workdir)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                 save_interval_steps=save_every, create=create)
+    self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS,
+                                         options=self._options)
 
   def latest_step(self) -> Optional[int]:
     """Step of the newest complete checkpoint, or None (half-written ones are ignored)."""
     return self.manager.latest_step()
 
   def save(self, step: int, state, force: bool = False) -> bool:
-    """Saves asynchronously (periodic unless ``force``); returns whether a save started."""
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    """Saves the state's items asynchronously (periodic unless ``force``)."""
+    args = ocp.args.Composite(**{name: ocp.args.StandardSave(tree)
+                                 for name, tree in _items(state).items()})
+    return self.manager.save(step, args=args, force=force)
 
-  def restore(self, template, step: Optional[int] = None):
-    """Restores into the structure and shardings of ``template`` (any mesh or device count).
+  def _restore_step(self, step: int, template, items: Iterable[str]) -> dict:
+    step_dir = os.path.join(self.directory, str(step))
+    if is_legacy(step_dir):
+      legacy = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+          create=False, read_only=True))
+      try:
+        state = legacy.restore(step, args=ocp.args.StandardRestore(_abstract(template)))
+      finally:
+        legacy.close()
+      logging.warning('checkpoint %d in %s has the pre-named-items layout; read whole', step,
+                      self.directory)
+      return {name: tree for name, tree in _items(state).items() if name in items}
+    wanted = _items(template)
+    args = ocp.args.Composite(**{name: ocp.args.StandardRestore(_abstract(wanted[name]))
+                                 for name in items})
+    restored = self.manager.restore(step, args=args)
+    return {name: restored[name] for name in items}
 
-    Without ``step``, the newest checkpoint that reads back is used: a damaged one (truncated
-    files, a crash during its write) is skipped with a warning, and the one before it is used.
-    Unfinished writes (orbax's temporary directories) are never considered.
+  def restore_items(self, template, items: Iterable[str] = ITEMS,
+                    step: Optional[int] = None, move_corrupt: bool = True) -> dict:
+    """Restores ``items`` into the structure and shardings of ``template`` (a TrainState or an
+    abstract one), from ``step`` or the newest readable checkpoint.
+
+    A checkpoint that fails to read is moved aside (``move_corrupt``) with a warning, and the one
+    before it is tried. Unfinished writes (orbax's temporary directories) are never considered.
+
+    Returns:
+      ``{item: tree}``; ``meta`` is ``{'step': int32, 'rng': uint32 key data}``.
 
     Raises:
-      FileNotFoundError: there is no (readable) checkpoint in the workdir.
+      FileNotFoundError: there is no (readable) checkpoint.
+      ValueError: an unknown item name.
     """
-    target = ocp.args.StandardRestore(_abstract(template))
+    items = tuple(items)
+    unknown = set(items) - set(ITEMS)
+    if unknown:
+      raise ValueError(f'checkpoint: unknown items {sorted(unknown)}; items are {ITEMS}')
     if step is not None:
-      return self.manager.restore(step, args=target)
+      return self._restore_step(step, template, items)
     steps = sorted(self.manager.all_steps(), reverse=True)
     if not steps:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
     for candidate in steps:
       try:
-        return self.manager.restore(candidate, args=target)
+        return self._restore_step(candidate, template, items)
       except Exception as error:  # orbax/tensorstore raise many types for damaged files.
-        logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying an older one',
-                        candidate, self.directory, type(error).__name__, error)
+        if move_corrupt:
+          moved = self.move_aside(candidate)
+          logging.warning('checkpoint %d is unreadable (%s: %s); moved to %s, trying an older one',
+                          candidate, type(error).__name__, str(error)[:200], moved)
+          print(f'warning: checkpoint {candidate} is unreadable ({type(error).__name__}); moved '
+                f'to {moved}; continuing from an older one', flush=True)
+        else:
+          logging.warning('checkpoint %d in %s is unreadable (%s); trying an older one',
+                          candidate, self.directory, type(error).__name__)
     raise FileNotFoundError(f'no readable checkpoint in {self.directory} (tried {steps})')
+
+  def restore(self, template, step: Optional[int] = None):
+    """The full train state (every item) shaped like ``template``; see :meth:`restore_items`."""
+    restored = self.restore_items(template, ITEMS, step)
+    meta = restored['meta']
+    return template.replace(step=meta['step'], rng=meta['rng'], params=restored['params'],
+                            ema_params=restored['ema_params'], opt_state=restored['opt_state'])
+
+  def move_aside(self, step: int) -> str:
+    """Renames ``<checkpoints>/<step>`` to ``checkpoints.corrupt/<step>-<time>``; returns it."""
+    destination_dir = corrupt_dir(self.workdir)
+    os.makedirs(destination_dir, exist_ok=True)
+    destination = os.path.join(destination_dir, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    shutil.move(os.path.join(self.directory, str(step)), destination)
+    self.manager.reload()
+    return destination
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -82,9 +182,22 @@ class Checkpointer:
     self.manager.close()
 
 
+def restore_items(workdir: str, template, items: Iterable[str]) -> dict:
+  """``items`` of the latest readable checkpoint of ``workdir`` (read-only: nothing is moved)."""
+  if not has_checkpoint(workdir):
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  checkpointer = Checkpointer(workdir, create=False)
+  try:
+    return checkpointer.restore_items(template, items, move_corrupt=False)
+  finally:
+    checkpointer.close()
+
+
 def restore_latest(workdir: str, template):
-  """The latest state of ``workdir`` shaped like ``template`` (e.g. for sampling)."""
-  checkpointer = Checkpointer(workdir)
+  """The latest full state of ``workdir`` shaped like ``template``."""
+  if not has_checkpoint(workdir):
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  checkpointer = Checkpointer(workdir, create=False)
   try:
     return checkpointer.restore(template)
   finally:
@@ -117,6 +230,14 @@ def load_config_dict(workdir: str) -> dict:
 # value would fail to restore or silently train a different model.
 SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes',
                 'model.in_context_len')
+# Fields that change the optimisation: resuming with another value silently trains a different
+# run (a changed schedule, other data, other noise). An error unless allowed.
+OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dropout', 'optim.',
+                         'data.', 'noise.', 'diffusion.', 'seed', 'model.')
+# Fields that change nothing of the saved run's numbers.
+COSMETIC_PREFIXES = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
+                     'sample.', 'data.tfds_dir', 'data.in_memory', 'init_from', 'distributed.',
+                     'mesh.')
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:
@@ -129,25 +250,35 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
   return flat
 
 
-def check_resume_config(saved: dict, current: dict) -> list[str]:
+def check_resume_config(saved: dict, current: dict,
+                        allow_change: bool = False) -> list[str]:
   """Compares the config a run was started with against the one it resumes with.
 
   Args:
     saved: the run's ``config.json`` as a dict.
     current: the new config as a dict (``config.to_dict()``).
+    allow_change: accept changes to fields that change the optimisation (they are returned).
 
   Returns:
-    The harmless differences, as ``'field: old -> new'`` lines (log them as a warning).
+    The accepted differences, as ``'field: old -> new'`` lines (log them as a warning).
 
   Raises:
-    ValueError: a field of :data:`SHAPE_FIELDS` differs (the checkpoint cannot be continued).
+    ValueError: a field of :data:`SHAPE_FIELDS` differs (the checkpoint cannot be continued), or
+      a field that changes the optimisation differs without ``allow_change``.
   """
   old, new = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
   differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                  if old.get(k) != new.get(k)}
-  fatal = [f'{k}: {a!r} -> {b!r}' for k, (a, b) in differences.items() if k in SHAPE_FIELDS]
+  line = lambda k: f'{k}: {differences[k][0]!r} -> {differences[k][1]!r}'
+  fatal = [line(k) for k in differences if k in SHAPE_FIELDS]
   if fatal:
     raise ValueError('cannot resume: config differs from the saved run in fields that change '
                      'the checkpoint: ' + '; '.join(fatal) + ' (use a new --workdir, or '
                      '--config.init_from to start from its parameters)')
-  return [f'{k}: {a!r} -> {b!r}' for k, (a, b) in differences.items()]
+  cosmetic = lambda k: k.startswith(COSMETIC_PREFIXES)
+  changed = [line(k) for k in differences if not cosmetic(k)]
+  if changed and not allow_change:
+    raise ValueError('cannot resume: config differs from the saved run in fields that change the '
+                     'optimisation: ' + '; '.join(changed) + '. Pass --allow_config_change to '
+                     'continue anyway, or use a new --workdir')
+  return [line(k) for k in differences]

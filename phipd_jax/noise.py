@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Radius = Union[None, float, Array]
@@ -92,12 +93,27 @@ def frequency_distance(shape: Sequence[int], axes: Sequence[int], half: bool = F
   return jnp.sqrt(squared)
 
 
-def _per_sample(value: Array, ndim: int) -> Array:
+def _per_sample(value: Array, ndim: int, batch: Optional[int] = None) -> Array:
   """Scalar or ``[B]`` value -> broadcastable ``[B or 1, 1, ..., 1]``."""
   value = jnp.asarray(value, jnp.float32)
-  if value.ndim > 1:
-    raise ValueError(f'noise: radius must be a scalar or a [B] vector, got shape {value.shape}')
+  if value.ndim > 1 or (batch is not None and value.ndim == 1 and value.shape[0] not in (1, batch)):
+    raise ValueError(f'noise: radius must be a scalar or a [B] vector with B={batch}, got shape '
+                     f'{value.shape}')
   return jnp.reshape(value, (-1,) + (1,) * (ndim - 1))
+
+
+def check_radius(radius: Radius, batch: Optional[int] = None):
+  """Raises ``ValueError`` for a concrete radius below 0 (``-inf`` allowed: no phase kept) or a
+  radius vector whose length is not the batch size. Traced radii pass unchecked."""
+  if radius is None or isinstance(radius, jax.core.Tracer):
+    return
+  value = np.asarray(radius, np.float32)
+  if value.ndim > 1 or (batch is not None and value.ndim == 1 and value.shape[0] not in (1, batch)):
+    raise ValueError(f'noise: radius must be a scalar or a [B] vector with B={batch}, got shape '
+                     f'{value.shape}')
+  if np.any(np.isnan(value)) or np.any(value[np.isfinite(value)] < 0):
+    raise ValueError(f'noise: radius={radius} must be >= 0 (frequency-index units; inf keeps the '
+                     'whole phase)')
 
 
 def fss_mask(distance: Array, radius: Radius, edge_width: float) -> Array:
@@ -264,7 +280,7 @@ def fss_from_noise(
     radius_units: str = 'library',
     clip: bool = True,
     per_sample_quantiles: bool = False,
-    pad_factor: float = REFERENCE_PAD_FACTOR,
+    pad_factor: Optional[float] = None,
 ) -> Array:
   """Frequency-Selective Structured noise from an explicit Gaussian sample (paper Eqs. 9-11).
 
@@ -294,7 +310,11 @@ def fss_from_noise(
     clip: reference mode: apply the two quantile clips (``False`` for tests).
     per_sample_quantiles: reference mode: quantiles per sample instead of over the whole batch, a
       documented deviation that makes each sample independent of the rest of the batch.
-    pad_factor: reference mode padding factor (upstream 1.5).
+    pad_factor: mirror padding before the FFT, as a size factor. Reference mode: default 1.5
+      (upstream). Paper mode: default 1 (none, the equations as written); 1.5 is an option:
+      without padding the FFT wraps around the image, and on 32-px photos the corner pixels get
+      1.6-2.6x the mean noise variance, while mirror padding keeps them near 1 (tested on real
+      photos). The radius stays in unpadded units either way.
 
   Returns:
     ``eps_hat`` with the shape and dtype of ``x0``.
@@ -304,14 +324,19 @@ def fss_from_noise(
       batch or channel, or a reference-mode request it cannot honour.
   """
   _check_inputs(x0, noise, magnitude, magnitude_noise, edge_width, mode)
+  check_radius(radius, x0.shape[0])
   axes = _normalise_axes(x0.ndim, axes)
   if radius_units not in ('library', 'padded'):
     raise ValueError(f"noise: radius_units={radius_units!r} must be 'library' or 'padded'")
   if mode == 'reference':
     return _fss_reference(x0, noise, radius, edge_width, axes, radius_units, clip,
-                          per_sample_quantiles, pad_factor, magnitude)
+                          per_sample_quantiles,
+                          REFERENCE_PAD_FACTOR if pad_factor is None else pad_factor, magnitude)
   if radius_units != 'library':
     raise ValueError("noise: radius_units='padded' only applies to mode='reference'")
+  if pad_factor is not None and pad_factor != 1.0:
+    return _fss_paper_padded(x0, noise, radius, edge_width, axes, magnitude, magnitude_noise,
+                             pad_factor)
 
   # Real input: the spectrum is Hermitian, so the half spectrum of rfftn holds everything, and
   # the blended spectrum stays Hermitian (symmetric magnitude, antisymmetric phase), so irfftn
@@ -332,6 +357,28 @@ def fss_from_noise(
     phase = mask * phase + (1.0 - mask) * spectral_phase(spectrum_noise, axes, x.shape)
   spectrum = jax.lax.complex(amplitude * jnp.cos(phase), amplitude * jnp.sin(phase))
   eps = jnp.fft.irfftn(spectrum, s=sizes, axes=axes)
+  return eps.astype(x0.dtype)
+
+
+def _fss_paper_padded(x0, noise, radius, edge_width, axes, magnitude, magnitude_noise,
+                      pad_factor):
+  """Paper-mode FSS on a mirror-padded grid, cropped back (radius converted to padded units)."""
+  if not pad_factor >= 1.0:
+    raise ValueError(f'noise: pad_factor={pad_factor} must be >= 1')
+  pad = [(0, 0)] * x0.ndim
+  for axis in axes:
+    total = reference_padding(x0.shape[axis], pad_factor)
+    pad[axis] = (total // 2, total // 2)
+  padded = lambda a: jnp.pad(a.astype(jnp.float32), pad, mode='reflect')
+  height, padded_height = x0.shape[axes[0]], x0.shape[axes[0]] + 2 * pad[axes[0]][0]
+  if radius is not None:
+    radius = to_padded_units(jnp.asarray(radius, jnp.float32), height, padded_height)
+    edge_width = to_padded_units(edge_width, height, padded_height)
+  eps = fss_from_noise(padded(x0), padded(noise), radius, edge_width=edge_width,
+                       magnitude=magnitude, axes=axes,
+                       magnitude_noise=None if magnitude_noise is None else padded(magnitude_noise))
+  for axis in axes:
+    eps = jax.lax.slice_in_dim(eps, pad[axis][0], pad[axis][0] + x0.shape[axis], axis=axis)
   return eps.astype(x0.dtype)
 
 
@@ -407,20 +454,21 @@ def _fss_reference(x0, noise, radius, edge_width, axes, radius_units, clip, per_
 
 
 def _draw(key: Array, x0: Array, magnitude: str) -> tuple[Array, Optional[Array]]:
-  """The Gaussian sample, and for Rayleigh the second sample its magnitude is derived from."""
-  noise_key, magnitude_key = jax.random.split(key)
-  noise = jax.random.normal(noise_key, x0.shape, jnp.float32)
+  """The Gaussian sample (exactly :func:`gaussian` of the same key, so SDEdit and phi-PD share
+  their base draw), and for Rayleigh a second sample from ``fold_in(key, 1)``."""
+  noise = jax.random.normal(key, x0.shape, jnp.float32)
   if magnitude != 'rayleigh':
     return noise, None
-  return noise, jax.random.normal(magnitude_key, x0.shape, jnp.float32)
+  return noise, jax.random.normal(jax.random.fold_in(key, 1), x0.shape, jnp.float32)
 
 
 def phase_preserving(key: Array, x0: Array, magnitude: str = 'gaussian', *,
                      axes: Optional[Sequence[int]] = None) -> Array:
   """Phase-preserving noise drawn from ``key``; see :func:`phase_preserving_from_noise`.
 
-  ``key`` is split in two: the first half draws the Gaussian sample, the second (Rayleigh only)
-  the standard-normal sample that :func:`rayleigh_magnitude` maps to Rayleigh magnitudes.
+  ``key`` draws the Gaussian sample (the same draw as :func:`gaussian` with that key);
+  ``fold_in(key, 1)`` draws, for Rayleigh only, the standard-normal sample that
+  :func:`rayleigh_magnitude` maps to Rayleigh magnitudes.
   """
   noise, magnitude_noise = _draw(key, x0, magnitude)
   return phase_preserving_from_noise(x0, noise, magnitude, magnitude_noise=magnitude_noise,
@@ -461,38 +509,57 @@ def sample_radius(key: Array, shape: Sequence[int], r0: float, rate: float) -> A
 NOISE_KINDS = ('gaussian', 'phase_preserving', 'fss')
 
 
-def training_noise_fn(kind: str, *, r0: float = 0.0, rate: float = 0.1, edge_width: float = 2.0,
-                      mode: str = 'paper', magnitude: str = 'gaussian',
-                      axes: Optional[Sequence[int]] = None, scale: float = 1.0) -> NoiseFn:
-  """The forward-process noise of a training run, as ``noise_fn(key, x0) -> eps``.
+def noise_fn(kind: str, *, r0: float = 0.0, rate: float = 0.1, edge_width: float = 2.0,
+             mode: str = 'paper', magnitude: str = 'gaussian',
+             axes: Optional[Sequence[int]] = None, scale: float = 1.0,
+             pad_factor: Optional[float] = None) -> Callable[..., Array]:
+  """The one noise factory, used by training and by sampling: ``fn(key, x0, radius=None) -> eps``.
 
-  ``'fss'`` draws one radius per sample with :func:`sample_radius` (its own key) and then FSS
-  noise; ``'phase_preserving'`` keeps the whole phase; ``'gaussian'`` is standard diffusion.
-  ``scale`` multiplies the noise (JiT's noise scale ``s``: ``eps ~ N(0, s^2)``; 1 = standard).
+  * ``'gaussian'``: ``eps = scale * N(0, I)`` drawn from ``key`` (``radius`` ignored).
+  * ``'phase_preserving'``: the phase of ``x0`` everywhere (paper Eqs. 5-8).
+  * ``'fss'``: FSS noise (paper Eqs. 9-11) at ``radius``; with ``radius=None`` (training) one
+    radius per sample ``r = r0 + Exp(rate)`` (paper Eq. 20) from ``fold_in(key, 2)``.
+
+  For every kind the base Gaussian sample is ``jax.random.normal(key, x0.shape)``, so with one
+  key SDEdit (Gaussian) and phi-PD (FSS) start from the same draw. ``scale`` multiplies the
+  noise (JiT's noise scale ``s``; 1 = standard). ``mode``, ``magnitude``, ``edge_width``,
+  ``pad_factor`` and ``axes`` are those of :func:`fss_from_noise`, so every noise setting of a
+  run reaches both training and sampling.
 
   Raises:
-    ValueError: unknown ``kind`` or out-of-range parameters.
+    ValueError: unknown ``kind`` or out-of-range parameters (checked here, not at trace time).
   """
   if kind not in NOISE_KINDS:
     raise ValueError(f'noise: kind={kind!r} must be one of {NOISE_KINDS}')
   if not scale > 0:
     raise ValueError(f'noise: scale={scale} must be > 0')
-  if scale != 1.0:
-    unit = training_noise_fn(kind, r0=r0, rate=rate, edge_width=edge_width, mode=mode,
-                             magnitude=magnitude, axes=axes)
-    return lambda key, x0: scale * unit(key, x0)
-  if kind == 'gaussian':
-    return gaussian
-  if kind == 'phase_preserving':
-    return lambda key, x0: phase_preserving(key, x0, magnitude, axes=axes)
-  sample_radius(jax.random.key(0), (1,), r0, rate)  # Validates r0 and rate now, not at trace time.
+  if magnitude not in MAGNITUDES:
+    raise ValueError(f'noise: magnitude={magnitude!r} must be one of {MAGNITUDES}')
+  if mode not in MODES:
+    raise ValueError(f'noise: mode={mode!r} must be one of {MODES}')
   if not edge_width > 0:
-    raise ValueError(f'noise: edge_width={edge_width} must be > 0')
+    raise ValueError(f'noise: edge_width={edge_width} must be > 0 (frequency-index units)')
+  if pad_factor is not None and not pad_factor >= 1:
+    raise ValueError(f'noise: pad_factor={pad_factor} must be >= 1')
+  sample_radius(jax.random.key(0), (1,), r0, rate)  # Validates r0 and rate now.
+  settings = dict(edge_width=edge_width, mode=mode, magnitude=magnitude, axes=axes,
+                  pad_factor=pad_factor)
 
-  def noise_fn(key: Array, x0: Array) -> Array:
-    radius_key, noise_key = jax.random.split(key)
-    radius = sample_radius(radius_key, (x0.shape[0],), r0, rate)
-    return fss(noise_key, x0, radius, edge_width=edge_width, mode=mode, magnitude=magnitude,
-               axes=axes)
+  def draw(key: Array, x0: Array, radius: Radius = None) -> Array:
+    if kind == 'gaussian':
+      eps = gaussian(key, x0.astype(jnp.float32))
+    elif kind == 'phase_preserving':
+      eps = fss(key, x0, None, **settings)
+    else:
+      if radius is None:
+        radius = sample_radius(jax.random.fold_in(key, 2), (x0.shape[0],), r0, rate)
+      eps = fss(key, x0, radius, **settings)
+    return (scale * eps.astype(jnp.float32)).astype(x0.dtype) if scale != 1.0 else eps
 
-  return noise_fn
+  return draw
+
+
+def training_noise_fn(kind: str, **kwargs) -> NoiseFn:
+  """``noise_fn(kind, **kwargs)`` as ``(key, x0) -> eps`` (radius drawn per sample)."""
+  draw = noise_fn(kind, **kwargs)
+  return lambda key, x0: draw(key, x0)

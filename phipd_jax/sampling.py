@@ -1,102 +1,155 @@
-"""Jit-compiled samplers over a model's parameters: generation, SDEdit and phi-PD translation.
+"""Jit-compiled sampling over a model's parameters: generate, translate, invert.
 
-Each sampler compiles once per (input shape, number of steps); strength, radius and guidance
-scale are traced arguments.
+A :class:`Sampler` is built from objects (by :meth:`phipd_jax.experiment.Experiment.sampler`),
+never from a config. Its compiled functions take the start noise ``eps`` explicitly (the
+library's one noise factory, :func:`phipd_jax.noise.noise_fn`, makes it: :meth:`Sampler.noise`),
+so every noise setting of the run reaches sampling and one key gives SDEdit and phi-PD the same
+base Gaussian draw. Each compiles once per (input shape, number of steps); strength, radius and
+guidance scale are traced.
 """
 
 from __future__ import annotations
 
-import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from phipd_jax import diffusion, training
+from phipd_jax import training
+from phipd_jax.diffusion import guidance, inversion, processes, samplers
 
 Array = jax.Array
 
+TRANSLATION_METHODS = ('phipd', 'sdedit')
+
 
 class Sampler:
-  """Samplers of one model (graphdef) under ``config.diffusion`` and ``config.sample``.
+  """Samplers of one model under one process.
 
   Args:
-    config: the run config (fields ``diffusion``, ``noise``, ``sample``, ``model``).
+    process: the forward process.
     graphdef: the model's ``nnx.GraphDef``.
+    prediction: the network's prediction type.
+    method: integrator (``'euler'``, ``'heun'``, ``'ddim'``).
+    num_steps: grid intervals.
+    noise_fn: the run's structured noise, ``(key, x0, radius) -> eps`` (FSS settings of the run).
+    gaussian_fn: the run's Gaussian noise, ``(key, x0) -> eps`` (same scale).
+    null_label: the model's "no label" index (``num_classes``), or None (unconditional model).
+    guidance_interval: ``(low, high)`` in normalised time, or None.
+    clip_x0: clip ``x0_hat`` to ``[-clip_x0, clip_x0]`` at every step (0 = off).
   """
 
-  def __init__(self, config, graphdef: nnx.GraphDef):
-    self.process = diffusion.process_from_config(config.diffusion)
-    self.prediction = config.diffusion.prediction
-    self.method = config.sample.sampler
-    self.num_steps = config.sample.num_steps
-    self.noise_config = config.noise
-    self.graphdef = graphdef
-    self.null_label = config.model.num_classes or None
-    self.noise_scale = config.noise.scale
-    self.guidance_interval = tuple(config.sample.guidance_interval) or None
-    self.generate = jax.jit(self._generate, static_argnames=('image_shape', 'num'))
-    self.sdedit = jax.jit(self._sdedit)
-    self.phipd = jax.jit(self._phipd)
+  def __init__(self, *, process: processes.Process, graphdef: nnx.GraphDef, prediction: str,
+               method: str, num_steps: int, noise_fn: Callable, gaussian_fn: Callable,
+               null_label: Optional[int] = None,
+               guidance_interval: Optional[tuple[float, float]] = None, clip_x0: float = 0.0):
+    process.check_sampler(method)
+    process.check_prediction(prediction)
+    if num_steps < 1:
+      raise ValueError(f'sampler: num_steps={num_steps} must be >= 1')
+    self.process, self.graphdef, self.prediction = process, graphdef, prediction
+    self.method, self.num_steps = method, num_steps
+    self.noise_fn, self.gaussian_fn = noise_fn, gaussian_fn
+    self.null_label, self.guidance_interval, self.clip_x0 = null_label, guidance_interval, clip_x0
+    self.sample_from = jax.jit(self._sample_from)
+    self.invert = jax.jit(self._invert)
+    self.noise = jax.jit(self._noise, static_argnames=('method',))
 
-  def _denoiser(self, params, labels=None, guidance_scale=1.0):
+  @property
+  def evaluations(self) -> int:
+    """Network evaluations of one run (x2 batch under guidance)."""
+    return samplers.network_evaluations(self.process, self.method, self.num_steps)
+
+  def denoiser(self, params, labels: Optional[Array] = None,
+               guidance_scale: float | Array = 1.0) -> samplers.Denoiser:
+    """``denoise(x_t, t)`` of ``params``: labels bound, guidance (a traced ``guidance_scale``
+    always runs the doubled batch for a conditional model), then the x0 clip."""
     apply_fn = training.apply_model(self.graphdef, params)
-    return diffusion.denoiser(self.process, apply_fn, self.prediction, labels, guidance_scale,
-                              self.null_label, self.guidance_interval)
+    conditional = samplers.make_denoiser(self.process, apply_fn, self.prediction)
+    if labels is not None and self.null_label is not None and not (
+        isinstance(guidance_scale, (int, float)) and guidance_scale == 1):
+      denoise = guidance.classifier_free_guidance(
+          conditional, labels, guidance_scale, self.null_label, interval=self.guidance_interval,
+          normalized_time=self.process.normalized_time)
+    else:
+      denoise = lambda x_t, t: conditional(x_t, t, labels)
+    return guidance.clip_denoised(self.process, denoise, self.clip_x0)
 
-  def _generate(self, params, key: Array, image_shape, num: int, labels=None,
-                guidance_scale=1.0) -> Array:
-    """``num`` samples ``[num, *image_shape]`` from Gaussian noise."""
-    return diffusion.generate(self.process, self._denoiser(params, labels, guidance_scale), key,
-                              (num,) + tuple(image_shape), self.num_steps, self.method,
-                              self.noise_scale)
+  def _noise(self, x: Array, key: Array, radius=None, method: str = 'phipd') -> Array:
+    """The start noise of ``x`` ``[B, H, W, C]``: FSS at ``radius`` (``'phipd'``) or Gaussian
+    (``'sdedit'``, ``'generate'``), from the same base draw of ``key``."""
+    if method == 'phipd':
+      return self.noise_fn(key, x, radius)
+    return self.gaussian_fn(key, x)
 
-  def _sdedit(self, params, x_input: Array, key: Array, strength) -> Array:
-    """SDEdit of ``x_input`` ``[B, H, W, 3]`` at ``strength`` in (0, 1]."""
-    return diffusion.sdedit(self.process, self._denoiser(params), key, x_input, strength,
-                            self.num_steps, self.method, self.noise_scale)
+  def _sample_from(self, params, x: Array, eps: Array, strength=1.0, labels=None,
+                   guidance_scale=1.0) -> Array:
+    """Noises ``x`` to ``strength`` with ``eps`` and samples to data (phi-PD, SDEdit,
+    structured SDEdit; generation is ``x = 0``, strength 1)."""
+    denoise = self.denoiser(params, labels, guidance_scale)
+    return samplers.sample_from(self.process, denoise, x, eps, strength, self.num_steps,
+                                self.method)
 
-  def _phipd(self, params, x_input: Array, key: Array, radius, strength=1.0) -> Array:
-    """phi-PD translation of ``x_input`` at cutoff ``radius`` (unpadded frequency-index units)."""
-    return diffusion.phipd_translate(
-        self.process, self._denoiser(params), key, x_input, radius, self.num_steps, self.method,
-        strength=strength, noise_scale=self.noise_scale, edge_width=self.noise_config.edge_width,
-        mode=self.noise_config.mode)
+  def generate(self, params, key: Array, shape, labels=None, guidance_scale=1.0) -> Array:
+    """Samples ``[N, H, W, C]`` (``shape``) from Gaussian noise of ``key``."""
+    zeros = jnp.zeros(tuple(shape), jnp.float32)
+    eps = self.noise(zeros, key, method='generate')
+    return self.sample_from(params, zeros, eps, jnp.float32(1.0), labels,
+                            jnp.float32(guidance_scale) if labels is not None else 1.0)
+
+  def translate(self, params, x: Array, key: Array, method: str, radius=None,
+                strength=1.0) -> Array:
+    """phi-PD (FSS noise at ``radius``; strength 1 = from noise, < 1 = structured SDEdit) or
+    SDEdit (Gaussian noise at ``strength``) of ``x`` ``[B, H, W, C]`` in ``[-1, 1]``.
+
+    Raises:
+      ValueError: unknown method, a radius below 0, a strength outside (0, 1].
+    """
+    if method not in TRANSLATION_METHODS:
+      raise ValueError(f'translate: method={method!r} must be one of {TRANSLATION_METHODS}')
+    if not 0 < float(strength) <= 1:
+      raise ValueError(f'translate: strength={strength} must be in (0, 1]')
+    if method == 'phipd':
+      if radius is None or not float(radius) >= 0:
+        raise ValueError(f'translate: radius={radius} must be >= 0 (frequency-index units)')
+      radius = jnp.float32(radius)
+    eps = self.noise(x, key, radius, method=method)
+    return self.sample_from(params, x, eps, jnp.float32(strength))
+
+  def _invert(self, params, x: Array, labels=None, start_noise=None) -> Array:
+    """Deterministic inversion of ``x`` to the noise end on the reversed sampling grid
+    (labels: the source condition; no guidance)."""
+    denoise = self.denoiser(params, labels)
+    return inversion.invert(self.process, denoise, x, self.num_steps,
+                            method=self.method if self.method != 'heun' else 'euler',
+                            start_noise=start_noise)
 
 
-def load_run(workdir: str, defaults, num_steps: int | None = None):
-  """``(config, sampler, ema_params)`` of the latest checkpoint of a ``train.py`` run.
-
-  Args:
-    workdir: the run directory.
-    defaults: a full ``ConfigDict`` (``configs.common.get_base_config()``) updated with
-      ``<workdir>/config.json``, so fields added to the library since the run was saved take
-      their defaults.
-    num_steps: sampler steps (default: the run's ``sample.num_steps``).
-
-  Raises:
-    FileNotFoundError: no config.json or no readable checkpoint in ``workdir``.
-  """
-  from phipd_jax import checkpoint, sharding  # pylint: disable=g-import-not-at-top
-  config = defaults
-  config.update(checkpoint.load_config_dict(workdir))
-  if num_steps is not None:
-    config.sample.num_steps = num_steps
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  graphdef, template, _ = training.create_train_state(config, mesh)
-  state = checkpoint.restore_latest(workdir, template)
-  return config, Sampler(config, graphdef), state.ema_params
+def translation_columns(sampler: Sampler, params, inputs: Array, key: Array, radii,
+                        phipd_strength: float, sdedit_strengths) -> list[tuple[str, Array]]:
+  """phi-PD at each radius and SDEdit at each strength, the same key for every column."""
+  columns = []
+  for radius in radii:
+    columns.append((f'phi-PD r={radius:g}',
+                    sampler.translate(params, inputs, key, 'phipd', radius, phipd_strength)))
+  for strength in sdedit_strengths:
+    columns.append((f'SDEdit s={strength:g}',
+                    sampler.translate(params, inputs, key, 'sdedit', strength=strength)))
+  return columns
 
 
-def translation_inputs(config):
+def translation_inputs(data, sample):
   """Fixed translation batch of a run: ``(inputs, references or None)``, float32 ``[N, S, S, 3]``.
 
-  ``config.sample.translate_source``: ``'photo'`` (the trained feature of the eval split),
+  Args:
+    data: ``config.data``; sample: ``config.sample`` (read by the trainer, passed here).
+
+  ``sample.translate_source``: ``'photo'`` (the trained feature of the eval split),
   ``'flat_shaded'`` (those photos rendered flat-shaded) or another feature name (``'edges'``).
-  ``config.sample.translate_reference``: a feature shown beside the outputs, or ``''``.
+  ``sample.translate_reference``: a feature shown beside the outputs, or ``''``.
   """
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  data, sample = config.data, config.sample
   count = sample.num_translate
   source = sample.translate_source
   reference = None
@@ -107,17 +160,3 @@ def translation_inputs(config):
     return pipeline.flat_shaded(photos, sample.flat_shade_segments), reference
   key = data.image_key if source == 'photo' else source
   return pipeline.eval_images(data, data.eval_split, key, count), reference
-
-
-def translation_columns(sampler: Sampler, params, inputs: Array, key: Array, radii,
-                        phipd_strength: float, sdedit_strengths) -> list[tuple[str, Array]]:
-  """phi-PD at each radius and SDEdit at each strength, the same key for every column."""
-  columns = []
-  for radius in radii:
-    columns.append((f'phi-PD r={radius:g}',
-                    sampler.phipd(params, inputs, key, jnp.float32(radius),
-                                  jnp.float32(phipd_strength))))
-  for strength in sdedit_strengths:
-    columns.append((f'SDEdit s={strength:g}',
-                    sampler.sdedit(params, inputs, key, jnp.float32(strength))))
-  return columns

@@ -164,3 +164,137 @@ def spectral_forcing(z: Array, t_data: Array, *, kappa: float = 30.0, c_min: flo
   coefficients = coefficients * mask[:, None, :, None, :, None]
   filtered = jnp.einsum('uh,bmunvc,vw->bmhnwc', d_h, coefficients, d_w)
   return filtered.reshape(z.shape).astype(z.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Haar wavelets (Latent Wavelet Diffusion)
+# --------------------------------------------------------------------------------------------
+# Source: Sigillo, He, Comminiello, *Latent Wavelet Diffusion for Ultra-High-Resolution Image
+# Synthesis*, arXiv:2506.00433 (ICLR 2026), Sec. 3.2, Eqs. 2-3 and App. A.1, and its released
+# ``compute_wavelet_attention`` (``LuigiSigillo/LatentWaveletDiffusion``). The mask and the
+# masked loss built on this map live in :mod:`phipd_jax.diffusion.lwd`.
+
+LWD_MINMAX_EPS = 1e-8  # The released min-max normalisation's epsilon.
+
+
+def haar_dwt2(z: Array) -> tuple[Array, Array, Array, Array]:
+  """Single-level orthonormal 2-D Haar DWT per channel, ``[B, H, W, C]`` -> ``(LL, LH, HL, HH)``.
+
+  Each non-overlapping 2x2 block ``[[a, b], [c, d]]`` (``a`` top-left, ``b`` top-right, ``c``
+  bottom-left, ``d`` bottom-right; rows index ``H``, columns ``W``) gives one coefficient per band:
+
+  * ``LL = (a + b + c + d) / 2``: approximation (low-pass along both axes).
+  * ``LH = (a + b - c - d) / 2``: **horizontal** detail (top row minus bottom row: low-pass along
+    ``W``, high-pass along ``H``; responds to horizontal edges).
+  * ``HL = (a - b + c - d) / 2``: **vertical** detail (left column minus right column).
+  * ``HH = (a - b - c + d) / 2``: diagonal detail.
+
+  Band names and order follow ``pytorch_wavelets.DWTForward(J=1, wave='haar')`` (``yh[0]``
+  stacks LH (horizontal), HL (vertical), HH (diagonal)), which the LWD paper uses. Relative to
+  PyWavelets, ``pywt.dwt2(x, 'haar', mode='zero')`` returns ``(cA, (cH, cV, cD))`` =
+  ``(LL, LH, HL, HH)`` with **identical signs** (its Haar high-pass gives ``(x0 - x1) / sqrt 2``
+  on a pair). The taps are orthonormal, so ``sum LL^2 + LH^2 + HL^2 + HH^2 = sum z^2`` for
+  even sizes, and ``LL`` of a constant image is twice its value.
+
+  Odd sizes: one zero row (column) is appended at the bottom (right), as in the ``'zero'``
+  padding mode of pytorch_wavelets and PyWavelets, so each band is ``ceil(H/2) x ceil(W/2)``.
+  The padded border therefore has detail energy even for a constant input.
+
+  Args:
+    z: ``[B, H, W, C]``, any float dtype.
+
+  Returns:
+    Four arrays ``[B, ceil(H/2), ceil(W/2), C]`` in float32 (``z`` is cast first).
+
+  Raises:
+    ValueError: ``z`` is not 4-D.
+  """
+  if z.ndim != 4:
+    raise ValueError(f'haar_dwt2: z must be [B, H, W, C], got shape {z.shape}')
+  batch, height, width, channels = z.shape
+  z = jnp.pad(z.astype(jnp.float32), ((0, 0), (0, height % 2), (0, width % 2), (0, 0)))
+  blocks = z.reshape(batch, (height + 1) // 2, 2, (width + 1) // 2, 2, channels)
+  a, b = blocks[:, :, 0, :, 0], blocks[:, :, 0, :, 1]
+  c, d = blocks[:, :, 1, :, 0], blocks[:, :, 1, :, 1]
+  top, bottom = a + b, c + d  # Low-pass along W of each row.
+  top_diff, bottom_diff = a - b, c - d  # High-pass along W of each row.
+  return (0.5 * (top + bottom), 0.5 * (top - bottom), 0.5 * (top_diff + bottom_diff),
+          0.5 * (top_diff - bottom_diff))
+
+
+def _half_pixel_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """PyTorch ``align_corners=False`` source indices ``(i0, i1)`` and weight of ``i1``."""
+  scale = in_size / out_size
+  src = np.maximum((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+  i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+  i1 = np.minimum(i0 + 1, in_size - 1)
+  return i0, i1, (src - i0).astype(np.float32)
+
+
+def upsample_bilinear_half_pixel(e: Array, height: int, width: int) -> Array:
+  """Bilinear resize of ``e`` ``[B, h, w]`` to ``[B, height, width]`` with half-pixel centres.
+
+  PyTorch ``F.interpolate(..., size=(height, width), mode='bilinear', align_corners=False)``
+  semantics, separable along each axis: output pixel ``o`` samples the source coordinate
+  ``s = (o + 1/2) (in / out) - 1/2``, clamped below at 0; it blends ``floor(s)`` and
+  ``floor(s) + 1`` linearly, and an index past the end is clamped to the last pixel (edge
+  replication). For 2x upsampling the interior weights are 1/4 and 3/4. Computed as two
+  gathers and a lerp in float32 (no matmul, so no reduced-precision matmul on accelerators).
+
+  Args:
+    e: ``[B, h, w]``, any float dtype.
+    height, width: output size (any positive integers; typically ``2h`` / ``2h - 1``).
+
+  Returns:
+    float32 ``[B, height, width]``.
+
+  Raises:
+    ValueError: ``e`` not 3-D or a non-positive output size.
+  """
+  if e.ndim != 3:
+    raise ValueError(f'upsample_bilinear_half_pixel: e must be [B, h, w], got shape {e.shape}')
+  if height < 1 or width < 1:
+    raise ValueError(f'upsample_bilinear_half_pixel: size ({height}, {width}) must be positive')
+  e = e.astype(jnp.float32)
+  i0, i1, lam = _half_pixel_taps(e.shape[1], int(height))
+  lam = jnp.asarray(lam)[None, :, None]
+  e = (1.0 - lam) * jnp.take(e, i0, axis=1) + lam * jnp.take(e, i1, axis=1)
+  i0, i1, lam = _half_pixel_taps(e.shape[2], int(width))
+  lam = jnp.asarray(lam)[None, None, :]
+  return (1.0 - lam) * jnp.take(e, i0, axis=2) + lam * jnp.take(e, i1, axis=2)
+
+
+def wavelet_energy_map(z_noisy: Array) -> Array:
+  """LWD wavelet saliency map ``A`` in ``[0, 1]`` of a **noisy** latent, float32 ``[B, H, W]``.
+
+  LWD paper Eqs. 2-3 (App. A.1): a single-level Haar DWT per channel (:func:`haar_dwt2`), the
+  channel-mean detail energy ``E = mean_c (LH^2 + HL^2 + HH^2)`` at ``ceil(H/2) x ceil(W/2)``,
+  bilinear upsampling to ``(H, W)`` with half-pixel centres
+  (:func:`upsample_bilinear_half_pixel`), then per-sample min-max over space:
+  ``A = (E - min E) / (max E - min E + 1e-8)``.
+
+  **Pass the noisy latent** ``z_t`` that the network sees (the released trainer passes
+  ``noisy_model_input``), not the clean ``z_0``: computing it from ``z_0`` is a known pitfall.
+  The map carries **no gradient** (``jax.lax.stop_gradient``; it only selects which positions are
+  supervised). Because of the min-max step, the Haar normalisation and any global positive
+  scale of ``z`` cancel (up to the 1e-8 epsilon). A constant latent of even ``H`` and ``W``
+  gives ``A = 0``; with odd sizes the zero-padded border carries energy (as in the reference).
+
+  Args:
+    z_noisy: noisy latent ``[B, H, W, C]``, any float dtype (computed in float32).
+
+  Returns:
+    float32 ``[B, H, W]``, min 0 and (for non-constant energy) max 1 per sample.
+
+  Raises:
+    ValueError: ``z_noisy`` is not 4-D.
+  """
+  if z_noisy.ndim != 4:
+    raise ValueError(f'wavelet_energy_map: z_noisy must be [B, H, W, C], got {z_noisy.shape}')
+  z = jax.lax.stop_gradient(z_noisy.astype(jnp.float32))
+  _, lh, hl, hh = haar_dwt2(z)
+  energy = jnp.mean(jnp.square(lh) + jnp.square(hl) + jnp.square(hh), axis=-1)
+  energy = upsample_bilinear_half_pixel(energy, z.shape[1], z.shape[2])
+  low = jnp.min(energy, axis=(1, 2), keepdims=True)
+  high = jnp.max(energy, axis=(1, 2), keepdims=True)
+  return jax.lax.stop_gradient((energy - low) / (high - low + LWD_MINMAX_EPS))

@@ -76,6 +76,32 @@ def image_grid(columns: Sequence[np.ndarray], titles: Optional[Sequence[str]] = 
   return grid
 
 
+def labelled_grid(inputs: np.ndarray, outputs: np.ndarray, names: Sequence[str],
+                  header: str, upscale: Optional[int] = None) -> np.ndarray:
+  """Rows of ``input | output`` pairs (``[N, H, W, 3]`` in ``[-1, 1]``) with each file name at
+  the left and a header line (run, method, radius, strength) on top; uint8 ``[rows, cols, 3]``."""
+  inputs, outputs = to_uint8(inputs), to_uint8(outputs)
+  count, height, width, _ = inputs.shape
+  upscale = upscale or max(1, 96 // max(height, 1))
+  height, width, pad = height * upscale, width * upscale, 2
+  label_width, header_height = 110, 16
+  grid = np.full((header_height + count * (height + pad) + pad, label_width + 2 * (width + pad) +
+                  pad, 3), 255, np.uint8)
+  for i in range(count):
+    top = header_height + pad + i * (height + pad)
+    for j, column in enumerate((inputs, outputs)):
+      left = label_width + pad + j * (width + pad)
+      grid[top:top + height, left:left + width] = np.repeat(np.repeat(column[i], upscale, 0),
+                                                            upscale, 1)
+  image = Image.fromarray(grid)
+  draw = ImageDraw.Draw(image)
+  draw.text((2, 2), header, fill=(0, 0, 0))
+  for i, name in enumerate(names):
+    draw.text((2, header_height + pad + i * (height + pad) + height // 2 - 5), name[:18],
+              fill=(0, 0, 0))
+  return np.asarray(image)
+
+
 def sample_grid(samples: np.ndarray, upscale: int = 2) -> np.ndarray:
   """Near-square grid of samples ``[N, H, W, 3]`` in ``[-1, 1]``: ``ceil(sqrt(N))`` columns.
 

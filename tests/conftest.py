@@ -7,7 +7,8 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')
-sys.path.insert(0, REPO_ROOT)  # configs/ and train.py are importable from the tests.
+sys.path.insert(0, REPO_ROOT)  # configs/ is importable from the tests (never an entry point).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/helpers.py
 # One persistent XLA compilation cache for every test process (xdist workers and the
 # subprocesses of the pod tests inherit it): the same tiny train step is compiled by many tests.
 # A fresh clone starts empty; it only ever holds compiled programs keyed by their HLO.

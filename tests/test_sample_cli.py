@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import train as train_script
+from phipd_jax import trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def trained_run(tmp_path_factory, tfds_dir):
   config.optim.warmup_steps = 1
   config.sample.num_steps, config.sample.num_generate, config.sample.num_translate = 2, 4, 3
   workdir = str(tmp_path_factory.mktemp('run'))
-  train_script.train(config, workdir)
+  trainer.train(config, workdir)
   return workdir
 
 
@@ -83,3 +83,39 @@ def test_generate_and_missing_checkpoint(trained_run, tmp_path):
   assert os.path.exists(tmp_path / 'gen' / 'samples.png')
   missing = _sample('--workdir', str(tmp_path / 'nothing'), '--mode', 'generate')
   assert missing.returncode != 0 and 'no config.json' in missing.stderr
+
+
+def test_invert_writes_noise_maps_and_their_diagnostics(trained_run, shared_data, tmp_path):
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  (inputs / 'sub').mkdir()  # A sub-folder is skipped, not counted as a failed image.
+  for stem in ['100007', '100039']:
+    shutil.copy(os.path.join(shared_data, 'bsds500', 'images', 'test', stem + '.jpg'), inputs)
+  result = _sample('--workdir', trained_run, '--mode', 'invert', '--input', str(inputs),
+                   '--resize', '--output', str(tmp_path / 'out'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  saved = np.load(tmp_path / 'out' / 'inverted.npz')
+  assert saved['noise'].shape == (2, 16, 16, 3) and np.all(np.isfinite(saved['noise']))
+  assert list(saved['names']) == ['100007.jpg', '100039.jpg']
+  for name in ('hf_power_ratio', 'lf_power_ratio', 'lag1_decorrelation'):
+    assert np.isfinite(saved[name]), name
+  for png in ('noise.png', 'spectrum.png'):
+    assert (tmp_path / 'out' / png).stat().st_size > 1000
+  assert '0 failed' in result.stdout
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--radius', '-4'], '--radius=-4.0 must be >= 0'),
+    (['--strength', '1.5'], '--strength=1.5 must be in (0, 1]'),
+    (['--input', '/no/such/folder'], '--input /no/such/folder does not exist'),
+    (['--input', ''], 'needs --input'),
+])
+def test_bad_sample_flags_fail_before_anything_is_loaded(trained_run, tmp_path, args, message):
+  output = tmp_path / 'out'
+  base = ['--workdir', trained_run, '--mode', 'translate', '--input', trained_run,
+          '--output', str(output)]
+  result = _sample(*base, *args)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert message in result.stderr
+  assert result.stderr.count('error:') == 1 and 'Traceback' not in result.stderr
+  assert not output.exists()  # Nothing written: the checks run before the checkpoint loads.

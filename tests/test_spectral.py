@@ -116,3 +116,117 @@ def test_jit_equals_no_jit_and_bad_arguments_fail_early():
     spectral.spectral_forcing(z, t, c_min=0.0)
   with pytest.raises(ValueError, match=r'\[B, H, W, C\]'):
     spectral.spectral_forcing(z[0], t)
+
+
+
+# Haar wavelets and the LWD energy map (Latent Wavelet Diffusion, arXiv:2506.00433, Sec. 3.2).
+# Jitted once per shape: far cheaper on CPU than op-by-op eager compilation.
+_haar = jax.jit(spectral.haar_dwt2)
+_energy = jax.jit(spectral.wavelet_energy_map)
+_upsample = jax.jit(spectral.upsample_bilinear_half_pixel, static_argnums=(1, 2))
+
+
+def _numpy_half_pixel_bilinear(e, height, width):
+  """Per-pixel loop reference of PyTorch ``interpolate(bilinear, align_corners=False)``."""
+  batch, in_h, in_w = e.shape
+  out = np.zeros((batch, height, width), np.float64)
+
+  def taps(o, in_size, out_size):
+    s = max((o + 0.5) * in_size / out_size - 0.5, 0.0)
+    i0 = min(int(math.floor(s)), in_size - 1)
+    return i0, min(i0 + 1, in_size - 1), s - i0
+
+  for y in range(height):
+    y0, y1, ly = taps(y, in_h, height)
+    for x in range(width):
+      x0, x1, lx = taps(x, in_w, width)
+      out[:, y, x] = ((1 - ly) * ((1 - lx) * e[:, y0, x0] + lx * e[:, y0, x1])
+                      + ly * ((1 - lx) * e[:, y1, x0] + lx * e[:, y1, x1]))
+  return out
+
+
+def test_haar_bands_equal_pywavelets_with_the_same_names_and_signs():
+  pywt = pytest.importorskip('pywt')
+  for shape in [(2, 6, 10, 3), (1, 7, 9, 2)]:
+    x = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
+    bands = _haar(x)
+    c_a, (c_h, c_v, c_d) = pywt.dwt2(x.astype(np.float64), 'haar', mode='zero', axes=(1, 2))
+    half = (shape[0], -(-shape[1] // 2), -(-shape[2] // 2), shape[3])
+    for band, reference in zip(bands, (c_a, c_h, c_v, c_d)):  # LL, LH (horiz.), HL (vert.), HH.
+      assert band.shape == half and band.dtype == jnp.float32
+      np.testing.assert_allclose(band, reference, atol=1e-5)
+
+
+def test_haar_taps_are_orthonormal_with_the_documented_signs():
+  # One block [[a, b], [c, d]] = [[1, 2], [3, 5]].
+  x = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32).reshape(1, 2, 2, 1)
+  ll, lh, hl, hh = (float(band.squeeze()) for band in _haar(x))
+  assert (ll, lh, hl, hh) == (5.5, -2.5, -1.5, 0.5)  # (a+b+c+d)/2, (a+b-c-d)/2, ...
+  z = np.random.default_rng(0).normal(size=(2, 6, 10, 3)).astype(np.float32)
+  energy = sum(np.sum(np.square(band, dtype=np.float64)) for band in _haar(z))
+  assert energy == pytest.approx(np.sum(np.square(z, dtype=np.float64)), rel=1e-5)
+
+
+def test_haar_of_a_constant_image_and_zero_padding_of_odd_sizes():
+  ll, lh, hl, hh = _haar(np.full((2, 6, 10, 3), 1.5, np.float32))
+  np.testing.assert_allclose(ll, 3.0, atol=1e-6)  # 2x the value.
+  for band in (lh, hl, hh):
+    np.testing.assert_allclose(band, 0.0, atol=1e-6)
+  # Odd sizes: a zero row/column is appended at the bottom/right (mode 'zero').
+  z = np.random.default_rng(1).normal(size=(1, 7, 9, 2)).astype(np.float32)
+  padded = np.pad(z, ((0, 0), (0, 1), (0, 1), (0, 0)))
+  for band, reference in zip(_haar(z), _haar(padded)):
+    assert band.shape == (1, 4, 5, 2)
+    np.testing.assert_allclose(band, reference, atol=1e-6)
+  ll, _, _, hh = _haar(np.ones((1, 7, 9, 2), np.float32))
+  np.testing.assert_allclose(ll[0, ::3, ::4, 0], [[2.0, 1.0], [1.0, 0.5]], atol=1e-6)
+  np.testing.assert_allclose(hh[0, ::3, ::4, 0], [[0.0, 0.0], [0.0, 0.5]], atol=1e-6)
+
+
+def test_half_pixel_bilinear_upsampling_equals_the_numpy_reference():
+  for in_h, in_w, height, width in [(4, 5, 8, 10), (4, 5, 7, 9), (3, 5, 3, 5)]:
+    e = np.random.default_rng(in_h * height).normal(size=(2, in_h, in_w)).astype(np.float32)
+    out = _upsample(e, height, width)
+    assert out.shape == (2, height, width) and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, _numpy_half_pixel_bilinear(e, height, width), atol=1e-6)
+    if height == 2 * in_h and width == 2 * in_w:  # jax.image.resize agrees for 2x upsampling.
+      resized = jax.jit(jax.image.resize, static_argnums=(1, 2))(e, out.shape, 'bilinear')
+      np.testing.assert_allclose(out, resized, atol=1e-6)
+  # torch interpolate([0, 1], size=4 / 3, bilinear, align_corners=False).
+  row = np.array([[[0.0, 1.0]]], np.float32)
+  np.testing.assert_allclose(_upsample(row, 1, 4)[0, 0], [0.0, 0.25, 0.75, 1.0], atol=1e-7)
+  np.testing.assert_allclose(_upsample(row, 1, 3)[0, 0], [0.0, 0.5, 1.0], atol=1e-7)
+
+
+def test_wavelet_energy_map_equals_a_pywavelets_numpy_reference():
+  pywt = pytest.importorskip('pywt')
+  z = np.random.default_rng(3).normal(size=(2, 7, 9, 2)).astype(np.float32)
+  z[:, 2:5, 3:8] *= 4.0
+  _, (c_h, c_v, c_d) = pywt.dwt2(z.astype(np.float64), 'haar', mode='zero', axes=(1, 2))
+  energy = _numpy_half_pixel_bilinear((c_h ** 2 + c_v ** 2 + c_d ** 2).mean(-1), 7, 9)
+  low = energy.min(axis=(1, 2), keepdims=True)
+  reference = (energy - low) / (energy.max(axis=(1, 2), keepdims=True) - low + 1e-8)
+  np.testing.assert_allclose(_energy(z), reference, atol=1e-5)
+
+
+def test_wavelet_energy_map_range_constant_input_and_scale_invariance():
+  np.testing.assert_array_equal(_energy(np.full((2, 6, 10, 3), 3.0, np.float32)), 0.0)
+  z = np.random.default_rng(4).normal(size=(2, 6, 10, 3)).astype(np.float32)
+  a = _energy(z)
+  assert a.shape == (2, 6, 10) and a.dtype == jnp.float32
+  np.testing.assert_allclose(a.min(axis=(1, 2)), 0.0, atol=1e-7)
+  np.testing.assert_allclose(a.max(axis=(1, 2)), 1.0, atol=1e-6)
+  assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+  for k in (0.1, 2.0, 50.0):
+    np.testing.assert_allclose(_energy(np.float32(k) * z), a, atol=1e-5)
+  # bfloat16 input is computed in float32.
+  assert _energy(jnp.asarray(z, jnp.bfloat16)).dtype == jnp.float32
+
+
+def test_wavelet_energy_map_has_no_gradient_and_runs_under_jit():
+  z = np.random.default_rng(5).normal(size=(2, 6, 10, 3)).astype(np.float32)
+  weights = np.random.default_rng(6).normal(size=(2, 6, 10)).astype(np.float32)
+  grad = jax.jit(jax.grad(lambda z: jnp.sum(weights * spectral.wavelet_energy_map(z))))(z)
+  np.testing.assert_array_equal(grad, 0.0)
+  with pytest.raises(ValueError, match=r'\[B, H, W, C\]'):
+    spectral.wavelet_energy_map(z[0])

@@ -8,12 +8,14 @@ process reads its own contiguous rows of the global batch (process ``p`` of ``P`
 Sources: the builders of :mod:`phipd_jax.data.builders` (``skimage_photos``,
 ``edges2shoes_handbags``, ``bsds500``) or any tfds catalog name (``cifar10``, ``celeb_a``,
 ``imagenet2012``, ...) read with ``tfds.data_source`` where it has been downloaded.
+:func:`check_source` checks a config's data (read-only, cheap) before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Optional, Sequence
 
 import grain
@@ -91,6 +93,136 @@ def data_source(data_config, split: str):
         f'data.name={name!r}: not a shipped dataset ({sorted(builders.BUILDERS)}) and tfds could '
         f'not open it under data.tfds_dir={data_dir!r} ({type(error).__name__}: {error})'
     ) from error
+
+
+def check_source(data_config) -> str:
+  """Checks, reading only, that ``data_config`` names data that training can use.
+
+  Meant to run before anything is written (a workdir, a prepared copy): it never prepares,
+  downloads or writes. For a shipped builder (:data:`builders.BUILDERS`) the source folder
+  (``data.dir``, else the shipped default) must exist and hold the builder's images. Unless the
+  prepared copy under ``data.tfds_dir`` records exactly these files (the same fingerprint: they
+  were all decoded when it was built, and it is what training reads), every image is checked
+  with :func:`builders.check_images`: opened and ``verify()``-ed, every JPEG's end marker
+  present, the suspiciously small ones fully decoded (well under 1 ms a file), and every BSDS500
+  ground-truth ``.mat`` must exist with a MATLAB header. A tfds catalog name must already be
+  prepared under ``data.tfds_dir``. ``data.train_split`` and ``data.eval_split`` must exist
+  and be non-empty.
+
+  Args:
+    data_config: ``config.data``.
+
+  Returns:
+    One line saying what will be used, e.g. ``edges2shoes_handbags: 2000 images in
+    data.dir=/x (1800 train, 200 test); prepared copy /t/.../1.0.0: up to date``.
+
+  Raises:
+    FileNotFoundError: the source folder is missing or holds no images, a ground-truth file is
+      missing, or a catalog dataset is not prepared under ``data.tfds_dir``.
+    ValueError: an unreadable file (named), an unknown dataset name, a missing or empty split,
+      or ``data.dir`` set for a dataset that reads no folder.
+  """
+  name = data_config.name
+  data_dir = os.path.expanduser(data_config.tfds_dir)
+  manual_dir = data_config.get('dir') or None
+  if manual_dir and builders.BUILDERS.get(name, (None, None))[1] is None:
+    raise ValueError(f'data.dir={manual_dir!r} is set but data.name={name!r} reads no folder '
+                     f'(folder datasets: {_folder_builders()}); clear data.dir or change data.name')
+  if name not in builders.BUILDERS:
+    return _check_catalog(data_config, name, data_dir)
+  plan = builders.plan_preparation(name, data_dir, manual_dir)
+  if plan.folder is None:
+    counts = {'train': len(builders.SKIMAGE_PHOTOS), 'test': len(builders.SKIMAGE_PHOTOS)}
+    _check_splits(data_config, counts, name)
+    if not plan.up_to_date:
+      import skimage.data  # pylint: disable=g-import-not-at-top
+      missing = [photo for photo in builders.SKIMAGE_PHOTOS if not hasattr(skimage.data, photo)]
+      if missing:
+        raise ValueError(f"data.name={name!r}: {plan.fingerprint['source']} lack {missing}")
+    what = f"{name}: the {counts['train']} {plan.fingerprint['source']}"
+  else:
+    splits = builders.source_splits(name, plan.folder)
+    counts = {split: len(files) for split, files in splits.items()}
+    _check_splits(data_config, counts, f'{name} in {plan.label}')
+    if not plan.up_to_date:
+      images = [path for files in splits.values() for path in files]
+      try:
+        builders.check_images(images)
+      except ValueError as error:
+        raise ValueError(f'data: {plan.label}: {error}') from error
+      if name == 'bsds500':
+        _check_mat_files([builders.bsds500_truth(path) for path in images], plan.label)
+    parts = ', '.join(f'{count} {split}' for split, count in counts.items())
+    what = f'{name}: {sum(counts.values())} images in {plan.label} ({parts})'
+  if plan.up_to_date:
+    state = 'up to date'
+  elif plan.prepared:
+    state = f'to be rebuilt ({plan.change})'
+  else:
+    state = 'to be prepared'
+  return f'{what}; prepared copy {plan.dataset_dir}: {state}'
+
+
+def _folder_builders() -> list[str]:
+  return sorted(name for name, (_, folder) in builders.BUILDERS.items() if folder is not None)
+
+
+def _split_names(spec: str) -> list[str]:
+  """Base split names of a tfds split spec: ``'train[:90%]+test'`` -> ``['train', 'test']``."""
+  return [re.sub(r'\[.*\]$', '', part.strip()) for part in spec.split('+')]
+
+
+def _check_splits(data_config, counts: dict, where: str) -> None:
+  """``data.train_split`` and ``data.eval_split`` name splits of ``counts`` with examples."""
+  for field in ('train_split', 'eval_split'):
+    spec = data_config.get(field)
+    for split in _split_names(spec) if spec else []:
+      if split not in counts:
+        raise ValueError(f'data.{field}={spec!r}: {where} has no split {split!r} '
+                         f'(splits: {", ".join(counts)})')
+      if not counts[split]:
+        rule = (f' (the test split is the ids divisible by {builders.EDGES2SHOES_TEST_EVERY})'
+                if where.startswith('edges2shoes_handbags') else '')
+        raise ValueError(f'data.{field}={spec!r}: split {split!r} of {where} has no '
+                         f'images{rule}')
+
+
+def _check_mat_files(paths: Sequence[str], label: str) -> None:
+  for path in paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'data: {label}: ground truth not found: {path}')
+    with open(path, 'rb') as f:
+      if not f.read(6) == b'MATLAB':
+        raise ValueError(f'data: {label}: {path}: not a MATLAB .mat file')
+
+
+def _check_catalog(data_config, name: str, data_dir: str) -> str:
+  """A tfds catalog dataset must be prepared under ``data_dir`` (nothing is downloaded)."""
+  base = re.split(r'[:/]', name)[0]
+  try:
+    tfds.builder_cls(base)
+  except Exception as error:  # DatasetNotFoundError (a ValueError) or an import problem.
+    raise ValueError(
+        f'data.name={name!r}: not a shipped dataset ({sorted(builders.BUILDERS)}) nor a tfds '
+        f'catalog name ({type(error).__name__}: {str(error).splitlines()[0]})') from error
+  how = (f'prepare it first: `tfds build {name} --data_dir={data_dir} --file_format=array_record` '
+         f'(or build it into DIR on a machine with network access and copy DIR/{base} there; '
+         'manual datasets such as imagenet2012 need their archives in <data_dir>/downloads/manual)')
+  if not os.path.isdir(os.path.join(data_dir, base)):
+    raise FileNotFoundError(f'data.name={name!r} is not prepared under data.tfds_dir='
+                            f'{data_dir!r} (no {base}/ there); {how}')
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(f'data.name={name!r} is not prepared under data.tfds_dir='
+                            f'{data_dir!r} (no {builder.data_dir}); {how}')
+  file_format = getattr(builder.info.file_format, 'value', builder.info.file_format)
+  if file_format != 'array_record':
+    raise ValueError(f'data.name={name!r}: the copy in {builder.data_dir} is {file_format}, but '
+                     f'training reads array_record; {how}')
+  counts = {split: info.num_examples for split, info in builder.info.splits.items()}
+  _check_splits(data_config, counts, name)
+  parts = ', '.join(f'{count} {split}' for split, count in counts.items())
+  return f'{name}: tfds catalog dataset prepared in {builder.data_dir} ({parts})'
 
 
 def _decode(record, data_config) -> Example:

@@ -125,12 +125,12 @@ def run_method(sampler, params, inputs: np.ndarray, key: jax.Array, row: dict,
     chunk = jnp.asarray(inputs[start:start + batch_size])
     chunk_key = jax.random.fold_in(key, start)
     if row['method'] == 'generate':
-      images = sampler.generate(params, chunk_key, chunk.shape[1:], num=chunk.shape[0])
+      images = sampler.generate(params, chunk_key, chunk.shape)
     elif row['method'] == 'sdedit':
-      images = sampler.sdedit(params, chunk, chunk_key, jnp.float32(row['strength']))
+      images = sampler.translate(params, chunk, chunk_key, 'sdedit', strength=row['strength'])
     elif row['method'] in ('phipd', 'structured_sdedit'):
-      images = sampler.phipd(params, chunk, chunk_key, jnp.float32(row['radius']),
-                             jnp.float32(row['strength']))
+      images = sampler.translate(params, chunk, chunk_key, 'phipd', row['radius'],
+                                 row['strength'])
     else:
       raise ValueError(f'translation: unknown method {row["method"]!r}')
     out.append(np.asarray(images))

@@ -1,4 +1,80 @@
-"""Denoising networks: ``model(x_t [B, H, W, C], t [B], y=None) -> prediction``."""
+"""Networks and the registry that builds them by name: ``build(name, **config.model)``.
+
+Denoisers are called as ``model(x_t [B, H, W, C], t [B], y=None) -> prediction``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Optional
+
+import jax.numpy as jnp
+from flax import nnx
 
 from phipd_jax.models.dit import DIT_SIZES, DiT, count_parameters, dit
 from phipd_jax.models.jit import JIT_SIZES, JiT, SpectralForcing, jit_model
+
+
+def _check_patch(image_size: int, patch_size: int):
+  if image_size <= 0 or image_size % patch_size:
+    raise ValueError(f'data.image_size={image_size} must be a positive multiple of '
+                     f'model.patch_size={patch_size}')
+
+
+def build_dit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 'float32',
+              in_channels: int, image_size: int, rngs: nnx.Rngs) -> DiT:
+  """DiT (Peebles & Xie 2023) of a named size for ``image_size``-pixel inputs."""
+  _check_patch(image_size, patch_size)
+  return dit(size, in_channels=in_channels, patch_size=patch_size, num_classes=num_classes,
+             dtype=jnp.dtype(dtype), rngs=rngs)
+
+
+def spectral_forcing_from_settings(settings: Optional[dict]) -> Optional[SpectralForcing]:
+  """``SpectralForcing`` of a ``model.spectral_forcing`` dict (None when its schedule is '')."""
+  if not settings or not settings.get('schedule'):
+    return None
+  settings = dict(settings)
+  settings['window'] = settings.get('window') or None
+  return SpectralForcing(**settings)
+
+
+def build_jit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 'float32',
+              in_context_len: int = 32, spectral_forcing: Optional[dict] = None,
+              in_channels: int, image_size: int, rngs: nnx.Rngs) -> JiT:
+  """JiT (Li & He 2025) of a named size, with optional Spectral Forcing (a settings dict)."""
+  _check_patch(image_size, patch_size)
+  forcing = spectral_forcing_from_settings(spectral_forcing)
+  if forcing is not None and forcing.window and image_size % forcing.window:
+    raise ValueError(f'model.spectral_forcing.window={forcing.window} must divide '
+                     f'data.image_size={image_size}')
+  return jit_model(size, in_channels=in_channels, patch_size=patch_size, num_classes=num_classes,
+                   in_context_len=in_context_len, spectral_forcing=forcing,
+                   dtype=jnp.dtype(dtype), rngs=rngs)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_jit}
+SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES}
+
+
+def build(name: str, *, rngs: nnx.Rngs, in_channels: int, image_size: int,
+          **kwargs: Any) -> nnx.Module:
+  """The network ``name`` of :data:`MODELS` with ``kwargs`` (the run's ``config.model``).
+
+  Raises:
+    ValueError: an unknown name, or a keyword the model does not take (named as
+      ``model.<field>``), or a value its builder rejects.
+  """
+  if name not in MODELS:
+    raise ValueError(f'model.name={name!r} must be one of {sorted(MODELS)}')
+  builder = MODELS[name]
+  accepted = set(inspect.signature(builder).parameters)
+  unknown = sorted(set(kwargs) - accepted)
+  if unknown:
+    raise ValueError(f'model.{unknown[0]} is not a setting of model.name={name!r} (it takes '
+                     f'{sorted(accepted - {"rngs", "in_channels", "image_size"})})')
+  return builder(rngs=rngs, in_channels=in_channels, image_size=image_size, **kwargs)
+
+
+def register(name: str, builder: Callable[..., nnx.Module]):
+  """Adds a model builder (keyword-only, taking ``rngs``, ``in_channels``, ``image_size``)."""
+  MODELS[name] = builder

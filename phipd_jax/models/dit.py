@@ -15,12 +15,16 @@ positional table is not a parameter here (upstream stores it as a frozen paramet
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+# The shared layers are re-exported here (``from phipd_jax.models.dit import modulate`` works).
+from phipd_jax.models.layers import (TimestepEmbedder, attention, check_attention_implementation,
+                                     check_input, modulate, sincos_positions_2d,
+                                     timestep_embedding, unpatchify)
 
 Array = jax.Array
 
@@ -38,90 +42,23 @@ _xavier = nnx.initializers.xavier_uniform()
 _zeros = nnx.initializers.zeros_init()
 
 
-def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array:
-  """Sinusoidal embedding ``[cos(t f_i), sin(t f_i)]``, ``f_i = max_period^(-i / (dim/2))``.
-
-  Args:
-    t: float ``[B]`` (already scaled, e.g. ``1000 * t``).
-    dim: even embedding size.
-
-  Returns:
-    float32 ``[B, dim]``.
-  """
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = t.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-
-
-def sincos_positions_2d(grid_h: int, grid_w: int, dim: int) -> Array:
-  """Fixed 2-D sin-cos positional table (MAE / DiT): half the channels per axis.
-
-  Returns:
-    float32 ``[grid_h * grid_w, dim]`` (row-major tokens); ``dim`` must be a multiple of 4.
-  """
-  if dim % 4:
-    raise ValueError(f'sincos_positions_2d: dim={dim} must be a multiple of 4')
-
-  def one_axis(positions, size):
-    omega = 1.0 / 10000 ** (jnp.arange(size // 2, dtype=jnp.float32) / (size / 2.0))
-    out = positions.reshape(-1)[:, None] * omega[None]
-    return jnp.concatenate([jnp.sin(out), jnp.cos(out)], axis=1)
-
-  rows, cols = jnp.meshgrid(jnp.arange(grid_h, dtype=jnp.float32),
-                            jnp.arange(grid_w, dtype=jnp.float32), indexing='ij')
-  # Upstream passes (w, h) grids in this order: the first half of channels encodes the column.
-  return jnp.concatenate([one_axis(cols, dim // 2), one_axis(rows, dim // 2)], axis=1)
-
-
-def modulate(x: Array, shift: Array, scale: Array) -> Array:
-  """adaLN: ``x [B, T, D] * (1 + scale [B, D]) + shift [B, D]``."""
-  return x * (1 + scale[:, None]) + shift[:, None]
-
-
-def check_input(model_name: str, x_t: Array, patch_size: int, in_channels: int):
-  """Raises ``ValueError`` unless ``x_t`` is ``[B, H, W, in_channels]`` with ``H, W % p == 0``."""
-  if x_t.ndim != 4 or x_t.shape[1] % patch_size or x_t.shape[2] % patch_size or (
-      x_t.shape[3] != in_channels):
-    raise ValueError(f'{model_name}: input {x_t.shape} needs [B, H, W, C] with H, W divisible by '
-                     f'patch_size={patch_size} and C={in_channels}')
-
-
-def unpatchify(tokens: Array, grid_h: int, grid_w: int, patch_size: int) -> Array:
-  """``[B, grid_h * grid_w, p * p * C]`` (row-major tokens) -> ``[B, grid_h p, grid_w p, C]``."""
-  batch, p = tokens.shape[0], patch_size
-  channels = tokens.shape[-1] // (p * p)
-  out = tokens.reshape(batch, grid_h, grid_w, p, p, channels).transpose(0, 1, 3, 2, 4, 5)
-  return out.reshape(batch, grid_h * p, grid_w * p, channels)
-
-
-class TimestepEmbedder(nnx.Module):
-  """``t -> MLP(sinusoidal(time_scale * t))``; DiT embeds integer steps, hence ``time_scale``."""
-
-  def __init__(self, hidden: int, *, frequency_dim: int = 256, time_scale: float = 1000.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
-    init = nnx.initializers.normal(0.02)
-    self.frequency_dim, self.time_scale = frequency_dim, time_scale
-    self.linear1 = nnx.Linear(frequency_dim, hidden, kernel_init=init, dtype=dtype, rngs=rngs)
-    self.linear2 = nnx.Linear(hidden, hidden, kernel_init=init, dtype=dtype, rngs=rngs)
-
-  def __call__(self, t: Array) -> Array:
-    embedding = timestep_embedding(self.time_scale * t, self.frequency_dim)
-    return self.linear2(nnx.silu(self.linear1(embedding)))
-
-
 class Attention(nnx.Module):
-  """Multi-head self-attention with a fused qkv projection (biases on, as in timm/DiT)."""
+  """Multi-head self-attention with a fused qkv projection (biases on, as in timm/DiT).
 
-  def __init__(self, hidden: int, heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.heads = heads
+  ``attention_impl`` is the ``implementation`` of :func:`phipd_jax.models.layers.attention`.
+  """
+
+  def __init__(self, hidden: int, heads: int, *, dtype=jnp.float32, attention_impl: str = 'auto',
+               rngs: nnx.Rngs):
+    check_attention_implementation(attention_impl)
+    self.heads, self.attention_impl = heads, attention_impl
     self.qkv = nnx.Linear(hidden, 3 * hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
     self.proj = nnx.Linear(hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array) -> Array:
     batch, tokens, hidden = x.shape
     qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, hidden // self.heads)
-    out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    out = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], implementation=self.attention_impl)
     return self.proj(out.reshape(batch, tokens, hidden))
 
 
@@ -129,10 +66,10 @@ class DiTBlock(nnx.Module):
   """Pre-LN transformer block with adaLN-Zero modulation (DiT Fig. 3)."""
 
   def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0, *, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               attention_impl: str = 'auto', rngs: nnx.Rngs):
     norm = dict(use_scale=False, use_bias=False, epsilon=1e-6, rngs=rngs)
     self.norm1 = nnx.LayerNorm(hidden, **norm)
-    self.attn = Attention(hidden, heads, dtype=dtype, rngs=rngs)
+    self.attn = Attention(hidden, heads, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
     self.norm2 = nnx.LayerNorm(hidden, **norm)
     mlp_hidden = int(hidden * mlp_ratio)
     self.mlp_in = nnx.Linear(hidden, mlp_hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
@@ -176,12 +113,19 @@ class DiT(nnx.Module):
       sigma head for parameter counts).
     mlp_ratio: MLP width multiple.
     dtype: compute dtype (parameters are float32).
+    attention_impl: attention form, ``'auto'`` (the fastest for the backend and dtype),
+      ``'xla'``, ``'cpu'``, ``'cudnn'`` or ``'tpu'``; see :func:`phipd_jax.models.layers.attention`.
+      All forms compute the same function; only speed differs.
     rngs: NNX random streams for initialisation.
+
+  Raises:
+    ValueError: inconsistent sizes or an unknown ``attention_impl``.
   """
 
   def __init__(self, *, in_channels: int, patch_size: int, hidden: int, depth: int, heads: int,
                num_classes: int = 0, out_channels: Optional[int] = None, mlp_ratio: float = 4.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=jnp.float32, attention_impl: str = 'auto', rngs: nnx.Rngs):
+    check_attention_implementation(attention_impl)
     if hidden % heads or hidden % 4:
       raise ValueError(f'DiT: hidden={hidden} must be divisible by heads={heads} and by 4')
     if patch_size < 1:
@@ -198,7 +142,8 @@ class DiT(nnx.Module):
       self.label_embed = nnx.Embed(num_classes + 1, hidden, embedding_init=nnx.initializers.normal(
           0.02), rngs=rngs)
     self.blocks = nnx.List(
-        [DiTBlock(hidden, heads, mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
+        [DiTBlock(hidden, heads, mlp_ratio, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
+         for _ in range(depth)])
     self.final = FinalLayer(hidden, patch_size, self.out_channels, dtype=dtype, rngs=rngs)
 
   @property

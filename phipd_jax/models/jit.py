@@ -33,8 +33,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phipd_jax import spectral
-from phipd_jax.models.dit import (TimestepEmbedder, check_input, modulate, sincos_positions_2d,
-                                  unpatchify)
+from phipd_jax.models.layers import (TimestepEmbedder, attention, check_attention_implementation,
+                                     check_input, modulate, resolve_attention_implementation,
+                                     sincos_positions_2d, unpatchify)
 
 Array = jax.Array
 
@@ -109,10 +110,18 @@ def apply_rope(x: Array, angles: Array) -> Array:
 
 
 class Attention(nnx.Module):
-  """Self-attention with qkv bias, per-head RMSNorm on q and k (qk-norm), RoPE, fp32 softmax."""
+  """Self-attention with qkv bias, per-head RMSNorm on q and k (qk-norm), RoPE, fp32 softmax.
 
-  def __init__(self, hidden: int, heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  ``attention_impl`` is the ``implementation`` of :func:`phipd_jax.models.layers.attention`.
+  q, k and v enter it in float32 (as upstream), except for the cuDNN form, which takes the
+  16-bit compute dtype and keeps its softmax in float32 internally.
+  """
+
+  def __init__(self, hidden: int, heads: int, *, dtype=jnp.float32, attention_impl: str = 'auto',
+               rngs: nnx.Rngs):
+    check_attention_implementation(attention_impl)
     self.heads, self.head_dim = heads, hidden // heads
+    self.dtype, self.attention_impl = dtype, attention_impl
     self.qkv = nnx.Linear(hidden, 3 * hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
     self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, rngs=rngs)
     self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, rngs=rngs)
@@ -124,8 +133,9 @@ class Attention(nnx.Module):
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = apply_rope(self.q_norm(q), angles)
     k = apply_rope(self.k_norm(k), angles)
-    out = jax.nn.dot_product_attention(q.astype(jnp.float32), k.astype(jnp.float32),
-                                       v.astype(jnp.float32))
+    form = resolve_attention_implementation(self.attention_impl, self.dtype)
+    dtype = self.dtype if form == 'cudnn' else jnp.float32
+    out = attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), implementation=form)
     return self.proj(out.astype(x.dtype).reshape(batch, tokens, hidden))
 
 
@@ -145,9 +155,10 @@ class SwiGLU(nnx.Module):
 class JiTBlock(nnx.Module):
   """Pre-RMSNorm block with adaLN-Zero (6 modulation vectors), attention and SwiGLU."""
 
-  def __init__(self, hidden: int, heads: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, hidden: int, heads: int, *, dtype=jnp.float32, attention_impl: str = 'auto',
+               rngs: nnx.Rngs):
     self.norm1 = nnx.RMSNorm(hidden, epsilon=1e-6, rngs=rngs)
-    self.attn = Attention(hidden, heads, dtype=dtype, rngs=rngs)
+    self.attn = Attention(hidden, heads, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
     self.norm2 = nnx.RMSNorm(hidden, epsilon=1e-6, rngs=rngs)
     self.mlp = SwiGLU(hidden, dtype=dtype, rngs=rngs)
     self.adaln = nnx.Linear(hidden, 6 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
@@ -176,16 +187,20 @@ class JiT(nnx.Module):
     spectral_forcing: a :class:`SpectralForcing` applied to the network input before the patch
       embedding, or None (plain JiT).
     dtype: compute dtype (parameters float32; attention softmax in float32).
+    attention_impl: attention form, ``'auto'`` (the fastest for the backend and dtype),
+      ``'xla'``, ``'cpu'``, ``'cudnn'`` or ``'tpu'``; see :func:`phipd_jax.models.layers.attention`.
+      All forms compute the same function; only speed differs.
     rngs: NNX random streams.
 
   Raises:
-    ValueError: inconsistent sizes.
+    ValueError: inconsistent sizes or an unknown ``attention_impl``.
   """
 
   def __init__(self, *, in_channels: int, patch_size: int, hidden: int, depth: int, heads: int,
                bottleneck: int, num_classes: int = 0, in_context_len: int = 32,
                in_context_start: int = 0, spectral_forcing: Optional[SpectralForcing] = None,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=jnp.float32, attention_impl: str = 'auto', rngs: nnx.Rngs):
+    check_attention_implementation(attention_impl)
     if hidden % heads or (hidden // heads) % 4 or hidden % 4:
       raise ValueError(f'JiT: hidden={hidden} / heads={heads} must be an integer multiple of 4')
     if patch_size < 1 or bottleneck < 1:
@@ -210,8 +225,8 @@ class JiT(nnx.Module):
     if in_context_len:
       self.in_context_embed = nnx.Param(
           nnx.initializers.normal(0.02)(rngs.params(), (in_context_len, hidden)))
-    self.blocks = nnx.List([JiTBlock(hidden, heads, dtype=dtype, rngs=rngs)
-                            for _ in range(depth)])
+    self.blocks = nnx.List([JiTBlock(hidden, heads, dtype=dtype, attention_impl=attention_impl,
+                                     rngs=rngs) for _ in range(depth)])
     self.final_norm = nnx.RMSNorm(hidden, epsilon=1e-6, rngs=rngs)
     self.final_adaln = nnx.Linear(hidden, 2 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
     self.final_linear = nnx.Linear(hidden, patch_size * patch_size * in_channels,
