@@ -1,6 +1,6 @@
 """Pod config: class-conditional JiT-B/16 on ImageNet (tfds ``imagenet2012``) at 256x256 pixels.
 
-JiT's recipe (Li & He 2025, Table 9; spec ``spectral_forcing_and_jit.md`` Sec. 2 and 4) in the
+JiT's recipe (Li & He 2025, arXiv:2511.13720, Table 9 and Sec. 4) in the
 library's time convention: x-prediction with the v-loss and the ``max(t, 0.05)`` clamp,
 logit-normal time with mean +0.8 (JiT's -0.8) and std 0.8, noise scale 1, AdamW (0.9, 0.95)
 without weight decay, lr 2e-4 (= 5e-5 x 1024 / 256) constant after 5 warmup epochs, EMA 0.9999,

@@ -15,7 +15,7 @@ evaluation reference). The config string picks the cell, comma-separated:
   # Accelerator (JiT-B, JiT's recipe: batch 256, 100k steps, bf16):
   python train.py --config configs/jit_spectral_forcing.py:p4,sf --workdir runs/jit_b4_sf
 
-Recipe (JiT Table 9, spec Sec. 2 and 4, converted to the library's t = 0 data): x-prediction
+Recipe (JiT, arXiv:2511.13720, Table 9 and Sec. 4, converted to the library's t = 0 data): x-prediction
 with the v-loss and ``max(t, 0.05)`` clamp, logit-normal time with mean +0.8 (JiT's -0.8 in its
 convention) and std 0.8, AdamW (0.9, 0.95) without weight decay, constant learning rate after a
 linear warmup, EMA; Heun sampling (last step Euler). Noise scale 1 (JiT's default; its

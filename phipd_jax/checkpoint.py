@@ -3,7 +3,7 @@
 Each step is saved as named items, ``params``, ``ema_params``, ``opt_state`` and ``meta`` (step
 and RNG key), so a sampler or an ``init_from`` restores only what it uses. Saves are atomic
 (orbax writes to a temporary directory and renames), keep the last N, and the config is written
-beside them as ``<workdir>/config.json``. Resume order (DESIGN.md): a checkpoint in the workdir,
+beside them as ``<workdir>/config.json``. Resume order: a checkpoint in the workdir,
 then ``config.init_from`` (parameters and EMA only), then scratch.
 
 A checkpoint that cannot be read (truncated array files, missing metadata) is **moved aside**

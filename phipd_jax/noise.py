@@ -2,9 +2,8 @@
 
 Source: Zeng et al., *NeuralRemaster: Phase-Preserving Diffusion for Structure-Aligned
 Generation*, arXiv:2512.05106 (v3), Eqs. 4-11 and 20; the released implementation
-`zengxianyu/structured-noise` (`generate_structured_noise_batch_vectorized`). The full
-specification, with the differences between paper and code, is
-`../shared/papers/phase_preserving_diffusion.md`.
+`zengxianyu/structured-noise` (`generate_structured_noise_batch_vectorized`); where the two
+differ, ``mode='paper'`` follows the equations and ``mode='reference'`` the released code.
 
 Every constructor comes in two forms:
 
@@ -14,7 +13,7 @@ Every constructor comes in two forms:
 * a keyed wrapper, ``fn(key, x0, ...)``, with the library's noise-function signature
   ``noise_fn(key, x0) -> eps``, ``eps.shape == x0.shape``, that draws the sample from ``key``.
 
-Conventions (see DESIGN.md):
+Conventions:
 
 * Images are ``[B, H, W, C]`` and video ``[B, T, H, W, C]``. The FFT runs over ``axes``, by
   default the two spatial axes ``(-3, -2)`` (per frame for video, as in the paper, Sec. 3.4);
@@ -144,7 +143,7 @@ def to_padded_units(value: Union[float, Array], size: int, padded_size: int):
   The released code measures ``r`` on a grid mirror-padded from ``size`` to ``padded_size``
   samples, where an index ``k`` means ``k / padded_size`` cycles per pixel; the same number of
   cycles per pixel is ``k * size / padded_size`` on the unpadded grid. So
-  ``r_padded = r_library * padded_size / size`` (x1.5 for ``pad_factor = 1.5``; the paper spec,
+  ``r_padded = r_library * padded_size / size`` (x1.5 for ``pad_factor = 1.5``; equivalently,
   Sec. 4, quotes the inverse, ``r_library ~= 2/3 r_reference``). This is the only place the
   conversion lives.
   """
@@ -190,7 +189,7 @@ def rayleigh_magnitude(magnitude_noise: Array, axes: Sequence[int]) -> Array:
   symmetric under ``k -> -k`` as ``(g[k] + g[-k]) / sqrt(2)`` (still standard normal; self-conjugate
   bins keep ``g[k]``), then mapped to ``U = Phi(g)`` by the normal CDF (the probability-integral
   transform), so ``-ln U = -log_ndtr(g)`` is exact and never overflows. Symmetric magnitudes keep
-  the output real, which the released code's independent draws do not (spec Sec. 8).
+  the output real, which the released code's independent draws do not.
   ``E[A^2] = N``, the second moment of ``|F{eps}|`` for unit white noise.
 
   Args:
@@ -297,11 +296,11 @@ def fss_from_noise(
       (distance from DC). ``None``/``inf``: phase kept everywhere; ``-inf``: nowhere.
     edge_width: Gaussian edge width ``w`` of the mask (paper sigma = 2), same units.
     mode: ``'paper'``: the clean equations (no padding, no clips). ``'reference'``: the released
-      implementation step by step (spec Sec. 3): reflect padding by ``pad_factor``, centred
+      implementation step by step (``structured_noise_pytorch.py``): reflect padding by ``pad_factor``, centred
       spectrum, whole-tensor 95% quantile clips of the input phase and of the noise magnitude,
       linear angle blend, real part, ``|y| > 5`` replaced by the padded noise, crop. Spatial 2-D
       FFT only, Gaussian magnitude only (the released ``'cdf'`` path is never used with an
-      explicit noise, spec Sec. 3).
+      explicit noise).
     magnitude: ``'gaussian'`` (``|F{noise}|``) or ``'rayleigh'`` (see :func:`rayleigh_magnitude`).
     magnitude_noise: second ``N(0, I)`` sample, needed for ``'rayleigh'``.
     axes: FFT axes, default the spatial ``(-3, -2)``.
@@ -407,7 +406,7 @@ def _quantile(x: Array, per_sample: bool) -> Array:
 
 def _fss_reference(x0, noise, radius, edge_width, axes, radius_units, clip, per_sample_quantiles,
                    pad_factor, magnitude):
-  """The released implementation, spec Sec. 3 steps 1-10."""
+  """The released implementation (``structured_noise_pytorch.py``), step by step."""
   if axes != (x0.ndim - 3, x0.ndim - 2):
     raise ValueError("noise: mode='reference' is a per-frame 2-D FFT; axes must be (-3, -2)")
   if magnitude != 'gaussian':

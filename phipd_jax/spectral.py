@@ -2,7 +2,7 @@
 
 Source: Fan, Diao, Wu, Liu, *Show the Signal, Hide the Noise: Spectral Forcing for Pixel-Space
 Diffusion*, arXiv:2606.15236, and its released code (``WeichenFan/Spectral_Forcing``,
-``model_jit.py``); spec ``shared/papers/spectral_forcing_and_jit.md`` Sec. 6-7 and 9.
+``model_jit.py``).
 
 **Time convention.** Every function here takes ``t_data`` in the JiT / Spectral Forcing
 convention, **t_data = 1 data, 0 noise**. The library's diffusion time is ``t = 1 - t_data``
@@ -18,7 +18,7 @@ inputs this is the released code's ``sqrt(u^2 + v^2) / (sqrt(2) (N - 1))``.
 * ``'linear'`` (the released code, "Linear Spectral Forcing"):
   ``c = c_min + (c_max - c_min) clip(t_data, 0, 1)``; with the defaults ``c = 0.05 + 0.95 t_data``.
   Not the identity at the data end: at ``t_data = 1`` the far corner is scaled by
-  ``sigmoid(0) = 0.5`` and ~5% of coefficients by less than 0.99 (spec Sec. 7 table); at
+  ``sigmoid(0) = 0.5`` and ~5% of coefficients by less than 0.99 (measured on a 256x256 grid); at
   ``t_data = 0`` even DC is scaled by ``sigmoid(30 * 0.05) = 0.818``. Kept for faithfulness.
 * ``'power_law'`` (the paper's data-to-noise contour ``k*(t) = (1 - t_data)^(-2 / alpha)``, Sec. 6):
   ``c = c_min (1 - t_data)^(-2 / alpha)``. The contour's ``k`` is measured in units of the
@@ -123,7 +123,7 @@ def forcing_mask(t_data: Array, height: int, width: int, *, kappa: float = 30.0,
 def spectral_forcing(z: Array, t_data: Array, *, kappa: float = 30.0, c_min: float = 0.05,
                      c_max: float = 1.0, window: Optional[int] = None, schedule: str = 'linear',
                      alpha: float = 2.0) -> Array:
-  """Spectral Forcing ``SF_t(z) = D^T (M_t * (D z D^T)) D`` of a noisy input (spec Sec. 7 step 5).
+  """Spectral Forcing ``SF_t(z) = D^T (M_t * (D z D^T)) D`` of a noisy input (the released ``model_jit.py``).
 
   A parameter-free low-pass: per image and per channel, an orthonormal 2-D DCT, a soft radial
   mask whose cutoff grows with ``t_data``, and the inverse DCT. Linear in ``z``, never increases

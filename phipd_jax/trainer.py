@@ -202,6 +202,9 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
   if config.init_from and not checkpoint.has_checkpoint(config.init_from):
     raise FileNotFoundError(f'config.init_from={config.init_from!r} has no checkpoint in '
                             f'{checkpoint.checkpoint_dir(config.init_from)}')
+  source = pipeline.check_source(config.data)  # Read-only: a bad data.dir fails before any write.
+  if is_main:
+    print(f'data: {source}', flush=True)
   resuming = checkpoint.has_checkpoint(workdir)
   if resuming and os.path.exists(os.path.join(workdir, 'config.json')):
     _resume_check(config, workdir, allow_config_change)

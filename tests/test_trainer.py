@@ -310,3 +310,64 @@ def test_ddpm_class_conditional_run_trains_and_samples(tiny_config, tmp_path):
   samples = np.load(tmp_path / 'samples' / 'generate_000003.npz')['samples']
   assert samples.shape == (4, 16, 16, 3) and np.all(np.isfinite(samples))
   assert (tmp_path / 'samples' / 'translate_000003.png').exists()
+
+
+def test_corrupt_newest_checkpoint_is_moved_aside_and_the_run_finishes(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 9
+  run(tiny_config, tmp_path, stop_after=6)  # Checkpoints 3 and 6.
+  params_dir = tmp_path / 'checkpoints' / '6' / 'params'
+  array_files = [os.path.join(root, name) for root, _, names in os.walk(params_dir)
+                 for name in names if 'ocdbt' in root or name.startswith('d')]
+  assert array_files
+  for path in array_files:  # Truncate the real array files of the newest checkpoint.
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  state = run(tiny_config, tmp_path)  # Falls back to 3, saves 6 again, finishes at 9.
+  assert int(state.step) == 9
+  assert _finished_steps(tmp_path)[-1] == 9
+  moved = os.listdir(tmp_path / 'checkpoints.corrupt')
+  assert len(moved) == 1 and moved[0].startswith('6-')  # Renamed, never deleted.
+
+
+SIGTERM_IN_FINAL_SAVE = '''
+    import os, signal, sys
+    from configs import quickstart
+    from phipd_jax import checkpoint, trainer
+    config = quickstart.get_config('runlocal')
+    config.data.tfds_dir = sys.argv[1]
+    config.data.image_size, config.data.resize, config.train.batch_size = 16, 48, 8
+    config.train.num_steps, config.train.checkpoint_every = 2, 2
+    config.optim.warmup_steps, config.sample.write_grids = 1, False
+    wait = checkpoint.Checkpointer.wait
+    def wait_after_a_signal(self):
+      os.kill(os.getpid(), signal.SIGTERM)  # A signal while the final save is in flight.
+      wait(self)
+    checkpoint.Checkpointer.wait = wait_after_a_signal
+    summary = trainer.train(config, sys.argv[2])
+    print('FINISHED', summary.end_step)
+'''
+
+
+def test_sigterm_during_the_final_save_keeps_it(tfds_dir, tmp_path):
+  result = _run_python(SIGTERM_IN_FINAL_SAVE, tfds_dir, tmp_path / 'run', devices=1)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  assert 'FINISHED 2' in result.stdout
+  assert _finished_steps(tmp_path / 'run') == [2]
+  assert not [n for n in os.listdir(tmp_path / 'run' / 'checkpoints') if 'tmp' in n]
+
+
+def test_resume_with_a_changed_schedule_is_an_error_unless_allowed(tiny_config, tmp_path):
+  run(tiny_config, tmp_path, stop_after=3)
+  longer = tiny_config.copy_and_resolve_references()
+  longer.train.num_steps = 9  # Changes the cosine schedule of the steps already taken.
+  with pytest.raises(ValueError, match=r'train.num_steps: 6 -> 9.*--allow_config_change'):
+    trainer.train(longer, str(tmp_path))
+  assert int(run(longer, tmp_path, allow_config_change=True).step) == 9
+
+
+def test_a_finished_run_says_so(tiny_config, tmp_path, capsys):
+  tiny_config.train.num_steps = 3
+  run(tiny_config, tmp_path)
+  capsys.readouterr()
+  summary = trainer.train(tiny_config, str(tmp_path))
+  assert summary.end_step == 3 and 'run already complete' in capsys.readouterr().out

@@ -105,12 +105,6 @@ class SkimagePhotos(_Quiet, tfds.core.GeneratorBasedBuilder):
       yield name, {'image': _png(np.ascontiguousarray(part)), 'name': name}
 
 
-def pix2pix_splits(files: list[tuple[int, str]]) -> dict[str, list[tuple[int, str]]]:
-  """``{'train': ..., 'test': ...}`` of :func:`pix2pix_files` by the every-10th-id rule."""
-  return {'train': [f for f in files if f[0] % EDGES2SHOES_TEST_EVERY != 0],
-          'test': [f for f in files if f[0] % EDGES2SHOES_TEST_EVERY == 0]}
-
-
 def pix2pix_files(folder: str) -> list[tuple[int, str]]:
   """``(id, path)`` of the ``<id>_AB.<ext>`` (or ``<id>.<ext>``) images in ``folder``, by id.
 
@@ -127,6 +121,12 @@ def pix2pix_files(folder: str) -> list[tuple[int, str]]:
   if not files:
     raise FileNotFoundError(f'no <id>_AB.jpg images in {folder}')
   return sorted(files)
+
+
+def pix2pix_splits(files: list[tuple[int, str]]) -> dict[str, list[tuple[int, str]]]:
+  """``{'train': ..., 'test': ...}`` of :func:`pix2pix_files` by the every-10th-id rule."""
+  return {'train': [f for f in files if f[0] % EDGES2SHOES_TEST_EVERY != 0],
+          'test': [f for f in files if f[0] % EDGES2SHOES_TEST_EVERY == 0]}
 
 
 class Edges2ShoesHandbags(_Quiet, tfds.core.GeneratorBasedBuilder):

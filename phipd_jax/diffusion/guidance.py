@@ -95,8 +95,9 @@ OVG_PRESETS = {
     'edges2shoes': dict(eta_n=1e9, eta_c=7.08e-5, kappa=1.0, forward_fraction=0.02),
     'bbbc021': dict(eta_n=1e3, eta_c=1e-4, kappa=1.0, forward_fraction=0.04),
 }
-"""The released test configurations of ``nicoboou/ovg`` (``configs/{edges2shoes,bbbc021}/
-test.yaml``, ``cgd_eta`` = ``eta_n``, ``scp_eta`` = ``eta_c``, ``clip_frac`` = ``kappa``; 50 steps).
+"""The Edges2Shoes and BBBC021 x16 test configurations released in ``nicoboou/ovg`` (its
+``cgd_eta`` = ``eta_n``, ``scp_eta`` = ``eta_c``, ``clip_frac`` = ``kappa``; 50 steps, DDIM
+scheduler with the scaled-linear schedule).
 
 Each config runs OVG twice, without and with ``forward_fraction``; the preset holds the second. The
 forward fraction exists only in the DDIM branch: for ``branch='edm'`` pass

@@ -10,6 +10,11 @@ input up to a first-order error in the step size (see the tests for the observed
 
 The source condition (class label) is bound into the denoiser by the caller: invert with the
 source label, sample with the target label.
+
+:func:`ovg_invert` adds Orthogonal Variance Guidance (OVG) to every inversion step
+(:func:`phipd_jax.diffusion.guidance.ovg_step`; Bourriez et al., arXiv:2602.13303, as released in
+``nicoboou/ovg``): the inverted noise is pushed to the Gaussian norm while the source stays
+reconstructable. Sampling afterwards is plain (:func:`invert_then_sample` with ``inverted``).
 """
 
 from __future__ import annotations
@@ -95,8 +100,9 @@ def ovg_invert(process: Process, denoise: samplers.Denoiser, x_src: Array, num_s
 
   DDIM branch only: for the first ``round(num_steps * forward_fraction)`` steps the state is
   *replaced* by a fresh forward noising ``process.noisy(x_src, n_i, grid[i + 1])`` with
-  ``n_i = normal(split(key, m)[i])``, float32 of ``x_src``'s shape; OVG steps continue from the
-  last one. The released configs use 0.02 / 0.04 of 50 steps (1 / 2 steps; see
+  ``n_i = jax.random.normal(jax.random.split(key, m)[i], x_src.shape)`` (float32, ``m`` the
+  number of forward steps; Python's ``round``, as released); OVG steps continue from the last
+  one. The released configs use 0.02 / 0.04 of 50 steps (1 / 2 steps; see
   :data:`~phipd_jax.diffusion.guidance.OVG_PRESETS`).
 
   Args:
@@ -140,10 +146,11 @@ def ovg_invert(process: Process, denoise: samplers.Denoiser, x_src: Array, num_s
     x_start = process.noisy(x_src, start_noise.astype(jnp.float32), grid[0])
   forward_steps = int(round(num_steps * forward_fraction))
   x = x_start
-  if forward_steps:
-    draw = lambda k, t: process.noisy(x_src, jax.random.normal(k, x_src.shape, jnp.float32), t)
-    forward_states = jax.vmap(draw)(jax.random.split(key, forward_steps),
-                                    grid[1:forward_steps + 1])
+  if forward_steps:  # A few steps (1 or 2 in the released configs): a Python loop, no vmap.
+    keys = jax.random.split(key, forward_steps)
+    forward_states = jnp.stack([
+        process.noisy(x_src, jax.random.normal(keys[i], x_src.shape, jnp.float32), grid[i + 1])
+        for i in range(forward_steps)])
     x = forward_states[-1]
   step = guidance_lib.ovg_step(process, denoise, x_src, eta_n=eta_n, eta_c=eta_c, kappa=kappa,
                                branch=branch)

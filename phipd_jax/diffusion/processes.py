@@ -378,8 +378,8 @@ class EDM(Process):
     rho: Karras grid exponent (7).
     p_mean, p_std: training ``ln(sigma) ~ N(p_mean, p_std^2)`` (-1.2, 1.2).
     conditioning: the network's noise input: ``'log_sigma'`` is EDM's ``c_noise = ln(sigma)/4``;
-      ``'sigma'`` is raw sigma, as the OVG code trains and inverts (arXiv:2602.13303 code,
-      spec Sec. 2). A model must be sampled with the conditioning it was trained with.
+      ``'sigma'`` is raw sigma, as the OVG code trains and inverts (arXiv:2602.13303, code
+      ``nicoboou/ovg``). A model must be sampled with the conditioning it was trained with.
   """
 
   sigma_data: float = 0.5

@@ -53,7 +53,7 @@ def describe_run(workdir: str, config) -> dict:
       'workdir': workdir,
       'model': f'{model.name}-{model.size}/{model.patch_size}',
       'patch_size': model.patch_size,
-      'spectral_forcing': model.spectral_forcing.schedule or 'off',
+      'spectral_forcing': (model.get('spectral_forcing') or {}).get('schedule') or 'off',
       'noise': config.noise.kind,
       'train_steps': config.train.num_steps,
       'batch_size': config.train.batch_size,

@@ -2,8 +2,7 @@
 
 Sources: Li & He, *Back to Basics: Let Denoising Generative Models Denoise*, arXiv:2511.13720,
 Sec. 4 and App. A, code ``LTH14/JiT`` ``model_jit.py``; Spectral Forcing: Fan et al.,
-arXiv:2606.15236, code ``WeichenFan/Spectral_Forcing``. Spec: ``shared/papers/
-spectral_forcing_and_jit.md`` Sec. 3 and 7.
+arXiv:2606.15236, code ``WeichenFan/Spectral_Forcing``.
 
 Architecture (differences from :mod:`phipd_jax.models.dit`): bottleneck patch embedding
 (``p x p x 3 -> d'`` without bias, then ``d' -> D``), a fixed 2-D sin-cos position added to the
@@ -39,7 +38,7 @@ from phipd_jax.models.layers import (TimestepEmbedder, attention, check_attentio
 
 Array = jax.Array
 
-# name -> (depth, hidden, heads, bottleneck d', in_context_start). Spec Sec. 3 table;
+# name -> (depth, hidden, heads, bottleneck d', in_context_start). JiT paper, Table 9;
 # 'tiny' is for CPU runs.
 JIT_SIZES = {
     'tiny': (4, 128, 4, 32, 1),

@@ -62,8 +62,13 @@ def network(branch):
   return denoise
 
 
-def source(key=0, batch=SHAPE[0]):
-  return MU + S * jax.random.normal(jax.random.key(key), (batch,) + SHAPE[1:])
+def normal(seed, shape=SHAPE):
+  """Test data from numpy (threefry's normal compiles for seconds on CPU)."""
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def source(seed=0, batch=SHAPE[0]):
+  return MU + S * normal(seed, (batch,) + SHAPE[1:])
 
 
 def per_sample_norm(v):
@@ -82,9 +87,7 @@ NETWORK = {branch: network(branch) for branch in PROCESS}
 # Jitted entry points (one compilation per static configuration, shared between tests).
 terms = jax.jit(guidance.ovg_terms, static_argnums=(0, 1), static_argnames=('branch', 'eps'))
 corrections = jax.jit(guidance.ovg_corrections)
-ovg_invert = jax.jit(inversion.ovg_invert, static_argnums=(0, 1, 3),
-                     static_argnames=('branch', 'forward_fraction', 'record'))
-invert = jax.jit(inversion.invert, static_argnums=(0, 1, 3), static_argnames=('method', 'record'))
+ovg_invert, invert = inversion.ovg_invert, inversion.invert
 
 
 # -- (1) eta_n = eta_c = 0 is plain inversion ------------------------------------------------------
@@ -92,7 +95,7 @@ invert = jax.jit(inversion.invert, static_argnums=(0, 1, 3), static_argnames=('m
 def test_zero_etas_equal_plain_inversion_bit_for_bit(branch):
   process, denoise = PROCESS[branch], ORACLE[branch]
   x_src = source()
-  n = jax.random.normal(jax.random.key(1), SHAPE)
+  n = normal(1)
   plain, plain_path = invert(process, denoise, x_src, 8, method=METHOD[branch], start_noise=n,
                               record=True)
   ovg, ovg_path = ovg_invert(process, denoise, x_src, 8, eta_n=0.0, eta_c=0.0, branch=branch,
@@ -106,8 +109,8 @@ def test_zero_etas_equal_plain_inversion_bit_for_bit(branch):
 
 # -- (2) no conflict: the updates are -eta g ------------------------------------------------------
 def test_corrections_without_conflict_are_minus_eta_g():
-  g_n = jax.random.normal(jax.random.key(0), SHAPE)
-  r = jax.random.normal(jax.random.key(1), SHAPE)
+  g_n = normal(0)
+  r = normal(1)
   g_c = r - jnp.sum(r * g_n, (1, 2, 3), keepdims=True) / jnp.sum(g_n**2, (1, 2, 3),
                                                                  keepdims=True) * g_n
   np.testing.assert_allclose(per_sample_cos(g_n, g_c), 0.0, atol=1e-6)  # Orthogonal.
@@ -139,13 +142,13 @@ def linear_edm_toy(x, w_src):
 
 
 def orthogonal_to(v, key):
-  r = jax.random.normal(jax.random.key(key), v.shape)
+  r = normal(key, v.shape)
   return r - jnp.sum(r * v, (1, 2, 3), keepdims=True) / jnp.sum(v**2, (1, 2, 3),
                                                               keepdims=True) * v
 
 
 def test_step_without_clip_adds_minus_eta_delta_g():
-  x = 1.3 * jax.random.normal(jax.random.key(0), SHAPE)  # ||eps_hat||^2 > d: g_n along +x.
+  x = 1.3 * normal(0)  # ||eps_hat||^2 > d: g_n along +x.
   denoise, g_n, g_c, x_src, sigma = linear_edm_toy(x, orthogonal_to(x, 1))
   out = terms(EDM, denoise, x, sigma, 0.9, x_src, eta_n=1e-4, eta_c=0.05, kappa=1e30)
   np.testing.assert_allclose(out.cos, 0.0, atol=1e-5)  # g_n is orthogonal to g_c.
@@ -162,15 +165,15 @@ def test_step_without_clip_adds_minus_eta_delta_g():
 
 # -- (3) conflict: mutual projection --------------------------------------------------------------
 def test_conflicting_corrections_are_orthogonal():
-  g_n = jax.random.normal(jax.random.key(0), SHAPE)
-  g_c = -0.7 * g_n + jax.random.normal(jax.random.key(1), SHAPE)
+  g_n = normal(0)
+  g_c = -0.7 * g_n + normal(1)
   assert np.all(per_sample_cos(g_n, g_c) < -0.3)
   u_n, u_c = corrections(g_n, g_c, 3.0, 0.2)
   assert np.max(np.abs(per_sample_cos(u_n, g_c))) < 1e-5
   assert np.max(np.abs(per_sample_cos(u_c, g_n))) < 1e-5
   # Through the step (linear toy, x_src = (a + 0.3) x - w): cos < 0 and the final, scaled and
   # clipped corrections keep the orthogonality.
-  x = 1.3 * jax.random.normal(jax.random.key(2), SHAPE)
+  x = 1.3 * normal(2)
   w = orthogonal_to(x, 3)
   denoise, _, _, x_src, sigma = linear_edm_toy(x, w - 0.3 * x)
   out = terms(EDM, denoise, x, sigma, 0.9, x_src, eta_n=1e3, eta_c=1e-2)
@@ -184,7 +187,7 @@ def test_conflicting_corrections_are_orthogonal():
 def test_each_correction_is_clipped_to_kappa_times_the_drift(branch):
   process, denoise = PROCESS[branch], NETWORK[branch]
   x_src = source()
-  n = jax.random.normal(jax.random.key(1), SHAPE)
+  n = normal(1)
   grid = inversion.inversion_grid(process, 6)
   _, path = invert(process, denoise, x_src, 6, method=METHOD[branch], start_noise=n,
                    record=True)
@@ -204,8 +207,8 @@ def test_each_correction_is_clipped_to_kappa_times_the_drift(branch):
 
 # -- (5) gradients: closed forms and jax.grad ------------------------------------------------------
 def test_linear_toy_gradients_match_closed_forms():
-  x = 1.2 * jax.random.normal(jax.random.key(0), SHAPE)
-  denoise, g_n, g_c, x_src, sigma = linear_edm_toy(x, jax.random.normal(jax.random.key(1), SHAPE))
+  x = 1.2 * normal(0)
+  denoise, g_n, g_c, x_src, sigma = linear_edm_toy(x, normal(1))
   out = terms(EDM, denoise, x, sigma, 0.9, x_src, eta_n=1.0, eta_c=1.0)
   np.testing.assert_allclose(out.g_n, g_n, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(g_n))))
   np.testing.assert_allclose(out.g_c, g_c, rtol=1e-4, atol=1e-6)
@@ -227,7 +230,7 @@ def test_gradients_equal_jax_grad_of_the_losses(branch):
   process, denoise = PROCESS[branch], NETWORK[branch]
   t, t_next = (0.8, 1.1) if branch == 'edm' else (400, 420)
   x_src = source()
-  x = process.noisy(x_src, 1.2 * jax.random.normal(jax.random.key(1), SHAPE), t)
+  x = process.noisy(x_src, 1.2 * normal(1), t)
   a, b = process.alpha(t), process.sigma(t)
 
   def losses(z):
@@ -251,13 +254,15 @@ def test_gradients_equal_jax_grad_of_the_losses(branch):
 def test_batch_equals_each_sample_alone(branch):
   process, denoise = PROCESS[branch], NETWORK[branch]
   x_src = source(batch=3)
-  n = jax.random.normal(jax.random.key(1), SHAPE)
+  n = normal(1)
   kwargs = dict(eta_n=1e3, eta_c=1e-2, branch=branch)
   batch = ovg_invert(process, denoise, x_src, 5, start_noise=n, **kwargs)
   for i in range(3):
     alone = ovg_invert(process, denoise, x_src[i:i + 1], 5, start_noise=n[i:i + 1], **kwargs)
-    np.testing.assert_allclose(batch[i:i + 1], alone, rtol=1e-5,
-                               atol=1e-5 * float(np.max(np.abs(alone))))
+    # Float32 rounding differs with the batch size and the inversion amplifies it (observed
+    # <= 2e-5 of the range); a batch-wide norm or clip would be off by O(1).
+    np.testing.assert_allclose(batch[i:i + 1], alone, rtol=0,
+                               atol=1e-4 * float(np.max(np.abs(alone))))
 
 
 # -- (7) one compilation across eta values --------------------------------------------------------
@@ -270,7 +275,7 @@ def test_sweeping_etas_and_kappa_does_not_recompile():
     return inversion.ovg_invert(EDM, denoise, x_src, 4, eta_n=eta_n, eta_c=eta_c, kappa=kappa,
                                 start_noise=n)
 
-  x_src, n = source(), jax.random.normal(jax.random.key(1), SHAPE)
+  x_src, n = source(), normal(1)
   outs = [run(x_src, n, *v) for v in [(0.0, 0.0, 1.0), (1e3, 1e-4, 1.0), (1e9, 7e-5, 0.5)]]
   assert all(np.all(np.isfinite(o)) for o in outs)
   assert np.max(np.abs(outs[1] - outs[0])) > 1e-3
@@ -280,7 +285,7 @@ def test_sweeping_etas_and_kappa_does_not_recompile():
 def test_forward_fraction_replaces_the_first_states_with_forward_noising():
   denoise, x_src = ORACLE['ddim'], source()
   grid = inversion.inversion_grid(DDIM, 10)
-  key = jax.random.key(5)
+  key = jax.random.key(5, impl='rbg')  # rbg: compiles fast on CPU.
   x_end, path = ovg_invert(DDIM, denoise, x_src, 10, eta_n=0.0, eta_c=0.0, branch='ddim',
                            forward_fraction=0.2, key=key, record=True)
   assert path.shape == (11,) + SHAPE
@@ -294,7 +299,8 @@ def test_forward_fraction_replaces_the_first_states_with_forward_noising():
   rest = samplers.integrate(samplers.euler_step(DDIM, denoise), path[2], grid[2:])
   np.testing.assert_allclose(x_end, rest, rtol=1e-6, atol=1e-6)
   other, _ = ovg_invert(DDIM, denoise, x_src, 10, eta_n=0.0, eta_c=0.0, branch='ddim',
-                        forward_fraction=0.2, key=jax.random.key(6), record=True)
+                        forward_fraction=0.2, key=jax.random.key(6, impl='rbg'),
+                        record=True)
   assert np.max(np.abs(other - x_end)) > 0.1
   # The released configs' presets run on the DDIM branch (1 and 2 forward steps of 50).
   assert guidance.OVG_PRESETS['edges2shoes'] == dict(eta_n=1e9, eta_c=7.08e-5, kappa=1.0,
