@@ -14,7 +14,7 @@ which).
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from phipd_jax import benchmarking, console

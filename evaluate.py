@@ -28,12 +28,14 @@ For every run and task: phi-PD from noise at ``--radii``, structured SDEdit at
 ``--structured_radii x --strengths``, SDEdit at ``--strengths`` and unconditional samples, all
 with one key; one JSON row per (run, task, method, setting) with every metric, plus reference
 rows per task (ground truth, mismatched ground truth, input itself, mean photo) and a grid per
-(run, task). Plots and tables: ``scripts/phipd_study_report.py``.
+(run, task). Plots and tables: ``scripts/phipd_study_report.py``. ``--eval_dir FOLDER`` runs the
+same on any pix2pix-style AB folder (or a folder of photos for the photo tasks) instead of the
+runs' held-out split; the folder is recorded in the JSON.
 """
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from configs import common
 from phipd_jax import console
@@ -57,6 +59,9 @@ _STRUCTURED_RADII = flags.DEFINE_list('structured_radii', ['4'],
                                       'Translate: structured SDEdit radii.')
 _STRENGTHS = flags.DEFINE_list('strengths', ['0.4', '0.6', '0.8'],
                                'Translate: SDEdit and structured SDEdit strengths.')
+_EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'Evaluate on this folder instead of the runs\' '
+                                 'held-out split: a pix2pix AB folder (photo | edge map; all '
+                                 'tasks) or a folder of photos (photo, flat_shaded).')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
 flags.mark_flag_as_required('workdirs')
 
@@ -81,17 +86,21 @@ def floats(name: str, values) -> list[float]:
 
 def main(argv):
   dirs = workdirs(argv)
+  if _EVAL_DIR.value and not os.path.isdir(_EVAL_DIR.value):
+    raise FileNotFoundError(f'--eval_dir {_EVAL_DIR.value} is not a folder')
   defaults = common.get_base_config()
   if _MODE.value == 'translate':
     summary = runs.evaluate_translation(
         dirs, defaults, tasks=_TASKS.value, num=_NUM.value, radii=floats('radii', _RADII.value),
         structured_radii=floats('structured_radii', _STRUCTURED_RADII.value),
         strengths=floats('strengths', _STRENGTHS.value), batch_size=_BATCH.value,
-        seed=_SEED.value, steps=_STEPS.value, json_path=_JSON.value, grids=_GRIDS.value)
+        seed=_SEED.value, steps=_STEPS.value, json_path=_JSON.value, grids=_GRIDS.value,
+        eval_dir=_EVAL_DIR.value)
   else:
     summary = runs.evaluate_generation(
         dirs, defaults, num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
-        steps=_STEPS.value, json_path=_JSON.value, markdown=_MARKDOWN.value, grids=_GRIDS.value)
+        steps=_STEPS.value, json_path=_JSON.value, markdown=_MARKDOWN.value, grids=_GRIDS.value,
+        eval_dir=_EVAL_DIR.value)
   where = _JSON.value or 'the console (no --json)'
   print(f'evaluated {len(dirs)} run(s), {len(summary["rows"])} rows -> {where}')
 

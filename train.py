@@ -9,7 +9,7 @@ Outputs in --workdir: checkpoints/, config.json, metrics.jsonl, tb/ (TensorBoard
 samples/generate_<step>.png and samples/translate_<step>.png at every checkpoint.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from phipd_jax import console, trainer

@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from phipd_jax import experiment as experiment_lib, models, noise as noise_lib, sharding
 from phipd_jax.diffusion import samplers

@@ -85,3 +85,26 @@ def test_readme_evaluate_generate_example_runs(tiny_run, tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'evaluated 2 run(s)' in result.stdout  # Both workdirs, not only the first.
   assert (tmp_path / 'out' / 'generate.json').exists()
+
+
+def test_translation_study_on_any_ab_folder(tiny_run, shared_data, tmp_path):
+  """--eval_dir points the study at any pix2pix AB folder; the folder is in the JSON and table."""
+  folder = tmp_path / 'ab'
+  folder.mkdir()
+  source = os.path.join(shared_data, 'edges2shoes_handbags', 'train')
+  for name in sorted(os.listdir(source))[:34]:
+    shutil.copy(os.path.join(source, name), folder)
+  out = tmp_path / 'study.json'
+  result = subprocess.run(
+      [sys.executable, 'evaluate.py', '--mode', 'translate', '--workdirs', tiny_run,
+       '--eval_dir', str(folder), '--tasks', 'edges', '--num', '2', '--radii', '4',
+       '--structured_radii', '4', '--strengths', '0.5', '--json', str(out)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  import json
+  summary = json.loads(out.read_text())
+  assert summary['eval_dir'] == str(folder) and summary['data'].startswith(str(folder))
+  methods = {r['setting'] for r in summary['rows'] if r['method'] != 'reference'}
+  assert methods == {'phipd r=4', 'structured_sdedit r=4 s=0.5', 'sdedit s=0.5', 'generate'}
+  rows = [r for r in summary['rows'] if r['method'] == 'reference']
+  assert {r['setting'] for r in rows} >= {'ground truth', 'input itself'}

@@ -96,22 +96,23 @@ def evaluate_translation(workdirs: Sequence[str], defaults, *, tasks: Sequence[s
                          radii: Sequence[float], structured_radii: Sequence[float],
                          strengths: Sequence[float], batch_size: int = 64, seed: int = 0,
                          steps: Optional[int] = None, json_path: Optional[str] = None,
-                         grids: Optional[str] = None) -> dict:
+                         grids: Optional[str] = None, eval_dir: Optional[str] = None) -> dict:
   """The translation study: every method of the grid on every run and task; returns the JSON
   summary (written to ``json_path`` too) with one row per (run, task, method, setting) and the
-  reference rows per task."""
+  reference rows per task. ``eval_dir``: evaluate on that folder (an AB folder or photos)
+  instead of the runs' held-out split; it is recorded in the summary."""
   grid = translation.method_grid([float(r) for r in radii],
-                                 [float(r) for r in _STRUCTUREDradii],
+                                 [float(r) for r in structured_radii],
                                  [float(s) for s in strengths])
   metric_key = jax.random.key(seed + 1)
-  rows, tasks, data_config = [], {}, None
+  task_names, rows, tasks, data_config = list(tasks), [], {}, None
   for workdir in workdirs:
     config, sampler, params = load(workdir, defaults, steps)
     if data_config is None:
       data_config = config.data
-      for name in tasks:
+      for name in task_names:
         task = translation.load_task(data_config, name, num,
-                                     config.sample.flat_shade_segments)
+                                     config.sample.flat_shade_segments, eval_dir)
         tasks[name] = (task, perceptual.vgg_features(task.reference))
         logging.info('task %s: %d inputs, %d reference photos, structure = %s', name,
                      len(task.inputs), len(task.reference), task.structure_source)
@@ -153,7 +154,8 @@ def evaluate_translation(workdirs: Sequence[str], defaults, *, tasks: Sequence[s
              'setting': label}
       row.update(translation.metrics(outputs, task, metric_key, features))
       rows.append(row)
-  summary = {'data': f'{data_config.name}/{data_config.eval_split}@{data_config.image_size}',
+  where = eval_dir or f'{data_config.name}/{data_config.eval_split}'
+  summary = {'data': f'{where}@{data_config.image_size}', 'eval_dir': eval_dir,
              'num_inputs': num, 'seed': seed,
              'structure': {n: t.structure_source for n, (t, _) in tasks.items()},
              'reference_images': {n: len(t.reference) for n, (t, _) in tasks.items()},
@@ -168,8 +170,9 @@ def evaluate_translation(workdirs: Sequence[str], defaults, *, tasks: Sequence[s
 def evaluate_generation(workdirs: Sequence[str], defaults, *, num: int, batch_size: int = 64,
                         seed: int = 0, steps: Optional[int] = None,
                         json_path: Optional[str] = None, markdown: Optional[str] = None,
-                        grids: Optional[str] = None) -> dict:
-  """Unconditional samples of every run against its held-out split, plus reference rows;
+                        grids: Optional[str] = None, eval_dir: Optional[str] = None) -> dict:
+  """Unconditional samples of every run against its held-out split (or the photos of
+  ``eval_dir``, an AB folder's left halves or a photo folder), plus reference rows;
   returns the JSON summary (and writes it, the markdown table and the grids when asked)."""
   metric_key = jax.random.key(seed + 1)
   rows, reference, reference_config = [], None, None
@@ -177,8 +180,11 @@ def evaluate_generation(workdirs: Sequence[str], defaults, *, num: int, batch_si
     config, sampler, params = load(workdir, defaults, steps)
     if reference is None:
       reference_config = config.data
-      reference = pipeline.eval_images(config.data, config.data.eval_split, config.data.image_key,
-                                       10**9)
+      if eval_dir:
+        reference = translation.folder_images(eval_dir, config.data.image_size)[0]
+      else:
+        reference = pipeline.eval_images(config.data, config.data.eval_split,
+                                         config.data.image_key, 10**9)
       logging.info('held-out reference: %d images of %s/%s', len(reference), config.data.name,
                    config.data.eval_split)
     elif (config.data.name, config.data.image_size) != (reference_config.name,
@@ -209,7 +215,8 @@ def evaluate_generation(workdirs: Sequence[str], defaults, *, num: int, batch_si
     row.update(image_metrics(np.array(images), reference, metric_key))
     rows.append(row)
   held_out = spectra.radial_power_spectrum(reference)
-  summary = {'reference': f'{reference_config.name}/{reference_config.eval_split}',
+  summary = {'reference': eval_dir or f'{reference_config.name}/{reference_config.eval_split}',
+             'eval_dir': eval_dir,
              'reference_images': len(reference),
              'reference_high_frequency_share': spectra.high_frequency_share(held_out),
              'seed': seed, 'rows': rows}

@@ -59,27 +59,72 @@ class Task:
   structure_source: str  # What structure_edges are ('canny', 'lines', 'human boundaries').
 
 
-def load_task(data_config, name: str, num: int, flat_shade_segments: int = 48) -> Task:
-  """Task ``name`` on ``data_config``'s held-out split (``data.eval_split``).
+def folder_images(folder: str, size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """``(photos, drawings or None)`` of an evaluation folder, float32 ``[N, size, size, 3]``.
+
+  A pix2pix-style AB folder (every image twice as wide as high: photo left, edge map right)
+  gives both; a folder of photos gives ``drawings = None``. Images are resized (shorter side)
+  and centre-cropped to ``size``, in sorted file-name order.
+
+  Raises:
+    FileNotFoundError: a missing or empty folder. ValueError: an unreadable image (named).
+  """
+  from phipd_jax import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  paths = inputs_lib.list_images(folder)
+  if not paths:
+    raise FileNotFoundError(f'--eval_dir {folder}: no images')
+  photos, drawings = [], []
+  for path in paths:
+    try:
+      with Image.open(path) as image:
+        array = np.asarray(image.convert('RGB'))
+    except OSError as error:
+      raise ValueError(f'{path}: not a readable image ({error})') from error
+    height, width = array.shape[:2]
+    halves = [array[:, :width // 2], array[:, width // 2:]] if width == 2 * height else [array]
+    fitted = [pipeline.to_model_range(pipeline.center_crop(pipeline.resize_short_side(h, size),
+                                                           size)) for h in halves]
+    photos.append(fitted[0])
+    drawings.append(fitted[1] if len(fitted) == 2 else None)
+  if any(d is None for d in drawings):
+    return np.stack(photos), None
+  return np.stack(photos), np.stack(drawings)
+
+
+def load_task(data_config, name: str, num: int, flat_shade_segments: int = 48,
+              eval_dir: Optional[str] = None) -> Task:
+  """Task ``name`` on ``data_config``'s held-out split (``data.eval_split``), or on the images
+  of ``eval_dir`` (an AB folder or a photo folder, see :func:`folder_images`).
 
   Raises:
     ValueError: unknown task, a dataset without the needed feature (``edges`` needs a drawing
-      feature named ``edges``), or fewer than ``num + MIN_REFERENCE`` held-out images.
+      feature named ``edges``, or an AB folder), or fewer than ``num + MIN_REFERENCE`` images.
   """
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   if name not in TASKS:
     raise ValueError(f'translation: task must be one of {TASKS}, got {name!r}')
   split = data_config.eval_split
-  photos = pipeline.eval_images(data_config, split, data_config.image_key, 10**9)
+  if eval_dir:
+    photos, all_drawings = folder_images(eval_dir, data_config.image_size)
+    where = eval_dir
+  else:
+    photos = pipeline.eval_images(data_config, split, data_config.image_key, 10**9)
+    all_drawings, where = None, f'{data_config.name}/{split}'
   if len(photos) < num + MIN_REFERENCE:
-    raise ValueError(f'translation: {data_config.name}/{split} has {len(photos)} images; need '
+    raise ValueError(f'translation: {where} has {len(photos)} images; need '
                      f'num ({num}) + {MIN_REFERENCE} for the realism reference')
   inputs, reference = photos[:num], photos[num:]
   if name == 'edges':
-    drawings = pipeline.eval_images(data_config, split, 'edges', num)
+    if eval_dir and all_drawings is None:
+      raise ValueError(f'translation: task edges needs an AB folder (photo | edge map); '
+                       f'{eval_dir} holds single images')
+    drawings = (all_drawings[:num] if eval_dir else
+                pipeline.eval_images(data_config, split, 'edges', num))
     return Task(name, drawings, inputs, drawings, structure.line_map(drawings, LINE_THRESHOLD),
                 reference, 'lines')
-  boundary_key = HUMAN_BOUNDARIES.get(data_config.name)
+  boundary_key = None if eval_dir else HUMAN_BOUNDARIES.get(data_config.name)
   if boundary_key:
     boundaries = pipeline.eval_images(data_config, split, boundary_key, num)
     edges = structure.boundary_map((boundaries[..., 0] + 1.0) / 2.0, BOUNDARY_AGREEMENT)
