@@ -7,9 +7,21 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+import functools
+
+from PIL import Image, ImageDraw, ImageFont
 
 from phipd_jax.data.pipeline import to_uint8
+
+
+@functools.lru_cache(maxsize=None)
+def _font():
+  """A small scalable font (Pillow's bundled one): the old bitmap default drew 'SDEdit s=0.5'
+  as 'SDEdits=0.5'."""
+  try:
+    return ImageFont.load_default(size=11)
+  except (TypeError, OSError):  # Pillow without FreeType.
+    return ImageFont.load_default()
 
 
 class MetricWriter:
@@ -71,7 +83,7 @@ def image_grid(columns: Sequence[np.ndarray], titles: Optional[Sequence[str]] = 
     image = Image.fromarray(grid)
     draw = ImageDraw.Draw(image)
     for j, title in enumerate(titles):
-      draw.text((pad + j * (width + pad) + 1, 1), title, fill=(0, 0, 0))
+      draw.text((pad + j * (width + pad) + 1, 1), title, fill=(0, 0, 0), font=_font())
     grid = np.asarray(image)
   return grid
 
@@ -95,10 +107,10 @@ def labelled_grid(inputs: np.ndarray, outputs: np.ndarray, names: Sequence[str],
                                                             upscale, 1)
   image = Image.fromarray(grid)
   draw = ImageDraw.Draw(image)
-  draw.text((2, 2), header, fill=(0, 0, 0))
+  draw.text((2, 2), header, fill=(0, 0, 0), font=_font())
   for i, name in enumerate(names):
     draw.text((2, header_height + pad + i * (height + pad) + height // 2 - 5), name[:18],
-              fill=(0, 0, 0))
+              fill=(0, 0, 0), font=_font())
   return np.asarray(image)
 
 

@@ -371,3 +371,10 @@ def test_a_finished_run_says_so(tiny_config, tmp_path, capsys):
   capsys.readouterr()
   summary = trainer.train(tiny_config, str(tmp_path))
   assert summary.end_step == 3 and 'run already complete' in capsys.readouterr().out
+
+
+def test_init_from_a_missing_run_fails_before_anything_is_written(tiny_config, tmp_path):
+  tiny_config.init_from = str(tmp_path / 'no_such_run')
+  with pytest.raises(FileNotFoundError, match='config.init_from'):
+    trainer.train(tiny_config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'no_such_run').exists() and not (tmp_path / 'run').exists()
