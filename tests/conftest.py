@@ -49,3 +49,20 @@ def tiny_config(tfds_dir):
   config.sample.num_translate = 2
   config.sample.num_generate = 4
   return config
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory, tfds_dir):
+  """A 4-step quickstart run at 16 px with grids: the run the CLI tests sample from."""
+  from phipd_jax import trainer
+  from configs import quickstart
+  config = quickstart.get_config('runlocal')
+  config.data.tfds_dir = tfds_dir
+  config.data.image_size, config.data.resize = 16, 48
+  config.train.batch_size, config.train.num_steps = 8, 4
+  config.train.checkpoint_every, config.train.log_every = 4, 2
+  config.optim.warmup_steps = 1
+  config.sample.num_steps, config.sample.num_generate, config.sample.num_translate = 2, 4, 3
+  workdir = str(tmp_path_factory.mktemp('run'))
+  trainer.train(config, workdir)
+  return workdir

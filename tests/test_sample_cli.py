@@ -9,24 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from phipd_jax import trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def trained_run(tmp_path_factory, tfds_dir):
-  from configs import quickstart
-  config = quickstart.get_config('runlocal')
-  config.data.tfds_dir = tfds_dir
-  config.data.image_size, config.data.resize = 16, 48
-  config.train.batch_size, config.train.num_steps = 8, 4
-  config.train.checkpoint_every, config.train.log_every = 4, 2
-  config.optim.warmup_steps = 1
-  config.sample.num_steps, config.sample.num_generate, config.sample.num_translate = 2, 4, 3
-  workdir = str(tmp_path_factory.mktemp('run'))
-  trainer.train(config, workdir)
-  return workdir
 
 
 def _sample(*args):
@@ -74,15 +58,10 @@ def test_translate_without_resize_is_a_clear_error(trained_run, shared_data, tmp
   assert 'differs from the training size 16x16; pass --resize' in result.stderr
 
 
-def test_generate_and_missing_checkpoint(trained_run, tmp_path):
-  result = _sample('--workdir', trained_run, '--mode', 'generate', '--num', '5', '--output',
-                   str(tmp_path / 'gen'))
-  assert result.returncode == 0, result.stderr[-2000:]
-  samples = np.load(tmp_path / 'gen' / 'samples.npz')['samples']
-  assert samples.shape == (5, 16, 16, 3) and np.all(np.isfinite(samples))
-  assert os.path.exists(tmp_path / 'gen' / 'samples.png')
+def test_missing_run_is_a_clear_error(tmp_path):
   missing = _sample('--workdir', str(tmp_path / 'nothing'), '--mode', 'generate')
-  assert missing.returncode != 0 and 'no config.json' in missing.stderr
+  assert missing.returncode == 1 and 'no config.json' in missing.stderr
+  assert 'Traceback' not in missing.stderr
 
 
 def test_invert_writes_noise_maps_and_their_diagnostics(trained_run, shared_data, tmp_path):
@@ -108,7 +87,6 @@ def test_invert_writes_noise_maps_and_their_diagnostics(trained_run, shared_data
     (['--radius', '-4'], '--radius=-4.0 must be >= 0'),
     (['--strength', '1.5'], '--strength=1.5 must be in (0, 1]'),
     (['--input', '/no/such/folder'], '--input /no/such/folder does not exist'),
-    (['--input', ''], 'needs --input'),
 ])
 def test_bad_sample_flags_fail_before_anything_is_loaded(trained_run, tmp_path, args, message):
   output = tmp_path / 'out'
