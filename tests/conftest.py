@@ -17,6 +17,36 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 
+# End-to-end tests that take tens of seconds each on 2 cores. They are marked `slow` and run
+# first, so that pytest-xdist's two workers finish together instead of one running the long
+# tail alone (they always run; `-m "not slow"` skips them locally).
+SLOW_TESTS = (  # Longest first (measured on 2 cores): xdist hands them out in this order.
+    'test_benchmark_sections', 'test_study_reference_rows', 'test_kill_9', 'test_two_processes',
+    'test_meshes_8x1', 'test_fifty_steps', 'test_translation_study_on_any', 'test_readme_sample',
+    'test_ddpm_class_conditional', 'test_readme_evaluate', 'test_init_from_copies',
+    'test_sixty_jit_steps', 'test_stopped_and_resumed', 'test_corrupt_newest_checkpoint_is_moved_aside_and',
+    'test_sigterm_checkpoints', 'test_resume_with_a_changed_schedule',
+    'test_sigterm_during_the_final_save', 'test_adam_training_lowers', 'test_checkpoint_saved_on_8',
+    'test_non_finite_loss', 'test_resume_checks_the_saved_config', 'test_invert_writes',
+    'test_translate_folder_with_a_bad_file', 'test_help_exits_0',
+)
+
+
+def _slow_rank(item) -> int:
+  for rank, name in enumerate(SLOW_TESTS):
+    if name in item.name:
+      return rank
+  return len(SLOW_TESTS)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if _slow_rank(item) < len(SLOW_TESTS):
+      item.add_marker(pytest.mark.slow)
+  items.sort(key=_slow_rank)  # Stable: the slow ones first, longest first; the rest in order.
+
+
 @pytest.fixture(scope='session')
 def shared_data():
   """``../shared/data``; skipped when absent unless PHIPD_REQUIRE_SHARED_DATA=1 (CI)."""
