@@ -200,9 +200,11 @@ def main(argv):
     writers.save_png(os.path.join(output, 'samples.png'), writers.sample_grid(samples))
     print(f'wrote {len(samples)} samples to {output}/samples.png and samples.npz')
     return
-  run = run_translate if _MODE.value == 'translate' else (
-      lambda c, s, p, o: run_invert(c, exp, s, p, o))
-  if run(config, sampler, params, output):
+  if _MODE.value == 'translate':
+    failures = run_translate(config, sampler, params, output)
+  else:
+    failures = run_invert(config, exp, sampler, params, output)
+  if failures:
     sys.exit(1)
 
 

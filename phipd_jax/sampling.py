@@ -66,14 +66,10 @@ class Sampler:
     """``denoise(x_t, t)`` of ``params``: labels bound, guidance (a traced ``guidance_scale``
     always runs the doubled batch for a conditional model), then the x0 clip."""
     apply_fn = training.apply_model(self.graphdef, params)
-    conditional = samplers.make_denoiser(self.process, apply_fn, self.prediction)
-    if labels is not None and self.null_label is not None and not (
-        isinstance(guidance_scale, (int, float)) and guidance_scale == 1):
-      denoise = guidance.classifier_free_guidance(
-          conditional, labels, guidance_scale, self.null_label, interval=self.guidance_interval,
-          normalized_time=self.process.normalized_time)
-    else:
-      denoise = lambda x_t, t: conditional(x_t, t, labels)
+    if self.null_label is None:  # An unconditional model: labels, if any, are not guidance.
+      guidance_scale = 1.0
+    denoise = samplers.denoiser(self.process, apply_fn, self.prediction, labels, guidance_scale,
+                                self.null_label, self.guidance_interval)
     return guidance.clip_denoised(self.process, denoise, self.clip_x0)
 
   def _noise(self, x: Array, key: Array, radius=None, method: str = 'phipd') -> Array:
