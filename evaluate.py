@@ -31,6 +31,17 @@ rows per task (ground truth, mismatched ground truth, input itself, mean photo) 
 (run, task). Plots and tables: ``scripts/phipd_study_report.py``. ``--eval_dir FOLDER`` runs the
 same on any pix2pix-style AB folder (or a folder of photos for the photo tasks) instead of the
 runs' held-out split; the folder is recorded in the JSON.
+
+``--mode inversion``: the spectral-collapse / OVG benchmark (``phipd_jax.evaluation.inversion_study``)::
+
+  python evaluate.py --mode inversion --workdirs runs/ovg/edm_cpu,runs/ovg/ddim_cpu \
+      --phipd_workdirs runs/ovg/phipd_fss0 --num 200 --out_dir docs/results/ovg_study
+
+On held-out edge maps (``edges``) and x8 down-up-sampled photos (``down8``) -> photos: SDEdit at
+``--strengths``, translation by plain inversion and by OVG inversion (multi-domain runs in
+``--workdirs``), phi-PD at ``--radii`` and structured SDEdit (``--phipd_workdirs``); structure,
+realism and texture metrics per row, the collapse diagnostics of every inverted noise map, a
+Gaussian reference row; the frontier, spectra and PCA figures.
 """
 
 import os
@@ -39,7 +50,7 @@ from absl import flags
 
 from configs import common
 from phipd_jax import console
-from phipd_jax.evaluation import runs
+from phipd_jax.evaluation import inversion_study, runs, translation
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Run directories (train.py), comma-separated; '
                               'also accepted as several values after the flag.')
@@ -52,8 +63,17 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling and metric seed (the same for 
 _JSON = flags.DEFINE_string('json', None, 'Write the rows here.')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Write a markdown table here.')
 _GRIDS = flags.DEFINE_string('grids', None, 'Folder for <run>.png sample grids.')
-_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate'], 'What to evaluate.')
-_TASKS = flags.DEFINE_list('tasks', ['photo', 'flat_shaded', 'edges'], 'Translate: tasks.')
+_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'inversion'],
+                          'What to evaluate.')
+_TASKS = flags.DEFINE_list('tasks', None, 'Tasks (translate: photo, flat_shaded, edges; '
+                           'inversion: edges, down8; default all of the mode\'s).')
+_PHIPD_WORKDIRS = flags.DEFINE_list('phipd_workdirs', [], 'Inversion: FSS-trained photo runs '
+                                    'for the phi-PD and structured SDEdit rows.')
+_OUT_DIR = flags.DEFINE_string('out_dir', None, 'Inversion: folder for ovg_study.json, '
+                               'ovg_study.md, frontier.png, spectra_<task>.png, pca.png and '
+                               'the grids.')
+_PCA = flags.DEFINE_bool('pca', True, 'Inversion: the PCA of inverted x4/x8/x16 sources with '
+                         'the first run (pca.png, pca.json).')
 _RADII = flags.DEFINE_list('radii', ['2', '4', '8', '16'], 'Translate: phi-PD radii.')
 _STRUCTURED_RADII = flags.DEFINE_list('structured_radii', ['4'],
                                       'Translate: structured SDEdit radii.')
@@ -84,14 +104,52 @@ def floats(name: str, values) -> list[float]:
     raise ValueError(f'--{name}={",".join(values)}: not a list of numbers') from None
 
 
+def run_inversion(dirs, defaults):
+  """The spectral-collapse / OVG benchmark (phipd_jax.evaluation.inversion_study)."""
+  import json  # pylint: disable=g-import-not-at-top
+  phipd = list(_PHIPD_WORKDIRS.value)
+  for workdir in phipd:
+    if not os.path.isfile(os.path.join(workdir, 'config.json')):
+      raise FileNotFoundError(f'--phipd_workdirs: {workdir} is not a train.py run directory')
+  tasks = _TASKS.value or list(inversion_study.TASKS)
+  unknown = sorted(set(tasks) - set(inversion_study.TASKS))
+  if unknown:
+    raise ValueError(f'--tasks: {unknown} are not inversion tasks {inversion_study.TASKS}')
+  radii = floats('radii', _RADII.value)
+  strengths = floats('strengths', _STRENGTHS.value)
+  structured = [(r, s) for r in floats('structured_radii', _STRUCTURED_RADII.value)
+                for s in strengths if s >= 0.6]
+  summary = inversion_study.run_study(
+      dirs, phipd, defaults, tasks=tasks, num=_NUM.value, strengths=strengths, radii=radii,
+      structured=structured, batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
+      out_dir=_OUT_DIR.value)
+  if _PCA.value:
+    pca = inversion_study.pca_study(
+        dirs[0], defaults, num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
+        steps=_STEPS.value,
+        path=os.path.join(_OUT_DIR.value, 'pca.png') if _OUT_DIR.value else None)
+    if _OUT_DIR.value:
+      with open(os.path.join(_OUT_DIR.value, 'pca.json'), 'w') as f:
+        json.dump(pca, f)
+    ranks = ', '.join(f'{k} {v:.3f}' for k, v in pca['effective_rank'].items())
+    print(f'PCA effective rank of inverted maps: {ranks}')
+  print(inversion_study.markdown(summary['rows']))
+  where = _OUT_DIR.value or 'the console (no --out_dir)'
+  print(f'evaluated {len(dirs) + len(phipd)} run(s), {len(summary["rows"])} rows -> {where}')
+
+
 def main(argv):
   dirs = workdirs(argv)
   if _EVAL_DIR.value and not os.path.isdir(_EVAL_DIR.value):
     raise FileNotFoundError(f'--eval_dir {_EVAL_DIR.value} is not a folder')
   defaults = common.get_base_config()
+  if _MODE.value == 'inversion':
+    run_inversion(dirs, defaults)
+    return
+  tasks = _TASKS.value or list(translation.TASKS)
   if _MODE.value == 'translate':
     summary = runs.evaluate_translation(
-        dirs, defaults, tasks=_TASKS.value, num=_NUM.value, radii=floats('radii', _RADII.value),
+        dirs, defaults, tasks=tasks, num=_NUM.value, radii=floats('radii', _RADII.value),
         structured_radii=floats('structured_radii', _STRUCTURED_RADII.value),
         strengths=floats('strengths', _STRENGTHS.value), batch_size=_BATCH.value,
         seed=_SEED.value, steps=_STEPS.value, json_path=_JSON.value, grids=_GRIDS.value,

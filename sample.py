@@ -38,7 +38,18 @@ _MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'invert'
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder (default <workdir>/sample_<mode>).')
 _NUM = flags.DEFINE_integer('num', 16, 'generate: number of samples.', lower_bound=1)
 _INPUT = flags.DEFINE_string('input', None, 'translate/invert: an image file or a folder.')
-_METHOD = flags.DEFINE_enum('method', 'phipd', ['phipd', 'sdedit'], 'translate: method.')
+_METHOD = flags.DEFINE_enum('method', 'phipd', ['phipd', 'sdedit', 'invert', 'ovg'],
+                            'translate: phipd, sdedit, or (class-conditional multi-domain runs) '
+                            'invert (deterministic inversion with the source class, sampling '
+                            'with the target class) or ovg (the same with Orthogonal Variance '
+                            'Guidance at every inversion step, config sample.ovg).')
+_SOURCE_CLASS = flags.DEFINE_integer('source_class', None, 'invert/ovg: class of the inputs '
+                                     '(default: the config\'s sample.inversion_classes[0]).')
+_TARGET_CLASS = flags.DEFINE_integer('target_class', None, 'invert/ovg/sdedit/phipd on a '
+                                     'conditional run: class to sample (default: '
+                                     'sample.inversion_classes[1]).')
+_GUIDANCE = flags.DEFINE_float('guidance_scale', None, 'Classifier-free guidance of the target '
+                               'class (default: the config\'s sample.guidance_scale).')
 _RADIUS = flags.DEFINE_float('radius', None, 'phipd: cutoff radius >= 0 in frequency-index '
                              'units (inf: the whole phase; default: the config\'s first '
                              'sample.radii).')
@@ -78,6 +89,37 @@ def check_flags():
       raise FileNotFoundError(f'--input {_INPUT.value} does not exist')
 
 
+def check_run_flags(config):
+  """Flags that depend on the run's config (read from config.json, before the checkpoint)."""
+  num_classes = config.model.num_classes
+  if _GUIDANCE.value is not None and not _GUIDANCE.value >= 0:
+    raise ValueError(f'--guidance_scale={_GUIDANCE.value} must be >= 0')
+  if _METHOD.value in ('invert', 'ovg') and _MODE.value == 'translate':
+    if not num_classes:
+      raise ValueError(f'--method {_METHOD.value} translates between classes of one model, but '
+                       f'{_WORKDIR.value} is unconditional (model.num_classes=0); use phipd or '
+                       'sdedit, or train a multi-domain run (configs/edges2shoes_two_domain.py)')
+    if _METHOD.value == 'ovg' and config.diffusion.process not in ('edm', 'ddpm'):
+      raise ValueError(f'--method ovg needs an EDM or DDPM run, not diffusion.process='
+                       f'{config.diffusion.process!r}')
+    if _SOURCE_CLASS.value is None and not config.sample.inversion_classes:
+      raise ValueError(f'--method {_METHOD.value}: pass --source_class and --target_class (the '
+                       'run sets no sample.inversion_classes)')
+  for name, flag in (('--source_class', _SOURCE_CLASS), ('--target_class', _TARGET_CLASS)):
+    if flag.value is not None and not 0 <= flag.value < max(num_classes, 1):
+      raise ValueError(f'{name}={flag.value} must be in [0, {num_classes}) (model.num_classes)')
+
+
+def classes(config) -> tuple:
+  """``(source, target)`` classes: the flags, else ``sample.inversion_classes``."""
+  default = tuple(config.sample.inversion_classes) or (None, None)
+  source = _SOURCE_CLASS.value if _SOURCE_CLASS.value is not None else default[0]
+  target = _TARGET_CLASS.value if _TARGET_CLASS.value is not None else default[1]
+  if _METHOD.value in ('invert', 'ovg') and target is None:
+    raise ValueError(f'--method {_METHOD.value}: pass --target_class')
+  return source, target
+
+
 def read_inputs(config) -> tuple[dict, int]:
   """``({path: image [H, W, 3] in [-1, 1]}, failures)``; failures are reported once each."""
   images, failures = {}, 0
@@ -112,9 +154,16 @@ def batches(images: dict):
       index += 1
 
 
-def run_translate(config, sampler, params, output: str) -> int:
+def run_translate(config, exp, sampler, params, output: str) -> int:
   images, failures = read_inputs(config)
-  if _METHOD.value == 'phipd':
+  source, target = classes(config)
+  guidance = _GUIDANCE.value if _GUIDANCE.value is not None else config.sample.guidance_scale
+  inverted = {}
+  if _METHOD.value in ('invert', 'ovg'):
+    radius = strength = None
+    setting = (f'{"OVG" if _METHOD.value == "ovg" else "inversion"} class {source}->{target} '
+               f'w={guidance:g}')
+  elif _METHOD.value == 'phipd':
     radius = _RADIUS.value if _RADIUS.value is not None else config.sample.radii[0]
     strength = _STRENGTH.value if _STRENGTH.value is not None else 1.0
     setting = f'phi-PD r={radius:g} s={strength:g}'
@@ -127,8 +176,16 @@ def run_translate(config, sampler, params, output: str) -> int:
   shown_inputs, shown_outputs, names = [], [], []
   for paths, batch, index in batches(images):
     # A new key per batch: image i and image i + batch_size get different noise.
-    result = np.asarray(sampler.translate(params, jnp.asarray(batch), jax.random.fold_in(key, index),
-                                          _METHOD.value, radius, strength))[:len(paths)]
+    batch_key = jax.random.fold_in(key, index)
+    if _METHOD.value in ('invert', 'ovg'):
+      result, noise = sampler.translate_by_inversion(params, jnp.asarray(batch), batch_key,
+                                                     _METHOD.value, source, target, guidance)
+      inverted.update(zip(paths, np.asarray(noise)[:len(paths)]))
+    else:
+      label = target if exp.num_classes else None
+      result = sampler.translate(params, jnp.asarray(batch), batch_key, _METHOD.value, radius,
+                                 strength, label, guidance)
+    result = np.asarray(result)[:len(paths)]
     for path, out in zip(paths, result):
       writers.save_png(inputs_lib.output_path(output, path), writers.to_uint8(out))
       if out.shape[:2] == (config.data.image_size,) * 2:
@@ -139,22 +196,45 @@ def run_translate(config, sampler, params, output: str) -> int:
     grid = writers.labelled_grid(np.stack(shown_inputs), np.stack(shown_outputs), names,
                                  f'{os.path.basename(os.path.normpath(_WORKDIR.value))}: {setting}')
     writers.save_png(os.path.join(output, 'grid.png'), grid)
-  print(f'translated {len(images)} image(s) with {setting} into {output}; {failures} failed')
+  report = ''
+  if inverted:
+    report = '; inverted noise: ' + write_noise_report(
+        exp, output, list(inverted.values()), [images[p] for p in inverted],
+        [os.path.basename(p) for p in inverted])
+  print(f'translated {len(images)} image(s) with {setting} into {output}{report}; '
+        f'{failures} failed')
   return failures
 
 
 def run_invert(config, exp, sampler, params, output: str) -> int:
-  from phipd_jax.evaluation import collapse  # pylint: disable=g-import-not-at-top
   images, failures = read_inputs(config)
+  source, _ = classes(config)
   noise, names, sources = [], [], []
-  for paths, batch, _ in batches(images):
-    inverted = np.asarray(sampler.invert(params, jnp.asarray(batch)))[:len(paths)]
+  key = jax.random.key(_SEED.value)
+  for paths, batch, index in batches(images):
+    if _METHOD.value in ('invert', 'ovg') and source is not None:
+      inverted = sampler.invert_source(params, jnp.asarray(batch), jax.random.fold_in(key, index),
+                                       _METHOD.value, source)
+    else:
+      labels = None if source is None else jnp.full((len(batch),), source, jnp.int32)
+      inverted = sampler.invert(params, jnp.asarray(batch), labels)
+    inverted = np.asarray(inverted)[:len(paths)]
     noise.extend(inverted)
     sources.extend(batch[:len(paths)])
     names.extend(os.path.basename(p) for p in paths)
   if not noise:
     print(f'inverted 0 image(s); {failures} failed')
     return failures or 1
+  summary = write_noise_report(exp, output, noise, sources, names)
+  print(f'inverted {len(names)} image(s) into {output}/inverted.npz; {summary}; '
+        f'{failures} failed')
+  return failures
+
+
+def write_noise_report(exp, output: str, noise: list, sources: list, names: list) -> str:
+  """``inverted.npz`` (noise maps, names, prior std, collapse diagnostics), ``noise.png`` and
+  ``spectrum.png`` in ``output``; returns the diagnostics as one line."""
+  from phipd_jax.evaluation import collapse  # pylint: disable=g-import-not-at-top
   shapes = {n.shape for n in noise}
   scale = float(exp.process.sigma(exp.process.time_grid(1)[0]))  # Prior std at the noise end.
   report = {}
@@ -174,16 +254,14 @@ def run_invert(config, exp, sampler, params, output: str) -> int:
   else:
     np.savez(os.path.join(output, 'inverted.npz'),
              **{f'noise_{i}': n for i, n in enumerate(noise)}, names=np.array(names))
-  summary = ', '.join(f'{k} {v:.3f}' for k, v in report.items())
-  print(f'inverted {len(names)} image(s) into {output}/inverted.npz; {summary}; '
-        f'{failures} failed')
-  return failures
+  return ', '.join(f'{k} {v:.3f}' for k, v in report.items()) or 'mixed sizes, no diagnostics'
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   check_flags()
+  check_run_flags(experiment.run_config(_WORKDIR.value, common.get_base_config()))
   config, exp, restored = experiment.load_run(_WORKDIR.value, common.get_base_config(),
                                               ('ema_params',), _STEPS.value)
   sampler, params = exp.sampler(), restored['ema_params']
@@ -201,7 +279,7 @@ def main(argv):
     print(f'wrote {len(samples)} samples to {output}/samples.png and samples.npz')
     return
   if _MODE.value == 'translate':
-    failures = run_translate(config, sampler, params, output)
+    failures = run_translate(config, exp, sampler, params, output)
   else:
     failures = run_invert(config, exp, sampler, params, output)
   if failures:

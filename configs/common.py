@@ -68,6 +68,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.resize = 32  # Shorter side before the random crop, pixels.
   data.flip = True
   data.in_memory = True  # Decode the split once into memory (small datasets).
+  # Multi-domain training (the OVG setup): one example per entry and record, labelled by the
+  # entry's index; an entry is a feature or '<feature>:down<k>' (x k nearest down-up after the
+  # crop). E.g. ('edges', 'photo'): edge maps = class 0, photos = class 1. () = off.
+  data.domains = ()
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'dit'  # 'dit' (latent-style DiT) or 'jit' (pixel-space JiT).
@@ -144,6 +148,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   sample.phipd_strength = 1.0  # 1 = from noise; < 1 = structured SDEdit.
   sample.sdedit_strengths = (0.5, 0.75)
   sample.flat_shade_segments = 48  # Superpixels of the 'flat_shaded' rendering.
+  # Translation by inversion (class-conditional multi-domain runs): invert with the source
+  # class, sample with the target class at sample.guidance_scale. () = no inversion columns.
+  sample.inversion_classes = ()  # (source, target), e.g. (0, 1): edges -> photos.
+  sample.ovg = ovg = ml_collections.ConfigDict()  # Orthogonal Variance Guidance (EDM, DDPM).
+  ovg.eta_n = 1e9  # Variance step (released Edges2Shoes config's cgd_eta).
+  ovg.eta_c = 7.08e-5  # Structure step (scp_eta).
+  ovg.kappa = 1.0  # Clip of each correction, a fraction of the Euler drift norm.
+  ovg.forward_fraction = 0.0  # DDPM only: share of steps replaced by forward noising (0.02).
 
   config.distributed = distributed = ml_collections.ConfigDict()
   distributed.enabled = False  # jax.distributed.initialize (automatic on multi-host TPU).

@@ -227,7 +227,8 @@ class Experiment:
         noise_fn=build_noise_fn(self.config.noise, 'fss'),
         gaussian_fn=build_noise_fn(self.config.noise, 'gaussian'),
         null_label=self.num_classes or None,
-        guidance_interval=tuple(sample.guidance_interval) or None, clip_x0=sample.clip_x0)
+        guidance_interval=tuple(sample.guidance_interval) or None, clip_x0=sample.clip_x0,
+        ovg=sample.ovg.to_dict() if 'ovg' in sample else None)
 
   def create_train_state(self, mesh) -> training.TrainState:
     """A train state at step 0, born sharded on ``mesh`` (see
@@ -273,6 +274,27 @@ def _validate_run_fields(config, data_parallel_size: int):
     _fail('sample.guidance_interval', interval, '() or (low, high) with 0 <= low < high <= 1')
   if config.model.num_classes < 0:
     _fail('model.num_classes', config.model.num_classes, 'must be >= 0')
+  domains = tuple(data.get('domains', ()))
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  for domain in domains:
+    with field('data.domains', domains):
+      pipeline.parse_domain(domain)
+  if domains and config.model.num_classes < len(domains):
+    _fail('model.num_classes', config.model.num_classes,
+          f'must be >= len(data.domains) = {len(domains)} (one class per domain)')
+  classes = tuple(sample.get('inversion_classes', ()))
+  if classes and (len(classes) != 2 or not all(0 <= c < config.model.num_classes
+                                                for c in classes)):
+    _fail('sample.inversion_classes', classes,
+          f'() or (source, target) with classes in [0, model.num_classes='
+          f'{config.model.num_classes})')
+  if 'ovg' in sample:
+    ovg = sample.ovg
+    for name in ('eta_n', 'eta_c'):
+      _positive_finite(f'sample.ovg.{name}', ovg[name], allow_zero=True)
+    _positive_finite('sample.ovg.kappa', ovg.kappa)
+    if not 0 <= ovg.forward_fraction <= 1:
+      _fail('sample.ovg.forward_fraction', ovg.forward_fraction, 'must be in [0, 1]')
 
 
 def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1) -> Experiment:
@@ -292,6 +314,10 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1) -> Exp
     process.check_prediction(prediction)
   with field('sample.sampler', config.sample.sampler):
     process.check_sampler(config.sample.sampler)
+  if 'ovg' in config.sample and config.sample.ovg.forward_fraction and (
+      process.ovg_branch != 'ddim'):
+    _fail('sample.ovg.forward_fraction', config.sample.ovg.forward_fraction,
+          "must be 0 unless diffusion.process='ddpm' (it exists only in OVG's DDIM branch)")
   loss_space = config.diffusion.loss_space
   if loss_space not in objectives.LOSS_SPACES:
     _fail('diffusion.loss_space', loss_space, f'must be one of {objectives.LOSS_SPACES}')

@@ -143,7 +143,8 @@ def write_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, par
   inputs, references = translation
   columns = sampling.translation_columns(
       sampler, params, jnp.asarray(inputs), key, config.sample.radii,
-      config.sample.phipd_strength, config.sample.sdedit_strengths)
+      config.sample.phipd_strength, config.sample.sdedit_strengths,
+      tuple(config.sample.get('inversion_classes', ())), config.sample.guidance_scale)
   titles = ['input'] + [name for name, _ in columns]
   arrays = [inputs] + [np.asarray(c) for _, c in columns]
   if references is not None:

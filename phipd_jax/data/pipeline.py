@@ -31,10 +31,42 @@ IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """A decoded training image (uint8 ``[h, w, 3]``) and its class label (0 if none)."""
+  """A decoded training image (uint8 ``[h, w, 3]``), its class label (0 if none), and the
+  block size of the down-then-up sampling applied after the crop (1 = none)."""
 
   image: np.ndarray  # uint8 [h, w, 3]
   label: int
+  block: int = 1
+
+
+def parse_domain(domain: str) -> tuple[str, int]:
+  """A ``data.domains`` entry as ``(feature, block)``: ``'photo'`` -> ``('photo', 1)``,
+  ``'photo:down8'`` -> ``('photo', 8)`` (the feature at the training size, x8 nearest
+  downsampled then nearest upsampled: the spectrally sparse source of a super-resolution task).
+
+  Raises:
+    ValueError: a malformed entry (names it).
+  """
+  feature, _, degradation = domain.partition(':')
+  if not degradation:
+    return feature, 1
+  match = re.fullmatch(r'down([1-9][0-9]*)', degradation)
+  if not feature or not match:
+    raise ValueError(f"data.domains: {domain!r} must be '<feature>' or '<feature>:down<k>'")
+  return feature, int(match.group(1))
+
+
+def down_up(images: np.ndarray, block: int) -> np.ndarray:
+  """x``block`` nearest down- then up-sampling of ``[..., H, W, C]`` (H, W multiples of
+  ``block``): every ``block x block`` tile takes its top-left pixel, as the OVG code's
+  ``F.interpolate(mode='nearest')`` pair does."""
+  if block == 1:
+    return images
+  height, width = images.shape[-3:-1]
+  if height % block or width % block:
+    raise ValueError(f'down_up: image {height}x{width} is not a multiple of block={block}')
+  small = images[..., ::block, ::block, :]
+  return np.repeat(np.repeat(small, block, axis=-3), block, axis=-2)
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
@@ -231,6 +263,18 @@ def _decode(record, data_config) -> Example:
   return Example(image, label)
 
 
+def _decode_domains(record, data_config) -> list[Example]:
+  """One example per ``data.domains`` entry (label = its index), or the one of ``_decode``."""
+  domains = tuple(data_config.get('domains', ()))
+  if not domains:
+    return [_decode(record, data_config)]
+  examples = []
+  for label, domain in enumerate(domains):
+    feature, block = parse_domain(domain)
+    examples.append(Example(as_rgb(np.asarray(record[feature])), label, block))
+  return examples
+
+
 def load_examples(data_config, split: str, resize: Optional[int]) -> Sequence[Example]:
   """All examples of a split, decoded and resized (short side = ``resize``), in memory.
 
@@ -240,14 +284,14 @@ def load_examples(data_config, split: str, resize: Optional[int]) -> Sequence[Ex
   source = data_source(data_config, split)
   examples, total = [], 0
   for index in range(len(source)):
-    example = _decode(source[index], data_config)
-    if resize:
-      example = Example(resize_short_side(example.image, resize), example.label)
-    total += example.image.nbytes
-    if total > IN_MEMORY_LIMIT_BYTES:
-      raise ValueError(f'data: split {split!r} of {data_config.name!r} is too large to hold in '
-                       'memory; set data.in_memory=False')
-    examples.append(example)
+    for example in _decode_domains(source[index], data_config):
+      if resize:
+        example = dataclasses.replace(example, image=resize_short_side(example.image, resize))
+      total += example.image.nbytes
+      if total > IN_MEMORY_LIMIT_BYTES:
+        raise ValueError(f'data: split {split!r} of {data_config.name!r} is too large to hold '
+                         'in memory; set data.in_memory=False')
+      examples.append(example)
   return examples
 
 
@@ -267,6 +311,7 @@ class _Augment(grain.transforms.RandomMap):
     image = image[top:top + self.size, left:left + self.size]
     if self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
+    image = down_up(image, example.block)
     return {'image': to_model_range(image), 'label': np.int32(example.label)}
 
 
@@ -299,6 +344,8 @@ def train_dataset(data_config, global_batch: int, seed: int, num_steps: int,
     raise ValueError(f'batch_size={global_batch} must be divisible by the process count '
                      f'{process_count}')
   local_batch = global_batch // process_count
+  if data_config.get('domains') and not data_config.get('in_memory', True):
+    raise ValueError(f'data.domains={tuple(data_config.domains)} needs data.in_memory=True')
   if data_config.get('in_memory', True):
     dataset = grain.MapDataset.source(load_examples(data_config, data_config.train_split,
                                                     data_config.resize))
@@ -330,18 +377,20 @@ class _ProcessRows:
 
 
 def eval_images(data_config, split: str, key: str, count: int) -> np.ndarray:
-  """``count`` centre-cropped, resized images of ``split`` (for translation grids).
+  """``count`` centre-cropped, resized images of ``split`` (for translation grids); ``key`` is a
+  feature or a :func:`parse_domain` entry (``'photo:down8'``).
 
   Returns:
     float32 ``[count, S, S, 3]`` in ``[-1, 1]``, in split order (deterministic).
   """
+  feature, block = parse_domain(key)
   source = data_source(data_config, split)
   images = []
   for index in range(min(count, len(source))):
-    image = as_rgb(np.asarray(source[index][key]))
+    image = as_rgb(np.asarray(source[index][feature]))
     images.append(center_crop(resize_short_side(image, data_config.image_size),
                               data_config.image_size))
-  return to_model_range(np.stack(images))
+  return to_model_range(down_up(np.stack(images), block))
 
 
 def flat_shaded(images: np.ndarray, segments: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,8 @@ class Process:
   # Heun's last interval is Euler when the grid ends at sigma = 0 (never evaluate there).
   heun_final_euler: bool = False
   velocity_loss: bool = False
+  # Orthogonal Variance Guidance branch of this process (guidance.ovg_step), None = no OVG.
+  ovg_branch: Optional[str] = None
 
   def check_prediction(self, prediction: str):
     if prediction not in self.predictions:
@@ -293,6 +296,8 @@ class DDPM(Process):
   ``x0_hat`` to the data range (:func:`phipd_jax.diffusion.guidance.clip_denoised`).
   """
 
+  ovg_branch = 'ddim'
+
   schedule: str = 'cosine'
   num_steps: int = 1000
   beta_start: float = 1e-4
@@ -381,6 +386,8 @@ class EDM(Process):
       ``'sigma'`` is raw sigma, as the OVG code trains and inverts (arXiv:2602.13303, code
       ``nicoboou/ovg``). A model must be sampled with the conditioning it was trained with.
   """
+
+  ovg_branch = 'edm'
 
   sigma_data: float = 0.5
   sigma_min: float = 0.002

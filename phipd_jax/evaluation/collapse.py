@@ -253,6 +253,30 @@ def pca_effective_rank(maps: Array) -> Array:
   return ratio / min(count, dim)
 
 
+@jax.jit
+def pca_cumulative_variance(maps: Array) -> Array:
+  """Cumulative explained-variance ratio of the principal components of M flattened maps.
+
+  The curve of Fig. 3 of Bourriez et al. (arXiv:2602.13303): component ``k`` (0-based) holds the
+  share of the total variance in the ``k + 1`` largest components of the sample covariance of
+  the centred ``[M, d]`` data (``d = H W C``). N(0, I) maps spread the variance evenly (a near
+  straight line for ``M <= d``); collapsed maps reach 1 within a few components.
+
+  Args:
+    maps: ``[M, ...]``, ``M >= 2``.
+
+  Returns:
+    float32 ``[min(M, d)]``, non-decreasing, last entry 1.
+  """
+  data = jnp.asarray(maps, jnp.float32).reshape(maps.shape[0], -1)
+  if data.shape[0] < 2:
+    raise ValueError(f'pca_cumulative_variance needs at least 2 maps, got {data.shape[0]}')
+  data = data - jnp.mean(data, axis=0, keepdims=True)
+  data = data / jnp.maximum(jnp.sqrt(jnp.mean(data * data)), _EPS)
+  eigenvalues = jnp.linalg.svd(data, compute_uv=False) ** 2
+  return jnp.cumsum(eigenvalues) / jnp.maximum(jnp.sum(eigenvalues), _EPS)
+
+
 def _radial_weights(height: int, width: int) -> np.ndarray:
   """``[H * W, R]`` averaging matrix of the released code's radial bins on the shifted grid."""
   cy, cx = height // 2, width // 2
