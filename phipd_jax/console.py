@@ -29,6 +29,9 @@ def configure(verbose: bool = False):
     std_logging.getLogger(name).setLevel(level)
   if not verbose:
     std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.ERROR)
+    # absl.app.run re-applies --verbosity when it parses flags; the 'absl' logger's own level
+    # still holds back tfds's warnings (logged through absl).
+    std_logging.getLogger('absl').setLevel(std_logging.ERROR)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 

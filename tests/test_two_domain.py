@@ -166,6 +166,24 @@ def test_two_domain_run_learns_and_sample_ovg_writes_outputs_and_diagnostics(
   assert saved['noise'].shape == (2, 16, 16, 3) and float(saved['scale']) == pytest.approx(80.0, rel=1e-5)
   for name in ('hf_power_ratio', 'lf_power_ratio', 'lag1_decorrelation', 'pca_effective_rank'):
     assert np.isfinite(saved[name]), name
+  # The benchmark on the same run (4 held-out records per task): every row, the Gaussian
+  # reference, the figures.
+  from phipd_jax.evaluation import inversion_study
+  study = tmp_path / 'study'
+  summary = inversion_study.run_study([str(workdir)], [], common.get_base_config(), num=4,
+                                      strengths=(0.6,), batch_size=4, out_dir=str(study))
+  settings = {(row['task'], row['setting']) for row in summary['rows']}
+  for task in ('edges', 'down8'):
+    assert {(task, 'sdedit s=0.6'), (task, 'invert'), (task, 'ovg'), (task, 'N(0, I)')} <= settings
+  ovg_rows = [row for row in summary['rows'] if row['method'] == 'ovg']
+  assert all(row['noise_maps'] == 4 and np.isfinite(row['noise_hf_power_ratio'])
+             for row in ovg_rows)
+  for name in ('ovg_study.json', 'ovg_study.md', 'frontier.png', 'spectra_edges.png',
+               'run_edges.png'):
+    assert (study / name).stat().st_size > 200, name
+  pca = inversion_study.pca_study(str(workdir), common.get_base_config(), num=4, batch_size=4)
+  assert set(pca['effective_rank']) == {'x4 source, inverted', 'x8 source, inverted',
+                                        'x16 source, inverted', 'N(0, I)'}
   bad_class = subprocess.run(
       [sys.executable, 'sample.py', '--workdir', str(workdir), '--mode', 'translate',
        '--method', 'ovg', '--input', str(inputs), '--resize', '--target_class', '7'],

@@ -133,6 +133,15 @@ def test_pca_effective_rank_of_gaussian_maps_is_near_one_and_collapses_with_a_sh
   # The scale-free bound: one direction exactly -> 1 / min(M, d).
   rank_one = (weights * field).astype(np.float32)
   assert float(collapse.pca_effective_rank(rank_one)) == pytest.approx(1 / 36, rel=1e-3)
+  # Fig. 3's curves: the cumulative explained variance equals NumPy's covariance eigenvalues;
+  # Gaussian maps need most components, the shared field reaches 99% with one.
+  for maps in (gaussian, shared):
+    curve = np.asarray(collapse.pca_cumulative_variance(maps))
+    flat = maps.reshape(count, -1).astype(np.float64)
+    eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(flat, rowvar=False)))[::-1]
+    np.testing.assert_allclose(curve, np.cumsum(eigenvalues) / eigenvalues.sum(), atol=1e-4)
+  assert np.asarray(collapse.pca_cumulative_variance(gaussian))[17] < 0.6
+  assert np.asarray(collapse.pca_cumulative_variance(shared))[0] > 0.99
 
 
 def test_band_power_equals_a_numpy_loop_implementation():
