@@ -13,6 +13,14 @@ r"""Samples from a trained run: generation, structure-aligned translation, or in
   # spectrum.png (the inverted noise's radially averaged spectrum next to a Gaussian's)
   python sample.py --workdir runs/quickstart --mode invert --input photos/ --output out/invert
 
+  # Multi-domain runs (configs/edges2shoes_two_domain.py): translation by inversion with the
+  # source class, sampling the target class (sample.inversion_classes, sample.guidance_scale);
+  # --method ovg adds Orthogonal Variance Guidance (sample.ovg) to every inversion step. Writes
+  # the outputs, grid.png and the inverted noise with its diagnostics (as --mode invert).
+  python sample.py --workdir runs/ovg/edm_cpu --mode translate --input edges/ --resize \
+      --method ovg --output out/ovg
+  # --mode invert --method ovg: the OVG-inverted noise alone.
+
 The run's config is read from ``<workdir>/config.json`` and only the latest checkpoint's EMA
 parameters are restored. Flags and inputs are checked before the checkpoint loads. Inputs:
 grayscale and RGBA files are converted to RGB with a warning; an image whose size differs from the
@@ -94,7 +102,9 @@ def check_run_flags(config):
   num_classes = config.model.num_classes
   if _GUIDANCE.value is not None and not _GUIDANCE.value >= 0:
     raise ValueError(f'--guidance_scale={_GUIDANCE.value} must be >= 0')
-  if _METHOD.value in ('invert', 'ovg') and _MODE.value == 'translate':
+  by_inversion = (_MODE.value == 'translate' and _METHOD.value in ('invert', 'ovg')) or (
+      _MODE.value == 'invert' and _METHOD.value == 'ovg')
+  if by_inversion:
     if not num_classes:
       raise ValueError(f'--method {_METHOD.value} translates between classes of one model, but '
                        f'{_WORKDIR.value} is unconditional (model.num_classes=0); use phipd or '

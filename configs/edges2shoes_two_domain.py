@@ -27,7 +27,7 @@ Two parameterisations, as in the paper:
       --input edges/ --output out/ovg
 """
 
-from configs import common
+from configs import common, edges2shoes_phipd
 
 DOMAINS = ('edges', 'photo', 'photo:down8')  # Classes 0, 1, 2.
 
@@ -37,16 +37,13 @@ def get_config(arg=None):
   px = arg.px or (32 if arg.cpu or arg.runlocal else 64)
   if px not in (32, 64):
     raise ValueError(f'configs/edges2shoes_two_domain.py: px={px} must be 32 or 64')
-  config = common.get_base_config()
-  config.data.name = 'edges2shoes_handbags'
+  # The phi-PD photo run's model, optimiser and budget (DiT-S/4, or tiny/4 for cpu and runlocal).
+  config = edges2shoes_phipd.get_config(','.join(
+      name for name in ('cpu', 'runlocal') if arg[name]))
   config.data.image_key = 'photo'  # The target domain: realism reference of the evaluation.
   config.data.domains = DOMAINS
-  config.data.image_size = px
-  config.data.resize = px
-  config.model.size = 'S'
-  config.model.patch_size = 4
+  config.data.image_size = config.data.resize = px
   config.model.num_classes = len(DOMAINS)
-  config.model.dtype = 'bfloat16'
   config.train.label_dropout = 0.1  # p_uncond of the OVG code.
   config.noise.kind = 'gaussian'
   if arg.ddim:
@@ -61,26 +58,13 @@ def get_config(arg=None):
     config.diffusion.prediction = 'edm'
     config.diffusion.edm.conditioning = 'sigma'  # Raw sigma, as the OVG code.
     config.sample.sampler = 'euler'
-  config.optim.learning_rate = 2e-4
-  config.optim.warmup_steps = 1000
-  config.optim.ema_decay = 0.9995
-  config.train.batch_size = 128
-  config.train.num_steps = 50_000
-  config.train.checkpoint_every = 5000
   config.sample.num_steps = 50
   config.sample.guidance_scale = 3.0  # The released Edges2Shoes sampling uses 7.5.
   config.sample.inversion_classes = (0, 1)
-  config.sample.translate_source = 'edges'
-  config.sample.translate_reference = 'photo'
   config.sample.radii = ()
   config.sample.sdedit_strengths = (0.6,)
   config.sample.num_generate = 18  # Six of each class.
   if arg.cpu or arg.runlocal:
-    config.model.size = 'tiny'
-    config.model.dtype = 'float32'
-    config.optim.learning_rate = 1e-3
-    config.optim.warmup_steps = 100
-    config.optim.ema_decay = 0.995
     config.train.batch_size = 48  # 16 records x 3 domains on average.
     config.train.num_steps = 3000
     config.train.checkpoint_every = 1000

@@ -43,7 +43,9 @@ def _run(command: str, substitutions: dict) -> subprocess.CompletedProcess:
 
 
 def test_readme_sample_examples_run(trained_run, shared_data, tmp_path):
-  commands = readme_commands('sample.py')
+  # The multi-domain example (runs/ovg/..., --method ovg) needs a class-conditional run: its
+  # flags are exercised on one by tests/test_two_domain.py.
+  commands = [c for c in readme_commands('sample.py') if 'runs/quickstart' in c]
   assert {'generate', 'translate', 'invert'} <= {c.split('--mode ')[1].split()[0]
                                                   for c in commands}
   images = tmp_path / 'my_images'
