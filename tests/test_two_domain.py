@@ -171,10 +171,13 @@ def test_two_domain_run_learns_and_sample_ovg_writes_outputs_and_diagnostics(
   from phipd_jax.evaluation import inversion_study
   study = tmp_path / 'study'
   summary = inversion_study.run_study([str(workdir)], [], common.get_base_config(), num=4,
-                                      strengths=(0.6,), batch_size=4, out_dir=str(study))
+                                      strengths=(0.6,), batch_size=4, out_dir=str(study),
+                                      num_reference=16)
   settings = {(row['task'], row['setting']) for row in summary['rows']}
   for task in ('edges', 'down8'):
     assert {(task, 'sdedit s=0.6'), (task, 'invert'), (task, 'ovg'), (task, 'N(0, I)')} <= settings
+  truth = {row['task']: row for row in summary['rows'] if row['setting'] == 'ground truth'}
+  assert all(row['fd_vgg'] > 0 for row in truth.values())  # Reference disjoint from targets.
   ovg_rows = [row for row in summary['rows'] if row['method'] == 'ovg']
   assert all(row['noise_maps'] == 4 and np.isfinite(row['noise_hf_power_ratio'])
              for row in ovg_rows)

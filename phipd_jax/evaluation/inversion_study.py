@@ -15,8 +15,9 @@ Tasks (held-out records of ``data.eval_split``, never trained on; all of them ar
   ``data.domains``. Structure reference: the paired photo (its Canny edges; gradient
   correlation), since the input has no lines.
 
-Realism reference: the held-out photos of the same records (the paired targets, as pix2pix-style
-evaluations do; an output cannot copy its input's photo). Methods (one row per setting):
+Realism reference: :data:`REFERENCE_PHOTOS` training-split photos (centre crops), disjoint from
+the held-out inputs and targets, so the ``ground truth`` row (the held-out photos themselves) is
+the finite-sample floor of SWD and ``fd_vgg``. Methods (one row per setting):
 
 * ``sdedit``: Gaussian noise at a strength, sampled with the target class (multi-domain runs).
 * ``invert`` / ``ovg``: translation by inversion, plain or with OVG (multi-domain runs; OVG on
@@ -49,6 +50,7 @@ from phipd_jax.evaluation import collapse, perceptual, structure, translation
 
 TASKS = ('edges', 'down8')
 PCA_BLOCKS = (4, 8, 16)  # Fig. 3: sources downsampled x4, x8 and x16.
+REFERENCE_PHOTOS = 500  # Training photos in the realism reference.
 
 
 def source_class(config, task: str) -> int:
@@ -74,8 +76,10 @@ def target_class(config) -> int:
   return int(tuple(config.sample.inversion_classes)[1])
 
 
-def load_task(data_config, name: str, num: int) -> translation.Task:
-  """Task ``name`` (:data:`TASKS`) on the first ``num`` records of ``data.eval_split``.
+def load_task(data_config, name: str, num: int,
+              num_reference: int = REFERENCE_PHOTOS) -> translation.Task:
+  """Task ``name`` (:data:`TASKS`) on the first ``num`` records of ``data.eval_split``, with the
+  first ``num_reference`` photos of ``data.train_split`` as the realism reference.
 
   Raises:
     ValueError: an unknown task.
@@ -85,13 +89,15 @@ def load_task(data_config, name: str, num: int) -> translation.Task:
     raise ValueError(f'inversion study: task must be one of {TASKS}, got {name!r}')
   split = data_config.eval_split
   photos = pipeline.eval_images(data_config, split, data_config.image_key, num)
+  reference = pipeline.eval_images(data_config, data_config.train_split, data_config.image_key,
+                                   num_reference)
   if name == 'edges':
     drawings = pipeline.eval_images(data_config, split, 'edges', num)
     return translation.Task(name, drawings, photos, drawings,
-                            structure.line_map(drawings, translation.LINE_THRESHOLD), photos,
+                            structure.line_map(drawings, translation.LINE_THRESHOLD), reference,
                             'lines')
   inputs = pipeline.down_up(photos, 8)
-  return translation.Task(name, inputs, photos, photos, structure.canny_edges(photos), photos,
+  return translation.Task(name, inputs, photos, photos, structure.canny_edges(photos), reference,
                           'canny of the paired photo')
 
 
@@ -167,7 +173,7 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
               radii: Sequence[float] = (2.0, 4.0, 8.0),
               structured: Sequence[tuple[float, float]] = ((4.0, 0.6), (4.0, 0.8)),
               batch_size: int = 100, seed: int = 0, steps: Optional[int] = None,
-              out_dir: Optional[str] = None) -> dict:
+              out_dir: Optional[str] = None, num_reference: int = REFERENCE_PHOTOS) -> dict:
   """Runs the benchmark; returns the summary (and writes it, the table and figures to
   ``out_dir``: ``ovg_study.json``, ``ovg_study.md``, ``frontier.png``, ``spectra_<task>.png``,
   ``pca.png`` and a grid per (run, task)).
@@ -181,6 +187,7 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
       PCA).
     strengths: SDEdit strengths; radii: phi-PD radii; structured: structured-SDEdit settings.
     batch_size, seed, steps: sampling batch, key seed, sampler steps override.
+    num_reference: training photos in the realism reference.
 
   Raises:
     ValueError: no run, runs on different data or sizes, a multi-domain run without the
@@ -198,7 +205,7 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
     if data_key is None:
       data_key = key_now
       for name in tasks:
-        task = load_task(config.data, name, num)
+        task = load_task(config.data, name, num, num_reference)
         task_data[name] = (task, perceptual.vgg_features(task.reference))
     elif key_now != data_key:
       raise ValueError(f'{workdir}: data {key_now} differs from the first run\'s {data_key}')
@@ -238,6 +245,7 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
                          writers.image_grid(list(arrays), list(titles), upscale=2))
   rows += reference_rows(task_data, metric_key)
   summary = {'data': f'{data_key[0]}/{data_key[2]}@{data_key[1]}', 'num_inputs': num,
+             'num_reference': num_reference,
              'seed': seed, 'tasks': list(tasks),
              'structure': {n: t.structure_source for n, (t, _) in task_data.items()},
              'rows': rows}
