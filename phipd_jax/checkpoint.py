@@ -233,11 +233,11 @@ SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_class
 # Fields that change the optimisation: resuming with another value silently trains a different
 # run (a changed schedule, other data, other noise). An error unless allowed.
 OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dropout', 'optim.',
-                         'data.', 'noise.', 'diffusion.', 'seed', 'model.')
+                         'data.', 'noise.', 'diffusion.', 'seed', 'model.', 'autoencoder.')
 # Fields that change nothing of the saved run's numbers.
 COSMETIC_PREFIXES = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
                      'sample.', 'data.tfds_dir', 'data.in_memory', 'init_from', 'distributed.',
-                     'mesh.')
+                     'mesh.', 'diffusion.lwd.log_bins', 'autoencoder.num_reconstruct')
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:

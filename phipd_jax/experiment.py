@@ -22,8 +22,9 @@ import ml_collections
 import optax
 from flax import nnx
 
-from phipd_jax import models, noise as noise_lib, sampling, sharding as sharding_lib, training
-from phipd_jax.diffusion import objectives, processes
+from phipd_jax import latent, models, noise as noise_lib, sampling, sharding as sharding_lib
+from phipd_jax import training
+from phipd_jax.diffusion import lwd, objectives, processes
 
 Array = jax.Array
 
@@ -145,6 +146,39 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
                         image_size=config.data.image_size, **model_kwargs(config))
 
 
+def lwd_log_sigmas(num_bins: int) -> tuple[float, ...]:
+  """Centres ``(k + 1/2) / num_bins`` of equal sigma bins on ``[0, 1]`` (flow time units)."""
+  return tuple((k + 0.5) / num_bins for k in range(num_bins))
+
+
+def lwd_metric_name(sigma: float) -> str:
+  """Metric name of the LWD mask fraction at noise level ``sigma``: ``lwd_mask_fraction_s0.90``."""
+  return f'lwd_mask_fraction_s{sigma:.2f}'
+
+
+def validate_lwd(settings: ml_collections.ConfigDict, process: processes.Process):
+  """Checks ``config.diffusion.lwd`` against the process (the mask's time units).
+
+  Raises:
+    ValueError: a field out of range, or ``enabled`` with a process whose time is not the flow
+      noise level in ``[0, 1]`` (DDPM steps and EDM sigmas would be masked in the wrong units).
+  """
+  if not isinstance(settings.enabled, bool):
+    _fail('diffusion.lwd.enabled', settings.enabled, 'must be True or False')
+  if not isinstance(settings.ell, (int, float)) or not math.isfinite(settings.ell) or (
+      settings.ell < 0):
+    _fail('diffusion.lwd.ell', settings.ell, 'must be a finite number >= 0 (the paper uses 0.3)')
+  if settings.normalize not in lwd.NORMALIZATIONS:
+    _fail('diffusion.lwd.normalize', settings.normalize,
+          f"must be one of {lwd.NORMALIZATIONS} ('all' = released code; 'mask' = deviation)")
+  if not isinstance(settings.log_bins, int) or settings.log_bins < 0:
+    _fail('diffusion.lwd.log_bins', settings.log_bins, 'must be an integer >= 0')
+  if settings.enabled and not process.flow_noise_level_time:
+    _fail('diffusion.lwd.enabled', settings.enabled,
+          f"LWD's mask compares the flow-matching noise level t in [0, 1]; it needs "
+          f"diffusion.process='flow' (got {type(process).__name__})")
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole experiment.
 
@@ -160,7 +194,10 @@ class Experiment:
     noise_fn: ``noise_fn(key, x0, radius=None) -> eps`` of the run (training and sampling).
     prediction: the network's prediction type.
     optimizer: the optax transformation; ``learning_rate`` its schedule.
-    image_shape: ``(H, W, C)`` of the space the diffusion runs in.
+    image_shape: ``(H, W, C)`` of the space the diffusion runs in (of the images, for an
+      autoencoder run).
+    objective: what trains the model, declared by its registry entry
+      (:data:`phipd_jax.models.OBJECTIVES`): ``'diffusion'`` or ``'autoencoder'``.
   """
 
   config: ml_collections.ConfigDict
@@ -171,6 +208,7 @@ class Experiment:
   optimizer: optax.GradientTransformation
   learning_rate: optax.Schedule
   image_shape: tuple[int, int, int]
+  objective: str = 'diffusion'
 
   @property
   def num_classes(self) -> int:
@@ -185,22 +223,76 @@ class Experiment:
     return training.apply_model(self.graphdef, params)
 
   def loss_fn(self, mesh=None) -> Callable:
-    """``loss_fn(params, batch, key) -> (loss, metrics)`` of the diffusion objective.
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the run's objective.
+
+    The objective is the model's registry entry (:attr:`objective`): the diffusion loss
+    (:meth:`diffusion_loss_fn`) or the scale-consistent autoencoder loss
+    (:meth:`autoencoder_loss_fn`). ``constants`` is :meth:`loss_constants` (frozen arrays the
+    loss reads, passed through the jitted step as an argument); None uses cached copies.
+    """
+    builders = {'diffusion': self.diffusion_loss_fn, 'autoencoder': self.autoencoder_loss_fn}
+    return builders[self.objective](mesh)
+
+  def loss_constants(self):
+    """Frozen arrays the loss reads (a pytree or None): the LPIPS-VGG weights of an autoencoder
+    run with ``autoencoder.lam > 0`` (59 MB: an argument of the step, not compiled in)."""
+    if self.objective == 'autoencoder' and self.config.autoencoder.lam > 0:
+      return {'lpips': latent.lpips_vgg_weights()}
+    return None
+
+  def autoencoder_loss_fn(self, mesh=None) -> Callable:
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)``: the scale-consistent
+    autoencoder loss of Latent Wavelet Diffusion (arXiv:2506.00433, Eq. 1) with
+    ``config.autoencoder.{alpha, beta, lam, scales}``
+    (:func:`phipd_jax.latent.scale_consistent_vae_loss`; ``key`` draws the pooling factor).
+
+    ``batch['image']``: float32 ``[B, H, W, 3]`` in ``[-1, 1]``. Metrics: ``rec_mse``,
+    ``scale_mse``, ``kl``, ``lpips``, ``scale_s``.
+    """
+    graphdef = self.graphdef
+    settings = self.config.autoencoder
+    weights = dict(alpha=float(settings.alpha), beta=float(settings.beta),
+                   lam=float(settings.lam), scales=tuple(int(s) for s in settings.scales))
+    constrain = _batch_constraint(mesh)
+
+    def loss_fn(params, batch, key, constants=None):
+      model = nnx.merge(graphdef, params)
+      encode = lambda x: tuple(constrain(v) for v in model.encode(constrain(x)))
+      decode = lambda z: constrain(model.decode(constrain(z)))
+      lpips_params = None if constants is None else constants['lpips']
+      return latent.scale_consistent_vae_loss(constrain(batch['image']), encode, decode, key,
+                                              lpips_params=lpips_params, **weights)
+
+    return loss_fn
+
+  def diffusion_loss_fn(self, mesh=None) -> Callable:
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the diffusion
+    objective.
 
     ``batch`` holds ``'image'`` (float32 ``[B, H, W, C]`` in ``[-1, 1]``) and ``'label'``; the
     label dropout for classifier-free guidance and the objective draw from ``key``. With a mesh,
     activations are kept split over the batch axes.
+
+    With ``config.diffusion.lwd.enabled`` the squared error is masked by Latent Wavelet
+    Diffusion's mask of the noisy input (:func:`phipd_jax.diffusion.lwd.process_weight_fn`), and
+    the metrics hold ``lwd_mask_fraction_s<sigma>``: the supervised fraction at the centre of each
+    of ``lwd.log_bins`` sigma bins (:func:`~phipd_jax.diffusion.lwd.mask_fraction_at_sigmas`, on
+    the batch with a separate noise draw; it does not touch the loss).
     """
     process, noise_fn, prediction = self.process, self.noise_fn, self.prediction
     loss_space = self.config.diffusion.loss_space
     num_classes, dropout = self.num_classes, self.config.train.label_dropout
     graphdef = self.graphdef
-    constrain = lambda x: x
-    if mesh is not None:
-      batch_sharding = sharding_lib.batch_sharding(mesh)
-      constrain = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+    weight_fn, log_sigmas, ell = None, (), 0.0
+    settings = self.config.diffusion.lwd
+    if settings.enabled:
+      ell = settings.ell
+      weight_fn = lwd.process_weight_fn(process, ell, settings.normalize)
+      log_sigmas = lwd_log_sigmas(settings.log_bins)
+    constrain = _batch_constraint(mesh)
 
-    def loss_fn(params, batch, key):
+    def loss_fn(params, batch, key, constants=None):
+      del constants  # None of its own (a codec would be one).
       label_key, loss_key = jax.random.split(key)
       labels = None
       if num_classes:
@@ -209,10 +301,16 @@ class Experiment:
       model = training.apply_model(graphdef, params)
       # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
       apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
-      loss = objectives.diffusion_loss(process, apply_fn, constrain(batch['image']), loss_key,
+      x0 = constrain(batch['image'])
+      loss = objectives.diffusion_loss(process, apply_fn, x0, loss_key,
                                        lambda k, x: noise_fn(k, x), prediction, labels,
-                                       loss_space)
-      return loss, {}
+                                       loss_space, weight_fn=weight_fn)
+      metrics = {}
+      if log_sigmas:
+        eps = noise_fn(jax.random.fold_in(key, 1), x0)
+        fractions = lwd.mask_fraction_at_sigmas(x0, eps, log_sigmas, ell)
+        metrics = {lwd_metric_name(s): fractions[i] for i, s in enumerate(log_sigmas)}
+      return loss, metrics
 
     return loss_fn
 
@@ -242,7 +340,44 @@ class Experiment:
     return training.make_train_step(self.loss_fn(mesh), self.optimizer, shardings,
                                     sharding_lib.batch_sharding(mesh),
                                     ema_decay=self.config.optim.ema_decay,
-                                    learning_rate=self.learning_rate)
+                                    learning_rate=self.learning_rate,
+                                    constants=self.loss_constants())
+
+
+def _batch_constraint(mesh) -> Callable:
+  """``x -> x`` kept split over the mesh's batch axes (identity without a mesh): GSPMD may
+  otherwise follow the fsdp weights' sharding for the activations."""
+  if mesh is None:
+    return lambda x: x
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  return lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+
+
+def validate_autoencoder(config: ml_collections.ConfigDict):
+  """Checks ``config.autoencoder`` (the scale-consistent loss) against the image and latent
+  sizes.
+
+  Raises:
+    ValueError: a missing section, a negative or non-finite weight, bad ``scales``, a latent
+      side ``data.image_size / model.downsample`` not divisible by a scale, or
+      ``num_reconstruct < 1``.
+  """
+  if 'autoencoder' not in config:
+    _fail('autoencoder', None, "model.name='autoencoder' needs the config.autoencoder section "
+          '(configs/common.set_autoencoder_recipe)')
+  settings = config.autoencoder
+  for name in ('alpha', 'beta', 'lam'):
+    _positive_finite(f'autoencoder.{name}', settings[name], allow_zero=True)
+  scales = tuple(settings.scales)
+  if not scales or not all(isinstance(s, int) and s >= 1 for s in scales):
+    _fail('autoencoder.scales', scales, 'must be a non-empty tuple of integers >= 1 (paper (2, 4))')
+  side = config.data.image_size // config.model.downsample
+  if settings.alpha > 0 and any(side % s for s in scales):
+    _fail('autoencoder.scales', scales,
+          f'every scale must divide the latent side data.image_size / model.downsample = {side} '
+          '(or set autoencoder.alpha = 0)')
+  if not isinstance(settings.num_reconstruct, int) or settings.num_reconstruct < 1:
+    _fail('autoencoder.num_reconstruct', settings.num_reconstruct, 'must be an integer >= 1')
 
 
 def _validate_run_fields(config, data_parallel_size: int):
@@ -323,15 +458,19 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1) -> Exp
     _fail('diffusion.loss_space', loss_space, f'must be one of {objectives.LOSS_SPACES}')
   if loss_space == 'v' and not process.velocity_loss:
     _fail('diffusion.loss_space', loss_space, "'v' needs diffusion.process='flow'")
+  validate_lwd(config.diffusion.lwd, process)
   noise_fn = build_noise_fn(config.noise)
   optimizer, schedule = build_optimizer(config.optim, config.train.num_steps)
   channels = 3
   image_shape = (config.data.image_size, config.data.image_size, channels)
   model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0), channels))
+  objective = models.objective(config.model.name)
+  if objective == 'autoencoder':
+    validate_autoencoder(config)
   graphdef, _ = nnx.split(model)
   return Experiment(config=config, graphdef=graphdef, process=process, noise_fn=noise_fn,
                     prediction=prediction, optimizer=optimizer, learning_rate=schedule,
-                    image_shape=image_shape)
+                    image_shape=image_shape, objective=objective)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,9 +504,11 @@ def run_config(workdir: str, defaults: ml_collections.ConfigDict) -> ml_collecti
   from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
   saved = migrate(checkpoint.load_config_dict(workdir))
   config = ml_collections.ConfigDict(defaults.to_dict())
+  from configs import common  # pylint: disable=g-import-not-at-top
   if saved['model'].get('name') == 'jit' and 'spectral_forcing' not in config.model:
-    from configs import common  # pylint: disable=g-import-not-at-top
     common.set_jit_recipe(config)
+  if saved['model'].get('name') == 'autoencoder' and 'autoencoder' not in config:
+    common.set_autoencoder_recipe(config)  # Its model fields (no patch_size) and loss section.
   config.update(saved)
   return config
 

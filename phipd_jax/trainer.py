@@ -10,6 +10,7 @@ checkpoints at the next step boundary and exits 0. A NaN/Inf loss stops the run 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import signal
@@ -17,6 +18,7 @@ import time
 from typing import Optional
 
 from absl import logging
+from flax import nnx
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -156,6 +158,60 @@ def write_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, par
   return paths
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _reconstruct(graphdef, params, photos):
+  """``model(photos)`` of an autoencoder (``decode(mean encode)``); compiled once per model."""
+  return nnx.merge(graphdef, params)(photos)
+
+
+def write_reconstructions(exp: experiment_lib.Experiment, params, step: int, workdir: str,
+                          photos: np.ndarray) -> list[str]:
+  """Grid of held-out photos and the autoencoder's reconstructions ``D(mean E(x))`` at ``step``.
+
+  Args:
+    exp: an autoencoder experiment.
+    params: the parameters to reconstruct with (the EMA parameters at checkpoints).
+    step: the step number in the file names.
+    workdir: the run directory (``samples/reconstruct_<step>.png`` and ``.npz``).
+    photos: float32 ``[N, H, W, 3]`` in ``[-1, 1]``.
+
+  Returns:
+    The PNG path (a one-element list).
+  """
+  outputs = np.asarray(_reconstruct(exp.graphdef, params, jnp.asarray(photos)))
+  mse = float(np.mean(np.square(outputs - photos)))
+  sample_dir = os.path.join(workdir, 'samples')
+  path = os.path.join(sample_dir, f'reconstruct_{step:06d}.png')
+  size = exp.image_shape[0]
+  writers.save_png(path, writers.image_grid([photos, outputs],
+                                            ['photo', f'recon. mse {mse:.3f}'],
+                                            upscale=max(1, 96 // size)))
+  np.savez(os.path.join(sample_dir, f'reconstruct_{step:06d}.npz'), photos=photos,
+           reconstructions=outputs)
+  return [path]
+
+
+def grid_inputs(exp: experiment_lib.Experiment):
+  """The fixed inputs of the checkpoint grids (read before the workdir is touched): the
+  translation batch of a diffusion run, the held-out photos of an autoencoder run
+  (``autoencoder.num_reconstruct`` of ``data.eval_split``); None without grids."""
+  config = exp.config
+  if not config.sample.write_grids:
+    return None
+  if exp.objective == 'autoencoder':
+    return pipeline.eval_images(config.data, config.data.eval_split, config.data.image_key,
+                                config.autoencoder.num_reconstruct)
+  return sampling.translation_inputs(config.data, config.sample)
+
+
+def grid_writer(exp: experiment_lib.Experiment, workdir: str, inputs):
+  """``write(params, step) -> PNG paths`` for the run's objective (see :func:`grid_inputs`)."""
+  if exp.objective == 'autoencoder':
+    return lambda params, step: write_reconstructions(exp, params, step, workdir, inputs)
+  sampler = exp.sampler()
+  return lambda params, step: write_samples(exp, sampler, params, step, workdir, inputs)
+
+
 def _resume_check(config, workdir: str, allow_config_change: bool):
   saved = ml_collections.ConfigDict(config.to_dict())
   saved.update(experiment_lib.migrate(checkpoint.load_config_dict(workdir)))
@@ -217,8 +273,7 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
   dataset = pipeline.train_dataset(config.data, config.train.batch_size, config.seed,
                                    config.train.num_steps, jax.process_index(),
                                    jax.process_count())
-  translation = (sampling.translation_inputs(config.data, config.sample)
-                 if config.sample.write_grids else None)
+  grids = grid_inputs(exp)
   logging.info('devices: %s, mesh: %s', jax.devices(), dict(mesh.shape))
 
   state = exp.create_train_state(mesh)
@@ -237,7 +292,7 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
     check_same_parameters(state.params)
     if is_main:
       checkpoint.save_config(workdir, config)
-    summary = _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, translation,
+    summary = _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
                     stop_request, is_main)
   finally:  # Let an in-flight asynchronous save finish (signals still caught), even on error.
     checkpointer.wait()
@@ -245,7 +300,7 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
   return summary
 
 
-def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, translation,
+def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
           stop_request, is_main) -> Summary:
   config = exp.config
   start = int(state.step)
@@ -256,7 +311,7 @@ def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, translat
     summary.state = state
     return summary
   train_step = exp.train_step(mesh, state)
-  sampler = exp.sampler()
+  write_grids = grid_writer(exp, workdir, grids)
   writer = writers.MetricWriter(workdir, enabled=is_main)
   try:
     progress = tqdm.tqdm(range(start, end), initial=start, total=num_steps,
@@ -289,7 +344,7 @@ def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, translat
         checkpointer.save(done, state, force=True)
         message = f'step {done}: checkpoint saved'
         if is_main and config.sample.write_grids and not stop:
-          paths = write_samples(exp, sampler, state.ema_params, done, workdir, translation)
+          paths = write_grids(state.ema_params, done)
           message += f'; samples: {", ".join(paths)}'
         progress.write(message)
         window_start = time.perf_counter()  # Sampling time is not training throughput.

@@ -100,25 +100,32 @@ def ema_decay_at(step: Array, decay: float) -> Array:
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings,
                     batch_sharding, *, ema_decay: float,
-                    learning_rate: Optional[optax.Schedule] = None) -> Callable:
+                    learning_rate: Optional[optax.Schedule] = None,
+                    constants: Any = None) -> Callable:
   """The jitted, sharded, state-donating ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
-    loss_fn: ``(params, batch, key) -> (loss, metrics)``; ``key`` is
+    loss_fn: ``(params, batch, key) -> (loss, metrics)``, or
+      ``(params, batch, key, constants)`` when ``constants`` is given; ``key`` is
       ``fold_in(run key, step)``. Its metrics (scalars) are returned with the step's.
     optimizer: the optax transformation.
     shardings: the state's shardings (a :class:`TrainState` of ``Sharding``).
     batch_sharding: the batch's sharding.
     ema_decay: EMA decay (with :func:`ema_decay_at`'s warmup).
     learning_rate: the schedule, logged as ``learning_rate`` (the rate this step used).
+    constants: optional pytree of frozen arrays the loss reads (e.g. LPIPS weights), placed
+      replicated on the mesh once and passed to the jitted step as an argument, so they are
+      device buffers rather than constants compiled into the program; never differentiated.
 
   Returns:
     The step; ``metrics`` holds ``loss``, ``grad_norm``, ``learning_rate`` and the loss's own.
   """
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, constants=None):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    extra = () if constants is None else (jax.lax.stop_gradient(constants),)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key,
+                                                                   *extra)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = ema_decay_at(state.step, ema_decay)
@@ -131,5 +138,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
     return new_state, metrics
 
   replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
-  return jax.jit(train_step, in_shardings=(shardings, batch_sharding),
+  if constants is None:
+    return jax.jit(train_step, in_shardings=(shardings, batch_sharding),
+                   out_shardings=(shardings, replicated), donate_argnums=0)
+  constants = jax.device_put(constants, replicated)
+  step = jax.jit(train_step, in_shardings=(shardings, batch_sharding, replicated),
                  out_shardings=(shardings, replicated), donate_argnums=0)
+  return lambda state, batch: step(state, batch, constants)

@@ -127,32 +127,112 @@ def mask_fraction_by_sigma(A: Array, sigmas,  # pylint: disable=invalid-name
   return jnp.mean(supervised.astype(jnp.float32), axis=1)
 
 
-def lwd_weight_fn(ell: float = DEFAULT_ELL) -> Callable[[Array, Array], Array]:
+def _check_normalize(normalize: str) -> None:
+  if normalize not in NORMALIZATIONS:
+    raise ValueError(f'lwd: normalize={normalize!r} must be one of {NORMALIZATIONS} (\'all\' is '
+                     'the released code; \'mask\' is a deviation)')
+
+
+def lwd_weight_fn(ell: float = DEFAULT_ELL,
+                  normalize: str = 'all') -> Callable[[Array, Array], Array]:
   """Loss-weight hook ``weight_fn(x_t, t) = lwd_mask(wavelet_energy_map(x_t), t, ell)``.
 
   For a flow-matching diffusion loss that multiplies ``weight_fn(x_t, t)`` into the squared
   error and averages over all elements, this is the LWD objective (paper Eq. 7 with the released
   mean over all ``B H W C`` elements). ``x_t`` is the **noisy** network input and ``t`` the
   process time in ``[0, 1]`` (t = 0 data, 1 noise) of :class:`phipd_jax.diffusion.FlowMatching`,
-  not a model-time embedding, a DDPM step, an EDM sigma or an integer timestep.
+  not a model-time embedding, a DDPM step, an EDM sigma or an integer timestep. Prefer
+  :func:`process_weight_fn`, which refuses a process whose time is in other units.
+
+  With ``normalize='mask'`` (a **deviation** from the released code) the mask is divided by its
+  batch mean, ``M / mean_{b,i,j}(M)``: the all-element mean of the weighted error then equals
+  :func:`masked_flow_matching_loss` with ``normalize='mask'`` (the mean over supervised elements
+  of the batch). The mean is never 0 for a non-constant map: the argmax of ``A`` is always
+  supervised.
 
   Args:
     ell: offset (paper 0.3).
+    normalize: ``'all'`` (reference) or ``'mask'`` (deviation).
 
   Returns:
-    ``weight_fn(x_t [B, H, W, C], t [B] or scalar) -> float32 [B, H, W, 1]`` in ``{0, 1}``;
-    gradient-free.
+    ``weight_fn(x_t [B, H, W, C], t [B] or scalar) -> float32 [B, H, W, 1]``, in ``{0, 1}`` for
+    ``'all'``; gradient-free.
 
   Raises:
-    ValueError: ``ell`` negative or not finite (at construction); the returned function raises
-      as :func:`lwd_mask`.
+    ValueError: ``ell`` negative or not finite, unknown ``normalize`` (at construction); the
+      returned function raises as :func:`lwd_mask`.
   """
   _check_ell(ell)
+  _check_normalize(normalize)
 
   def weight_fn(x_t: Array, t: Array) -> Array:
-    return lwd_mask(wavelet_energy_map(x_t), t, ell)
+    mask = lwd_mask(wavelet_energy_map(x_t), t, ell)
+    if normalize == 'mask':
+      mask = mask / jnp.maximum(jnp.mean(mask), 1e-12)
+    return jax.lax.stop_gradient(mask)
 
   return weight_fn
+
+
+def process_weight_fn(process, ell: float = DEFAULT_ELL,
+                      normalize: str = 'all') -> Callable[[Array, Array], Array]:
+  """:func:`lwd_weight_fn` for a forward process whose time is the mask's noise level.
+
+  The mask compares the flow-matching noise level ``sigma = t in [0, 1]`` (t = 0 data) against
+  ``A + ell``. ``diffusion_loss`` passes the process's own time to its ``weight_fn``; only a
+  process that declares ``flow_noise_level_time`` (the flow-matching process) has that time, so
+  any other (a DDPM step ``k``, an EDM sigma in ``[0.002, 80]``) is refused here rather than
+  masked in the wrong units.
+
+  Args:
+    process: a :class:`~phipd_jax.diffusion.processes.Process`.
+    ell: offset (paper 0.3).
+    normalize: ``'all'`` (reference) or ``'mask'`` (deviation).
+
+  Raises:
+    ValueError: the process's time is not the flow noise level, or as :func:`lwd_weight_fn`.
+  """
+  if not getattr(process, 'flow_noise_level_time', False):
+    raise ValueError(f'lwd: the mask needs the flow-matching process (time t = noise level in '
+                     f'[0, 1]); got {type(process).__name__}, whose time is in other units')
+  return lwd_weight_fn(ell, normalize)
+
+
+def mask_fraction_at_sigmas(x0: Array, eps: Array, sigmas,
+                            ell: float = DEFAULT_ELL) -> Array:
+  """Supervised fraction of the LWD mask if the batch were noised to each ``sigma_s``, ``[S]``.
+
+  ``f(sigma_s) = mean_{b, i, j} lwd_mask(A(x_s), sigma_s, ell)`` with
+  ``x_s = (1 - sigma_s) x0 + sigma_s eps`` (flow matching, paper Eq. 4) and ``A`` the wavelet
+  energy map of that noisy batch: the share of positions the loss supervises at noise level
+  ``sigma_s`` on this batch (a per-sigma-bin training diagnostic; 1 for ``sigma_s <= ell``, and
+  a flat 1 at high sigma means the rule is not acting). Gradient-free.
+
+  Args:
+    x0: clean batch ``[B, H, W, C]``.
+    eps: noise, same shape.
+    sigmas: ``[S]`` noise levels in ``[0, 1]`` (concrete), same units as :func:`lwd_mask`.
+    ell: offset (paper 0.3).
+
+  Returns:
+    float32 ``[S]`` in ``[0, 1]``.
+
+  Raises:
+    ValueError: shapes differ or are not 4-D, or as :func:`lwd_mask`.
+  """
+  if x0.shape != eps.shape or x0.ndim != 4:
+    raise ValueError(f'mask_fraction_at_sigmas: x0 {x0.shape} and eps {eps.shape} must both be '
+                     '[B, H, W, C]')
+  _check_ell(ell)
+  _check_sigma(sigmas)
+  sigmas = jnp.atleast_1d(jnp.asarray(sigmas, jnp.float32))
+  x0, eps = (jax.lax.stop_gradient(v.astype(jnp.float32)) for v in (x0, eps))
+
+  def fraction(sigma):
+    x_s = (1.0 - sigma) * x0 + sigma * eps
+    return jnp.mean(lwd_mask(wavelet_energy_map(x_s), sigma, ell))
+
+  return jnp.stack([fraction(sigma) for sigma in sigmas])
 
 
 def masked_flow_matching_loss(v_pred: Array, v_target: Array, mask: Array,
@@ -181,9 +261,7 @@ def masked_flow_matching_loss(v_pred: Array, v_target: Array, mask: Array,
   Raises:
     ValueError: unknown ``normalize``; ``v_pred`` and ``v_target`` shapes differ or are not 4-D.
   """
-  if normalize not in NORMALIZATIONS:
-    raise ValueError(f'masked_flow_matching_loss: normalize={normalize!r} must be one of '
-                     f'{NORMALIZATIONS}')
+  _check_normalize(normalize)
   if v_pred.shape != v_target.shape or v_pred.ndim != 4:
     raise ValueError(f'masked_flow_matching_loss: v_pred {v_pred.shape} and v_target '
                      f'{v_target.shape} must both be [B, H, W, C]')

@@ -74,6 +74,9 @@ class Process:
   # Heun's last interval is Euler when the grid ends at sigma = 0 (never evaluate there).
   heun_final_euler: bool = False
   velocity_loss: bool = False
+  # True when ``t`` itself is the flow-matching noise level in [0, 1] (t = 0 data, 1 noise):
+  # what Latent Wavelet Diffusion's mask compares against ``A + ell`` (diffusion/lwd.py).
+  flow_noise_level_time: bool = False
   # Orthogonal Variance Guidance branch of this process (guidance.ovg_step), None = no OVG.
   ovg_branch: Optional[str] = None
 
@@ -179,6 +182,7 @@ class FlowMatching(Process):
   samplers = ('euler', 'heun')
   heun_final_euler = True
   velocity_loss = True  # loss_space='v' regresses eps_hat - x0_hat, this process's velocity.
+  flow_noise_level_time = True  # t = sigma in [0, 1]: the LWD mask's units.
 
   def __post_init__(self):
     if self.time_sampler not in TIME_SAMPLERS:

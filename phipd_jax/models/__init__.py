@@ -1,6 +1,9 @@
 """Networks and the registry that builds them by name: ``build(name, **config.model)``.
 
-Denoisers are called as ``model(x_t [B, H, W, C], t [B], y=None) -> prediction``.
+Denoisers are called as ``model(x_t [B, H, W, C], t [B], y=None) -> prediction``. Each registered
+name declares the objective that trains it (:data:`OBJECTIVES`): ``'diffusion'`` for the
+denoisers, ``'autoencoder'`` for the autoencoder (``model(x) -> reconstruction``), so the
+experiment chooses its loss by this table, never by the model's type.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any, Callable, Optional
 import jax.numpy as jnp
 from flax import nnx
 
+from phipd_jax.models.autoencoder import AUTOENCODER_SIZES, Autoencoder, autoencoder
 from phipd_jax.models.dit import DIT_SIZES, DiT, count_parameters, dit
 from phipd_jax.models.jit import JIT_SIZES, JiT, SpectralForcing, jit_model
 
@@ -52,8 +56,27 @@ def build_jit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 
                    dtype=jnp.dtype(dtype), rngs=rngs)
 
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_jit}
-SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES}
+def build_autoencoder(*, size: str, downsample: int = 8, latent_channels: int = 4,
+                      num_classes: int = 0, dtype: str = 'float32', in_channels: int,
+                      image_size: int, rngs: nnx.Rngs) -> Autoencoder:
+  """The KL autoencoder (Rombach et al. 2022, arXiv:2112.10752) of a named size, spatial factor
+  ``downsample`` (4 or 8), for ``image_size``-pixel images. Unconditional: ``num_classes`` must
+  be 0 (it is there because every run config has the field)."""
+  if num_classes:
+    raise ValueError(f'model.num_classes={num_classes} must be 0: the autoencoder is '
+                     'unconditional')
+  if image_size <= 0 or image_size % downsample:
+    raise ValueError(f'data.image_size={image_size} must be a positive multiple of '
+                     f'model.downsample={downsample}')
+  return autoencoder(size, in_channels=in_channels, latent_channels=latent_channels,
+                     downsample=downsample, dtype=jnp.dtype(dtype), rngs=rngs)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_jit,
+                                                'autoencoder': build_autoencoder}
+SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES, 'autoencoder': AUTOENCODER_SIZES}
+# The objective that trains each model (experiment.Experiment.loss_fn dispatches on it).
+OBJECTIVES = {'dit': 'diffusion', 'jit': 'diffusion', 'autoencoder': 'autoencoder'}
 
 
 def build(name: str, *, rngs: nnx.Rngs, in_channels: int, image_size: int,
@@ -75,6 +98,19 @@ def build(name: str, *, rngs: nnx.Rngs, in_channels: int, image_size: int,
   return builder(rngs=rngs, in_channels=in_channels, image_size=image_size, **kwargs)
 
 
-def register(name: str, builder: Callable[..., nnx.Module]):
-  """Adds a model builder (keyword-only, taking ``rngs``, ``in_channels``, ``image_size``)."""
+def objective(name: str) -> str:
+  """The objective that trains model ``name`` (:data:`OBJECTIVES`).
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  if name not in MODELS:
+    raise ValueError(f'model.name={name!r} must be one of {sorted(MODELS)}')
+  return OBJECTIVES[name]
+
+
+def register(name: str, builder: Callable[..., nnx.Module], objective: str = 'diffusion'):
+  """Adds a model builder (keyword-only, taking ``rngs``, ``in_channels``, ``image_size``) and
+  the objective that trains it (``'diffusion'`` or ``'autoencoder'``)."""
   MODELS[name] = builder
+  OBJECTIVES[name] = objective

@@ -142,3 +142,49 @@ def test_masked_loss_reference_normalisation_and_the_mask_deviation():
     lwd.masked_flow_matching_loss(v_pred, v_target, mask, normalize='sum')
   with pytest.raises(ValueError, match=r'\[B, H, W, C\]'):
     lwd.masked_flow_matching_loss(v_pred, v_target[..., :2], mask)
+
+
+def test_mask_normalisation_of_the_weight_hook_equals_the_masked_loss():
+  """``normalize='mask'`` (deviation): mean(M / mean(M) * err) = the mean over supervised."""
+  rng = np.random.default_rng(4)
+  x_t = _textured_noisy_latent(0.8, seed=4)
+  t = np.array([0.9, 0.95], np.float32)
+  v_pred, v_target = (rng.normal(size=SHAPE).astype(np.float32) for _ in range(2))
+  mask = jax.jit(lwd.lwd_weight_fn(0.3))(x_t, t)
+  weight = jax.jit(lwd.lwd_weight_fn(0.3, normalize='mask'))(x_t, t)
+  assert 0.0 < float(mask.mean()) < 1.0
+  np.testing.assert_allclose(weight, mask / mask.mean(), rtol=1e-6)
+  weighted = float(np.mean(np.square(v_pred - v_target) * np.asarray(weight)))
+  assert weighted == pytest.approx(float(_loss(v_pred, v_target, mask, normalize='mask')),
+                                   rel=1e-5)
+  with pytest.raises(ValueError, match='normalize'):
+    lwd.lwd_weight_fn(0.3, normalize='sum')
+
+
+def test_process_weight_fn_refuses_processes_with_other_time_units():
+  from phipd_jax.diffusion import processes
+  flow = processes.FlowMatching()
+  x_t, t = _textured_noisy_latent(0.5), np.array([0.5, 0.9], np.float32)
+  np.testing.assert_array_equal(jax.jit(lwd.process_weight_fn(flow))(x_t, t),
+                                jax.jit(lwd.lwd_weight_fn())(x_t, t))
+  for process in (processes.DDPM(), processes.EDM()):
+    with pytest.raises(ValueError, match='flow-matching process'):
+      lwd.process_weight_fn(process)
+
+
+def test_mask_fraction_at_sigmas_is_the_mask_mean_of_the_noisy_batch():
+  rng = np.random.default_rng(5)
+  x0 = _textured_noisy_latent(0.0)
+  eps = rng.normal(size=SHAPE).astype(np.float32)
+  sigmas = (0.1, 0.5, 0.9)
+  fractions = np.asarray(jax.jit(lambda a, b: lwd.mask_fraction_at_sigmas(a, b, sigmas))(x0, eps))
+  for fraction, sigma in zip(fractions, sigmas):
+    x_s = ((1 - sigma) * x0 + sigma * eps).astype(np.float32)
+    expected = np.asarray(_mask(_energy(x_s), np.float32(sigma))).mean()
+    assert fraction == pytest.approx(expected, abs=1e-6)
+  assert fractions[0] == 1.0 and fractions[2] < 1.0
+  np.testing.assert_array_equal(lwd.mask_fraction_at_sigmas(x0, eps, sigmas, ell=1.0), 1.0)
+  with pytest.raises(ValueError, match=r'\[0, 1\]'):
+    lwd.mask_fraction_at_sigmas(x0, eps, (0.5, 900.0))
+  with pytest.raises(ValueError, match=r'\[B, H, W, C\]'):
+    lwd.mask_fraction_at_sigmas(x0, eps[..., :2], sigmas)
