@@ -42,6 +42,16 @@ On held-out edge maps (``edges``) and x8 down-up-sampled photos (``down8``) -> p
 ``--workdirs``), phi-PD at ``--radii`` and structured SDEdit (``--phipd_workdirs``); structure,
 realism and texture metrics per row, the collapse diagnostics of every inverted noise map, a
 Gaussian reference row; the frontier, spectra and PCA figures.
+
+``--mode lwd``: the Latent Wavelet Diffusion ablation (``phipd_jax.evaluation.lwd_study``)::
+
+  python evaluate.py --mode lwd --autoencoders runs/lwd/ae_sc,runs/lwd/ae_plain \
+      --workdirs runs/lwd/sc_fm,runs/lwd/sc_lwd,runs/lwd/plain_fm,runs/lwd/plain_lwd \
+      --num 200 --out_dir docs/results/lwd_study
+
+Each autoencoder's held-out PSNR / SSIM / LPIPS and latent spectrum; each latent run's decoded
+samples against the held-out photos (SWD per pyramid level, FD-VGG, spectrum distance,
+high-frequency share) and its logged LWD mask fractions.
 """
 
 import os
@@ -50,7 +60,7 @@ from absl import flags
 
 from configs import common
 from phipd_jax import console
-from phipd_jax.evaluation import inversion_study, runs, translation
+from phipd_jax.evaluation import inversion_study, lwd_study, runs, translation
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Run directories (train.py), comma-separated; '
                               'also accepted as several values after the flag.')
@@ -63,15 +73,17 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling and metric seed (the same for 
 _JSON = flags.DEFINE_string('json', None, 'Write the rows here.')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Write a markdown table here.')
 _GRIDS = flags.DEFINE_string('grids', None, 'Folder for <run>.png sample grids.')
-_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'inversion'],
+_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'inversion', 'lwd'],
                           'What to evaluate.')
+_AUTOENCODERS = flags.DEFINE_list('autoencoders', [], 'LWD: autoencoder runs for the '
+                                  'reconstruction report and the latent spectra.')
 _TASKS = flags.DEFINE_list('tasks', None, 'Tasks (translate: photo, flat_shaded, edges; '
                            'inversion: edges, down8; default all of the mode\'s).')
 _PHIPD_WORKDIRS = flags.DEFINE_list('phipd_workdirs', [], 'Inversion: FSS-trained photo runs '
                                     'for the phi-PD and structured SDEdit rows.')
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Inversion: folder for ovg_study.json, '
                                'ovg_study.md, frontier.png, spectra_<task>.png, pca.png and '
-                               'the grids.')
+                               'the grids. LWD: lwd_study.{json,md,png} and the grids.')
 _PCA = flags.DEFINE_bool('pca', True, 'Inversion: the PCA of inverted x4/x8/x16 sources with '
                          'the first run (pca.png, pca.json).')
 _RADII = flags.DEFINE_list('radii', ['2', '4', '8', '16'], 'Translate: phi-PD radii.')
@@ -138,11 +150,27 @@ def run_inversion(dirs, defaults):
   print(f'evaluated {len(dirs) + len(phipd)} run(s), {len(summary["rows"])} rows -> {where}')
 
 
+def run_lwd(dirs, defaults):
+  """The Latent Wavelet Diffusion ablation (phipd_jax.evaluation.lwd_study)."""
+  for workdir in _AUTOENCODERS.value:
+    if not os.path.isfile(os.path.join(workdir, 'config.json')):
+      raise FileNotFoundError(f'--autoencoders: {workdir} is not a train.py run directory')
+  summary = lwd_study.run_study(_AUTOENCODERS.value, dirs, defaults, num=_NUM.value,
+                                batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
+                                out_dir=_OUT_DIR.value)
+  print(lwd_study.report(summary))
+  where = _OUT_DIR.value or 'the console (no --out_dir)'
+  print(f'evaluated {len(_AUTOENCODERS.value)} autoencoder(s) and {len(dirs)} run(s) -> {where}')
+
+
 def main(argv):
   dirs = workdirs(argv)
   if _EVAL_DIR.value and not os.path.isdir(_EVAL_DIR.value):
     raise FileNotFoundError(f'--eval_dir {_EVAL_DIR.value} is not a folder')
   defaults = common.get_base_config()
+  if _MODE.value == 'lwd':
+    run_lwd(dirs, defaults)
+    return
   if _MODE.value == 'inversion':
     run_inversion(dirs, defaults)
     return

@@ -250,10 +250,16 @@ def write_noise_report(exp, output: str, noise: list, sources: list, names: list
   report = {}
   if len(shapes) == 1:
     stacked, src = np.stack(noise), np.stack(sources)
-    report = collapse.collapse_report(jnp.asarray(stacked), jnp.asarray(src), scale)
+    # A latent run's noise is compared with the latents of its inputs, and shown by its first
+    # three channels at the image size.
+    src_model = src if exp.codec is None else np.asarray(exp.codec.encode(jnp.asarray(src)))
+    report = collapse.collapse_report(jnp.asarray(stacked), jnp.asarray(src_model), scale)
     np.savez(os.path.join(output, 'inverted.npz'), noise=stacked, names=np.array(names),
              scale=scale, **{k: np.float32(v) for k, v in report.items()})
     shown = np.clip(stacked / (3 * scale), -1, 1)
+    if exp.codec is not None:
+      factor = exp.codec.downsample
+      shown = np.repeat(np.repeat(shown[..., :3], factor, axis=1), factor, axis=2)
     writers.save_png(os.path.join(output, 'noise.png'),
                      writers.labelled_grid(src, shown, names, 'input | inverted noise / 3 sigma'))
     curves = {'inverted noise': np.asarray(collapse.radial_log_amplitude(

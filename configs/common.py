@@ -114,6 +114,21 @@ def get_base_config() -> ml_collections.ConfigDict:
   lwd.normalize = 'all'
   lwd.log_bins = 5  # Mask fraction logged at the centres of this many sigma bins (0 = none).
 
+  # Latent diffusion: the frozen autoencoder of a train.py autoencoder run (configs/
+  # autoencoder_lwd.py) turns images into the space the diffusion runs in; '' = pixel space.
+  # The codec is copied into <workdir>/codec at the start of a run (the run stays loadable if
+  # the autoencoder run moves), encodes each batch inside the train step (posterior mean) and
+  # decodes every sample before it is written. Noise (FSS / phi-PD), losses, the LWD mask and
+  # radii are then in latent units (frequency index of the latent).
+  config.codec = codec = ml_collections.ConfigDict()
+  codec.workdir = ''
+  codec.scale = 0.0  # 1 / std of the latents; 0 = measured on training images at the start.
+  codec.scale_images = 256  # Training images the scale is measured on.
+  # Encode every training image (and its mirror) once at the start instead of inside each step:
+  # the encoder was 56% of the CPU latent step (benchmark.py --what train). Needs images of
+  # exactly data.image_size after data.resize (no random crops); False = encode in the step.
+  codec.cache = True
+
   config.noise = noise = ml_collections.ConfigDict()
   noise.kind = 'fss'  # 'fss', 'phase_preserving' or 'gaussian'.
   noise.r0 = 0.0  # Minimum training radius (frequency-index units of the training crop).

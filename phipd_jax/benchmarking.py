@@ -264,11 +264,20 @@ def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: in
   timing = time_compiled(step, (state, data), repeats, 'train step', warmup=2, donate=True)
   flops_per_image = (timing.flops or 0.0) / batch
   achieved = flops_per_image * batch / timing.median_s
-  return {'batch': batch, 'compile_s': timing.compile_s,
-          'step_median_ms': 1e3 * timing.median_s, 'step_min_ms': 1e3 * min(timing.calls_s),
-          'step_max_ms': 1e3 * max(timing.calls_s), 'images_per_s': batch / timing.median_s,
-          'gflops_per_image': flops_per_image / 1e9, 'achieved_gflops_per_s': achieved / 1e9,
-          'mfu': achieved / peak}
+  result = {'batch': batch, 'compile_s': timing.compile_s,
+            'step_median_ms': 1e3 * timing.median_s, 'step_min_ms': 1e3 * min(timing.calls_s),
+            'step_max_ms': 1e3 * max(timing.calls_s), 'images_per_s': batch / timing.median_s,
+            'gflops_per_image': flops_per_image / 1e9, 'achieved_gflops_per_s': achieved / 1e9,
+            'mfu': achieved / peak}
+  if exp.is_latent:
+    # The codec's encode of the batch alone: what a latent cache (encode the data once) would
+    # save per step, and the cost of building such a cache per image.
+    codec = exp.codec
+    encode = time_compiled(lambda x: codec.encode(x), (data['image'],), repeats, 'encode')
+    result.update(encode_median_ms=1e3 * encode.median_s,
+                  encode_share_of_step=encode.median_s / timing.median_s,
+                  cache_build_ms_per_image=1e3 * encode.median_s / batch)
+  return result
 
 
 SECTIONS = ('noise', 'sample', 'train')
@@ -292,7 +301,9 @@ def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, 
   wanted = sections(what)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   exp = experiment_lib.build(config, sharding.data_parallel_size(mesh))
-  image_shape = (batch,) + exp.image_shape
+  if exp.is_latent:  # Sampling and noise are timed in the latent space; training encodes.
+    exp = exp.with_codec(exp.load_codec())
+  image_shape = (batch,) + exp.model_shape
   peak, peak_source = peak_flops(given_peak)
   results = {'device': device_description(), 'host': platform.processor() or
              platform.machine(), 'jax': jax.__version__, 'config': config.to_dict(),
@@ -318,7 +329,8 @@ SAMPLE_COLUMNS = ('sampler', 'start', 'steps', 'guided', 'evaluations', 'compile
 NOISE_COLUMNS = ('noise', 'shape', 'compile_s', 'median_ms', 'min_ms', 'max_ms',
                  'share_of_sampling_run')
 TRAIN_COLUMNS = ('batch', 'compile_s', 'step_median_ms', 'step_min_ms', 'step_max_ms',
-                 'images_per_s', 'gflops_per_image', 'achieved_gflops_per_s', 'mfu')
+                 'images_per_s', 'gflops_per_image', 'achieved_gflops_per_s', 'mfu',
+                 'encode_median_ms', 'encode_share_of_step')
 
 
 def report(results: dict, markdown: bool = False) -> str:
@@ -333,6 +345,7 @@ def report(results: dict, markdown: bool = False) -> str:
   for key, title, columns in sections:
     if key in results:
       rows = results[key] if isinstance(results[key], list) else [results[key]]
+      columns = [c for c in columns if any(c in row for row in rows)]  # Latent-only columns.
       parts.append(('**' + title + '**' if markdown else title) + '\n\n' * markdown + '\n'
                    * (not markdown) + format_table(rows, columns, markdown))
   return '\n\n'.join(parts)

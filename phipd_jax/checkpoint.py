@@ -204,6 +204,33 @@ def restore_latest(workdir: str, template):
     checkpointer.close()
 
 
+def copy_latest(source: str, destination: str) -> int:
+  """Copies ``source``'s ``config.json`` and its newest checkpoint step into ``destination``
+  (a loadable run directory of one step; written to ``<destination>.tmp`` then renamed, so a
+  killed copy leaves no half run). Returns the step copied.
+
+  Raises:
+    FileNotFoundError: ``source`` has no config.json or no checkpoint.
+    FileExistsError: ``destination`` exists.
+  """
+  if os.path.exists(destination):
+    raise FileExistsError(f'{destination} exists')
+  load_config_dict(source)
+  steps = [s for s in _steps_on_disk(checkpoint_dir(source))
+           if os.path.isdir(os.path.join(checkpoint_dir(source), str(s)))]
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(source)}')
+  step = steps[0]
+  partial = destination + '.tmp'
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(os.path.join(partial, 'checkpoints'))
+  shutil.copy2(os.path.join(source, 'config.json'), os.path.join(partial, 'config.json'))
+  shutil.copytree(os.path.join(checkpoint_dir(source), str(step)),
+                  os.path.join(partial, 'checkpoints', str(step)))
+  os.rename(partial, destination)
+  return step
+
+
 def save_config(workdir: str, config) -> str:
   """Writes ``config`` as ``<workdir>/config.json``; returns the path."""
   path = os.path.join(workdir, 'config.json')
@@ -233,11 +260,13 @@ SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_class
 # Fields that change the optimisation: resuming with another value silently trains a different
 # run (a changed schedule, other data, other noise). An error unless allowed.
 OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dropout', 'optim.',
-                         'data.', 'noise.', 'diffusion.', 'seed', 'model.', 'autoencoder.')
+                         'data.', 'noise.', 'diffusion.', 'seed', 'model.', 'autoencoder.',
+                         'codec.')
 # Fields that change nothing of the saved run's numbers.
 COSMETIC_PREFIXES = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
                      'sample.', 'data.tfds_dir', 'data.in_memory', 'init_from', 'distributed.',
-                     'mesh.', 'diffusion.lwd.log_bins', 'autoencoder.num_reconstruct')
+                     'mesh.', 'diffusion.lwd.log_bins', 'autoencoder.num_reconstruct',
+                     'codec.cache')
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:

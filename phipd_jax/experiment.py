@@ -134,16 +134,52 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
   return kwargs
 
 
-def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs,
-                in_channels: int = 3) -> nnx.Module:
-  """The network of ``config.model`` (registry :data:`phipd_jax.models.MODELS`)."""
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, in_channels: int = 3,
+                image_size: Optional[int] = None) -> nnx.Module:
+  """The network of ``config.model`` (registry :data:`phipd_jax.models.MODELS`) for inputs of
+  ``image_size`` (default ``config.data.image_size``; the latent side of a latent run)."""
   name = config.model.name
   if name in models.SIZES and config.model.size not in models.SIZES[name]:
     _fail('model.size', config.model.size,
           f'must be one of {sorted(models.SIZES[name])} for model.name={name!r}')
   with field('model', None):
     return models.build(name, rngs=rngs, in_channels=in_channels,
-                        image_size=config.data.image_size, **model_kwargs(config))
+                        image_size=image_size or config.data.image_size, **model_kwargs(config))
+
+
+CODEC_DIR = 'codec'  # <workdir>/codec: the run's copy of its autoencoder (a loadable run dir).
+
+
+def codec_dir(workdir: str) -> str:
+  """Where a latent run keeps its copy of the autoencoder run."""
+  import os  # pylint: disable=g-import-not-at-top
+  return os.path.join(workdir, CODEC_DIR)
+
+
+def _codec_experiment(config: ml_collections.ConfigDict, source: str) -> 'Experiment':
+  """The autoencoder experiment a latent run encodes with (built from ``source/config.json``).
+
+  Raises:
+    ValueError: ``source`` has no config.json, is not an autoencoder run, or its downsampling
+      factor does not divide ``data.image_size``.
+  """
+  from configs import common  # pylint: disable=g-import-not-at-top
+  try:
+    codec_config = run_config(source, common.get_base_config())
+  except FileNotFoundError:
+    _fail('codec.workdir', config.codec.workdir,
+          f'{source!r} has no config.json: train an autoencoder first (python train.py '
+          '--config configs/autoencoder_lwd.py:cpu,f=4 --workdir ...)')
+  if codec_config.model.name != 'autoencoder':
+    _fail('codec.workdir', config.codec.workdir,
+          f'{source!r} is a model.name={codec_config.model.name!r} run, not an autoencoder')
+  with field('codec.workdir', config.codec.workdir):
+    codec_exp = build(codec_config)
+  factor = codec_config.model.downsample
+  if config.data.image_size % factor:
+    _fail('data.image_size', config.data.image_size,
+          f'must be a multiple of the codec\'s downsampling factor {factor} ({source})')
+  return codec_exp
 
 
 def lwd_log_sigmas(num_bins: int) -> tuple[float, ...]:
@@ -198,6 +234,13 @@ class Experiment:
       autoencoder run).
     objective: what trains the model, declared by its registry entry
       (:data:`phipd_jax.models.OBJECTIVES`): ``'diffusion'`` or ``'autoencoder'``.
+    model_shape: ``(h, w, c)`` of the space the network sees: ``image_shape`` in pixel space,
+      the latent ``(H / f, W / f, latent_channels)`` with a codec.
+    codec_source: the autoencoder run a latent run encodes with (``''`` in pixel space).
+    codec_graphdef: that autoencoder's ``nnx.GraphDef`` (None in pixel space).
+    codec: the loaded :class:`~phipd_jax.latent.Codec` (:meth:`with_codec`; None until
+      loaded, which :func:`load_run` and the trainer do). The loss, the sampler and the
+      benchmark read it; unloaded means the identity (pixels).
   """
 
   config: ml_collections.ConfigDict
@@ -209,6 +252,57 @@ class Experiment:
   learning_rate: optax.Schedule
   image_shape: tuple[int, int, int]
   objective: str = 'diffusion'
+  model_shape: Optional[tuple[int, int, int]] = None
+  codec_source: str = ''
+  codec_graphdef: Any = dataclasses.field(default=None, compare=False)
+  codec: Optional[latent.Codec] = dataclasses.field(default=None, compare=False)
+
+  @property
+  def is_latent(self) -> bool:
+    """True when the diffusion runs in an autoencoder's latent space."""
+    return bool(self.codec_source)
+
+  def load_codec(self, scale: Optional[float] = None) -> latent.Codec:
+    """The run's codec: the identity in pixel space, else the autoencoder of
+    :attr:`codec_source` (its EMA parameters, latest readable checkpoint) at ``scale``
+    (default ``config.codec.scale``; 0 = unscaled, for measuring the scale).
+
+    Raises:
+      FileNotFoundError: the autoencoder run has no readable checkpoint.
+    """
+    if not self.is_latent:
+      return latent.identity_codec(self.image_shape[-1])
+    from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
+    if not checkpoint.has_checkpoint(self.codec_source):
+      raise FileNotFoundError(f'config.codec.workdir: no checkpoint in {self.codec_source}')
+    codec_exp = _codec_experiment(self.config, self.codec_source)
+    template = training.abstract_train_state(codec_exp.init_params, codec_exp.optimizer,
+                                             sharding_lib.make_mesh(-1, 1), 0)
+    params = checkpoint.restore_items(self.codec_source, template, ('ema_params',))
+    scale = self.config.codec.scale if scale is None else scale
+    return latent.autoencoder_codec(self.codec_graphdef, params['ema_params'],
+                                    scale=float(scale) or 1.0)
+
+  def with_codec(self, codec: latent.Codec) -> 'Experiment':
+    """This experiment with its codec loaded (see :attr:`codec`).
+
+    Raises:
+      ValueError: the codec does not map ``image_shape`` to ``model_shape``.
+    """
+    if tuple(codec.latent_shape(self.image_shape)) != tuple(self.model_shape):
+      raise ValueError(f'codec maps {self.image_shape} to {codec.latent_shape(self.image_shape)}, '
+                       f'the model takes {self.model_shape}')
+    return dataclasses.replace(self, codec=codec)
+
+  def measure_codec_scale(self, codec: latent.Codec) -> float:
+    """``1 / std`` of the unscaled latents of ``config.codec.scale_images`` training images
+    (:func:`phipd_jax.latent.measure_latent_scale`; the first images of the train split)."""
+    from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    data = self.config.data
+    images = pipeline.eval_images(data, data.train_split, data.image_key,
+                                  self.config.codec.scale_images)
+    unscaled = dataclasses.replace(codec, scale=1.0, shift=0.0)
+    return latent.measure_latent_scale(jax.jit(unscaled.encode), images)
 
   @property
   def num_classes(self) -> int:
@@ -216,7 +310,8 @@ class Experiment:
 
   def init_params(self, key: Array):
     """Fresh model parameters (``nnx.State`` of ``nnx.Param``) from ``key``."""
-    return nnx.state(build_model(self.config, nnx.Rngs(key), self.image_shape[-1]), nnx.Param)
+    return nnx.state(build_model(self.config, nnx.Rngs(key), self.model_shape[-1],
+                                 self.model_shape[0]), nnx.Param)
 
   def apply_fn(self, params) -> Callable:
     """``(x_in, t_in, y) -> output`` of the model with ``params`` (merged inside the trace)."""
@@ -238,7 +333,15 @@ class Experiment:
     run with ``autoencoder.lam > 0`` (59 MB: an argument of the step, not compiled in)."""
     if self.objective == 'autoencoder' and self.config.autoencoder.lam > 0:
       return {'lpips': latent.lpips_vgg_weights()}
+    if self.is_latent:
+      return {'codec': self._loaded_codec().params}
     return None
+
+  def _loaded_codec(self) -> latent.Codec:
+    if self.is_latent and self.codec is None:
+      raise ValueError('a latent run needs its codec loaded first: '
+                       'experiment.with_codec(experiment.load_codec())')
+    return self.codec or latent.identity_codec(self.image_shape[-1])
 
   def autoencoder_loss_fn(self, mesh=None) -> Callable:
     """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)``: the scale-consistent
@@ -271,7 +374,10 @@ class Experiment:
 
     ``batch`` holds ``'image'`` (float32 ``[B, H, W, C]`` in ``[-1, 1]``) and ``'label'``; the
     label dropout for classifier-free guidance and the objective draw from ``key``. With a mesh,
-    activations are kept split over the batch axes.
+    activations are kept split over the batch axes. A latent run encodes the images with the
+    frozen codec first (``constants['codec']``, its parameters; :meth:`loss_constants`): the
+    diffusion, its noise and the LWD mask see only ``z = codec.encode(x)``. A batch that holds
+    ``'latent'`` instead of ``'image'`` (:class:`phipd_jax.latent.LatentCache`) is used as is.
 
     With ``config.diffusion.lwd.enabled`` the squared error is masked by Latent Wavelet
     Diffusion's mask of the noisy input (:func:`phipd_jax.diffusion.lwd.process_weight_fn`), and
@@ -290,9 +396,9 @@ class Experiment:
       weight_fn = lwd.process_weight_fn(process, ell, settings.normalize)
       log_sigmas = lwd_log_sigmas(settings.log_bins)
     constrain = _batch_constraint(mesh)
+    codec = self._loaded_codec() if self.is_latent else None
 
     def loss_fn(params, batch, key, constants=None):
-      del constants  # None of its own (a codec would be one).
       label_key, loss_key = jax.random.split(key)
       labels = None
       if num_classes:
@@ -301,7 +407,14 @@ class Experiment:
       model = training.apply_model(graphdef, params)
       # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
       apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
-      x0 = constrain(batch['image'])
+      if 'latent' in batch:  # Encoded once, before training (config.codec.cache).
+        x0 = constrain(batch['latent'])
+      else:
+        x0 = constrain(batch['image'])
+      if codec is not None and 'latent' not in batch:  # Frozen: no gradient reaches it.
+        codec_params = codec.params if constants is None else constants['codec']
+        frozen = dataclasses.replace(codec, params=jax.lax.stop_gradient(codec_params))
+        x0 = constrain(frozen.encode(x0))
       loss = objectives.diffusion_loss(process, apply_fn, x0, loss_key,
                                        lambda k, x: noise_fn(k, x), prediction, labels,
                                        loss_space, weight_fn=weight_fn)
@@ -326,7 +439,8 @@ class Experiment:
         gaussian_fn=build_noise_fn(self.config.noise, 'gaussian'),
         null_label=self.num_classes or None,
         guidance_interval=tuple(sample.guidance_interval) or None, clip_x0=sample.clip_x0,
-        ovg=sample.ovg.to_dict() if 'ovg' in sample else None)
+        ovg=sample.ovg.to_dict() if 'ovg' in sample else None,
+        codec=self._loaded_codec() if self.is_latent else None)
 
   def create_train_state(self, mesh) -> training.TrainState:
     """A train state at step 0, born sharded on ``mesh`` (see
@@ -432,12 +546,15 @@ def _validate_run_fields(config, data_parallel_size: int):
       _fail('sample.ovg.forward_fraction', ovg.forward_fraction, 'must be in [0, 1]')
 
 
-def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1) -> Experiment:
+def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
+          codec_source: Optional[str] = None) -> Experiment:
   """Validates ``config`` by building every part of the run; cheap (no arrays are allocated).
 
   Args:
     config: a run config (``configs/common.get_base_config`` and its experiment overrides).
     data_parallel_size: the mesh's data-parallel size (the batch must divide over it).
+    codec_source: where a latent run's autoencoder is read (default ``config.codec.workdir``;
+      a saved run's own copy, :func:`codec_dir`, when it has one).
 
   Raises:
     ValueError: a field out of range, naming ``config.<field>``, its value and what is allowed.
@@ -463,14 +580,35 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1) -> Exp
   optimizer, schedule = build_optimizer(config.optim, config.train.num_steps)
   channels = 3
   image_shape = (config.data.image_size, config.data.image_size, channels)
-  model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0), channels))
+  model_shape, codec_graphdef = image_shape, None
   objective = models.objective(config.model.name)
+  codec_source = codec_source or (config.codec.workdir if 'codec' in config else '')
+  if codec_source:
+    if objective != 'diffusion':
+      _fail('codec.workdir', config.codec.workdir, f'a codec needs a diffusion model, not '
+            f'model.name={config.model.name!r}')
+    _positive_finite('codec.scale', config.codec.scale, allow_zero=True)
+    if not (isinstance(config.codec.scale_images, int) and config.codec.scale_images >= 1):
+      _fail('codec.scale_images', config.codec.scale_images, 'must be an integer >= 1')
+    if config.codec.cache and config.data.resize != config.data.image_size:
+      _fail('codec.cache', config.codec.cache,
+            f'caching latents needs data.resize == data.image_size (no random crops; got '
+            f'{config.data.resize} and {config.data.image_size}); set it False to encode in '
+            'the train step')
+    codec_exp = _codec_experiment(config, codec_source)
+    codec_graphdef = codec_exp.graphdef
+    factor = codec_exp.config.model.downsample
+    model_shape = (image_shape[0] // factor, image_shape[1] // factor,
+                   codec_exp.config.model.latent_channels)
+  model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0), model_shape[-1],
+                                             model_shape[0]))
   if objective == 'autoencoder':
     validate_autoencoder(config)
   graphdef, _ = nnx.split(model)
   return Experiment(config=config, graphdef=graphdef, process=process, noise_fn=noise_fn,
                     prediction=prediction, optimizer=optimizer, learning_rate=schedule,
-                    image_shape=image_shape, objective=objective)
+                    image_shape=image_shape, objective=objective, model_shape=model_shape,
+                    codec_source=codec_source, codec_graphdef=codec_graphdef)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,10 +671,12 @@ def load_run(workdir: str, defaults: ml_collections.ConfigDict,
     ValueError: the saved config no longer builds (with the field named).
   """
   from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
   config = run_config(workdir, defaults)
   if num_steps is not None:
     config.sample.num_steps = num_steps
-  experiment = build(config)
+  own_codec = codec_dir(workdir)
+  experiment = build(config, codec_source=own_codec if os.path.isdir(own_codec) else None)
   if not checkpoint.has_checkpoint(workdir):
     raise FileNotFoundError(f'no checkpoint in {checkpoint.checkpoint_dir(workdir)}: train the run '
                             'first (python train.py --config ... --workdir ...)')
@@ -544,4 +684,6 @@ def load_run(workdir: str, defaults: ml_collections.ConfigDict,
   template = training.abstract_train_state(experiment.init_params, experiment.optimizer, mesh,
                                            config.seed)
   restored = checkpoint.restore_items(workdir, template, items)
+  if experiment.is_latent:
+    experiment = experiment.with_codec(experiment.load_codec())
   return config, experiment, restored

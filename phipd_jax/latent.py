@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -144,6 +145,55 @@ def autoencoder_codec(graphdef, params, scale: float = 1.0, shift: float = 0.0) 
                decode_fn=_AutoencoderApply(graphdef, 'decode'), params=params,
                image_channels=int(model.in_channels), latent_channels=int(model.latent_channels),
                downsample=int(model.downsample), scale=float(scale), shift=float(shift))
+
+
+class LatentCache:
+  """The latents of a fixed set of images, looked up by the images' bytes: a training batch of
+  images becomes a batch of latents without running the encoder (``config.codec.cache``).
+
+  Built once (every image the augmentation can produce, see
+  :func:`phipd_jax.data.pipeline.augmented_images`); a batch row is found by a digest of its
+  float32 bytes, so the lookup gives exactly the latent :meth:`Codec.encode` gave that image.
+
+  Args:
+    codec: the run's codec (scaled).
+    images: float32 ``[N, H, W, C]`` in ``[-1, 1]``.
+    batch_size: images per encoder call while building.
+  """
+
+  def __init__(self, codec: Codec, images: np.ndarray, batch_size: int = 64):
+    encode = jax.jit(codec.encode)
+    self._latents = {}
+    for start in range(0, len(images), batch_size):
+      chunk = np.asarray(images[start:start + batch_size], np.float32)
+      latents = np.asarray(encode(jnp.asarray(chunk)))
+      for image, z in zip(chunk, latents):
+        self._latents[self._digest(image)] = z
+
+  def __len__(self) -> int:
+    return len(self._latents)
+
+  @staticmethod
+  def _digest(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(image, np.float32).tobytes(),
+                           digest_size=16).digest()
+
+  def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``{'image': [B, H, W, C], ...} -> {'latent': [B, h, w, c], ...}`` (other keys kept).
+
+    Raises:
+      KeyError: an image that is not in the cache.
+    """
+    rows = []
+    for image in batch['image']:
+      digest = self._digest(image)
+      if digest not in self._latents:
+        raise KeyError('LatentCache: a training image is not in the cache (the data changed '
+                       'after it was built?); set config.codec.cache=False')
+      rows.append(self._latents[digest])
+    out = {k: v for k, v in batch.items() if k != 'image'}
+    out['latent'] = np.stack(rows)
+    return out
 
 
 def measure_latent_scale(encode: Callable[[Array], Array], images, batch_size: int = 64) -> float:

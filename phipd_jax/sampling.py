@@ -6,6 +6,11 @@ library's one noise factory, :func:`phipd_jax.noise.noise_fn`, makes it: :meth:`
 so every noise setting of the run reaches sampling and one key gives SDEdit and phi-PD the same
 base Gaussian draw. Each compiles once per (input shape, number of steps); strength, radius and
 guidance scale are traced.
+
+Latent runs: the public methods take and return images; a :class:`~phipd_jax.latent.Codec`
+encodes the inputs first and decodes the outputs last (each a separate compiled call), so the
+noise (FSS / phi-PD from the latent of the input, as the released phi-PD models build it), the
+network, inversion and OVG all run on latents. Inverted noise is returned in the latent space.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from phipd_jax import latent as latent_lib
 from phipd_jax import training
 from phipd_jax.diffusion import guidance, inversion, processes, samplers
 
@@ -43,13 +49,14 @@ class Sampler:
       ``method='ovg'``: ``eta_n``, ``eta_c``, ``kappa`` and (DDPM only) ``forward_fraction``
       (see :func:`phipd_jax.diffusion.inversion.ovg_invert`); None = the released Edges2Shoes
       values (:data:`phipd_jax.diffusion.guidance.OVG_PRESETS`).
+    codec: the latent run's :class:`~phipd_jax.latent.Codec` (None: pixel space).
   """
 
   def __init__(self, *, process: processes.Process, graphdef: nnx.GraphDef, prediction: str,
                method: str, num_steps: int, noise_fn: Callable, gaussian_fn: Callable,
                null_label: Optional[int] = None,
                guidance_interval: Optional[tuple[float, float]] = None, clip_x0: float = 0.0,
-               ovg: Optional[dict] = None):
+               ovg: Optional[dict] = None, codec: Optional[latent_lib.Codec] = None):
     process.check_sampler(method)
     process.check_prediction(prediction)
     if num_steps < 1:
@@ -63,11 +70,32 @@ class Sampler:
       if process.ovg_branch != 'ddim':
         ovg['forward_fraction'] = 0.0
     self.ovg = dict(ovg)
+    self.codec = codec
+    self._encode = jax.jit(lambda codec, x: codec.encode(x))
+    self._decode = jax.jit(lambda codec, z: codec.decode(z))
     self.sample_from = jax.jit(self._sample_from)
-    self.invert = jax.jit(self._invert)
+    self._invert_jit = jax.jit(self._invert)
     self._by_inversion = jax.jit(self._translate_by_inversion, static_argnames=('method',))
     self._inverted = jax.jit(self._invert_source, static_argnames=('method',))
     self.noise = jax.jit(self._noise, static_argnames=('method',))
+
+  def encode(self, x: Array) -> Array:
+    """Images ``[B, H, W, C]`` in ``[-1, 1]`` -> the model space (the identity for pixels)."""
+    return x if self.codec is None else self._encode(self.codec, x)
+
+  def decode(self, z: Array) -> Array:
+    """The model space -> images ``[B, H, W, C]`` (the identity for pixels)."""
+    return z if self.codec is None else self._decode(self.codec, z)
+
+  def model_shape(self, image_shape) -> tuple[int, ...]:
+    """The model-space shape of images of ``image_shape`` (``[..., H, W, C]``)."""
+    shape = tuple(int(d) for d in image_shape)
+    return shape if self.codec is None else self.codec.latent_shape(shape)
+
+  def invert(self, params, x: Array, labels=None, start_noise=None) -> Array:
+    """Deterministic inversion of images ``x`` ``[B, H, W, C]`` to the noise end (model
+    space) on the reversed sampling grid; ``labels``: the source condition, unguided."""
+    return self._invert_jit(params, self.encode(x), labels, start_noise)
 
   @property
   def evaluations(self) -> int:
@@ -101,11 +129,13 @@ class Sampler:
                                 self.method)
 
   def generate(self, params, key: Array, shape, labels=None, guidance_scale=1.0) -> Array:
-    """Samples ``[N, H, W, C]`` (``shape``) from Gaussian noise of ``key``."""
-    zeros = jnp.zeros(tuple(shape), jnp.float32)
+    """Samples images ``[N, H, W, C]`` (``shape``, image space) from Gaussian noise of ``key``
+    (drawn in the model space, decoded at the end)."""
+    zeros = jnp.zeros(self.model_shape(shape), jnp.float32)
     eps = self.noise(zeros, key, method='generate')
-    return self.sample_from(params, zeros, eps, jnp.float32(1.0), labels,
-                            jnp.float32(guidance_scale) if labels is not None else 1.0)
+    return self.decode(self.sample_from(
+        params, zeros, eps, jnp.float32(1.0), labels,
+        jnp.float32(guidance_scale) if labels is not None else 1.0))
 
   def translate(self, params, x: Array, key: Array, method: str, radius=None,
                 strength=1.0, label: Optional[int] = None, guidance_scale=1.0) -> Array:
@@ -124,12 +154,13 @@ class Sampler:
       if radius is None or not float(radius) >= 0:
         raise ValueError(f'translate: radius={radius} must be >= 0 (frequency-index units)')
       radius = jnp.float32(radius)
-    eps = self.noise(x, key, radius, method=method)
+    z = self.encode(x)
+    eps = self.noise(z, key, radius, method=method)
     if label is None or self.null_label is None:
-      return self.sample_from(params, x, eps, jnp.float32(strength))
+      return self.decode(self.sample_from(params, z, eps, jnp.float32(strength)))
     labels = jnp.full((x.shape[0],), label, jnp.int32)
-    return self.sample_from(params, x, eps, jnp.float32(strength), labels,
-                            jnp.float32(guidance_scale))
+    return self.decode(self.sample_from(params, z, eps, jnp.float32(strength), labels,
+                                        jnp.float32(guidance_scale)))
 
   def _invert(self, params, x: Array, labels=None, start_noise=None) -> Array:
     """Deterministic inversion of ``x`` to the noise end on the reversed sampling grid
@@ -171,14 +202,16 @@ class Sampler:
     """
     self._check_inversion(method, source_label, target_label)
     labels = lambda label: jnp.full((x.shape[0],), label, jnp.int32)
-    return self._by_inversion(params, x, key, labels(source_label), labels(target_label),
-                              jnp.float32(guidance_scale), method=method)
+    outputs, inverted = self._by_inversion(params, self.encode(x), key, labels(source_label),
+                                           labels(target_label), jnp.float32(guidance_scale),
+                                           method=method)
+    return self.decode(outputs), inverted
 
   def invert_source(self, params, x: Array, key: Array, method: str,
                     source_label: int) -> Array:
     """The inverted noise of :meth:`translate_by_inversion` alone (same arguments)."""
     self._check_inversion(method, source_label, source_label)
-    return self._inverted(params, x, key, jnp.full((x.shape[0],), source_label, jnp.int32),
+    return self._inverted(params, self.encode(x), key, jnp.full((x.shape[0],), source_label, jnp.int32),
                           method=method)
 
   def _check_inversion(self, method: str, source_label: int, target_label: int):

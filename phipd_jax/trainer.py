@@ -26,7 +26,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from phipd_jax import checkpoint, experiment as experiment_lib, sampling, sharding, training
+from phipd_jax import checkpoint, experiment as experiment_lib, latent, sampling, sharding
+from phipd_jax import training
 from phipd_jax import writers
 from phipd_jax.data import pipeline
 
@@ -212,6 +213,47 @@ def grid_writer(exp: experiment_lib.Experiment, workdir: str, inputs):
   return lambda params, step: write_samples(exp, sampler, params, step, workdir, inputs)
 
 
+def prepare_codec(exp: experiment_lib.Experiment, workdir: str, data_parallel_size: int,
+                  is_main: bool) -> experiment_lib.Experiment:
+  """A latent run's experiment with its codec loaded from the run's own copy.
+
+  At the first start, the autoencoder run ``config.codec.workdir`` (config.json and its newest
+  checkpoint step) is copied into ``<workdir>/codec`` (:func:`phipd_jax.checkpoint.copy_latest`),
+  so later resumes, sampling and evaluation read the same weights even if that run trains on or
+  moves. A ``config.codec.scale`` of 0 is measured on the first ``codec.scale_images`` training
+  images (``1 / std`` of the latents) and stored in the run's config.json.
+  """
+  config = exp.config
+  own = experiment_lib.codec_dir(workdir)
+  if is_main and not os.path.isdir(own):
+    step = checkpoint.copy_latest(config.codec.workdir, own)
+    print(f'codec: copied {config.codec.workdir} (step {step}) to {own}', flush=True)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('codec copied')
+  exp = experiment_lib.build(config, data_parallel_size, codec_source=own)
+  codec = exp.load_codec()
+  if not config.codec.scale:
+    config.codec.scale = exp.measure_codec_scale(codec)
+    codec = dataclasses.replace(codec, scale=config.codec.scale)
+  if is_main:
+    print(f'codec: latents {"x".join(map(str, exp.model_shape))} from '
+          f'{"x".join(map(str, exp.image_shape))} images; scale {config.codec.scale:.4f} '
+          f'(1 / std of the latents)', flush=True)
+  return exp.with_codec(codec)
+
+
+def cache_latents(exp: experiment_lib.Experiment, is_main: bool) -> latent.LatentCache:
+  """The latents of every training image the augmentation can produce, encoded once
+  (``config.codec.cache``; :func:`phipd_jax.data.pipeline.augmented_images`)."""
+  started = time.perf_counter()
+  data = exp.config.data
+  cache = latent.LatentCache(exp.codec, pipeline.augmented_images(data, data.train_split))
+  if is_main:
+    print(f'codec: encoded {len(cache)} training images (flips included) once in '
+          f'{time.perf_counter() - started:.0f} s', flush=True)
+  return cache
+
+
 def _resume_check(config, workdir: str, allow_config_change: bool):
   saved = ml_collections.ConfigDict(config.to_dict())
   saved.update(experiment_lib.migrate(checkpoint.load_config_dict(workdir)))
@@ -264,6 +306,8 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
     print(f'data: {source}', flush=True)
   resuming = checkpoint.has_checkpoint(workdir)
   if resuming and os.path.exists(os.path.join(workdir, 'config.json')):
+    if exp.is_latent and not config.codec.scale:  # The scale measured when the run started.
+      config.codec.scale = checkpoint.load_config_dict(workdir).get('codec', {}).get('scale', 0.0)
     _resume_check(config, workdir, allow_config_change)
   # The data before the workdir: a missing or corrupt source fails here, with nothing written.
   if jax.process_count() > 1:  # Process 0 prepares a shipped dataset; the others then open it.
@@ -274,6 +318,10 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
                                    config.train.num_steps, jax.process_index(),
                                    jax.process_count())
   grids = grid_inputs(exp)
+  if exp.is_latent:
+    exp = prepare_codec(exp, workdir, sharding.data_parallel_size(mesh), is_main)
+    if config.codec.cache:
+      dataset = dataset.map(cache_latents(exp, is_main))
   logging.info('devices: %s, mesh: %s', jax.devices(), dict(mesh.shape))
 
   state = exp.create_train_state(mesh)

@@ -1,6 +1,7 @@
 """Shared fixtures: the shared-data skip rule, a session tfds folder and tiny run configs."""
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -97,3 +98,14 @@ def trained_run(tmp_path_factory, tfds_dir):
   workdir = str(tmp_path_factory.mktemp('run'))
   trainer.train(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope='session')
+def small_ab(shared_data, tmp_path_factory):
+  """``(AB folder, tfds dir)``: 48 records of edges2shoes_handbags, 24 training (ids 3..49, odd)
+  and 24 held out (ids 10, 30, ..., 470: ``id % 10 == 0``), prepared in their own tfds folder."""
+  folder = tmp_path_factory.mktemp('ab')
+  for index in range(10, 490, 10):
+    name = f'{index}_AB.jpg' if index % 20 else f'{index // 10 + 1}_AB.jpg'
+    shutil.copy(os.path.join(shared_data, 'edges2shoes_handbags', 'train', name), folder)
+  return str(folder), str(tmp_path_factory.mktemp('tfds_small'))

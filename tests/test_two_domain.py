@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -37,17 +36,6 @@ def test_down_up_repeats_the_top_left_pixel_of_every_block():
 @pytest.mark.parametrize('entry, parsed', [('photo', ('photo', 1)), ('photo:down8', ('photo', 8))])
 def test_parse_domain(entry, parsed):
   assert pipeline.parse_domain(entry) == parsed
-
-
-@pytest.fixture(scope='module')
-def small_ab(shared_data, tmp_path_factory):
-  """``(AB folder, tfds dir)``: 48 records of edges2shoes_handbags, 24 training (ids 3..49, odd)
-  and 24 held out (ids 10, 30, ..., 470: ``id % 10 == 0``), prepared in their own tfds folder."""
-  folder = tmp_path_factory.mktemp('ab')
-  for index in range(10, 490, 10):
-    name = f'{index}_AB.jpg' if index % 20 else f'{index // 10 + 1}_AB.jpg'
-    shutil.copy(os.path.join(shared_data, 'edges2shoes_handbags', 'train', name), folder)
-  return str(folder), str(tmp_path_factory.mktemp('tfds_small'))
 
 
 def _config(data, *options):

@@ -360,6 +360,31 @@ def train_dataset(data_config, global_batch: int, seed: int, num_steps: int,
   return grain.MapDataset.source(rows).batch(local_batch, drop_remainder=True)
 
 
+def augmented_images(data_config, split: str) -> np.ndarray:
+  """Every image the training augmentation can produce from ``split``, when it has no random
+  crop (images exactly ``data.image_size``): each image and, with ``data.flip``, its mirror,
+  through the same operations as the training pipeline (so the arrays are bit-identical to the
+  training batches' rows). Used to encode a latent run's data once (``config.codec.cache``).
+
+  Returns:
+    float32 ``[N, S, S, 3]`` in ``[-1, 1]`` (``N`` = examples, x2 with flips).
+
+  Raises:
+    ValueError: an image whose size after ``data.resize`` is not ``S x S`` (random crops: every
+      step sees new pixels, so encode inside the step with ``codec.cache = False``).
+  """
+  size = data_config.image_size
+  images = []
+  for example in load_examples(data_config, split, data_config.resize):
+    if example.image.shape[:2] != (size, size):
+      raise ValueError(f'config.codec.cache=True needs every training image to be exactly '
+                       f'data.image_size={size} after data.resize={data_config.resize} (no random '
+                       f'crop), got {example.image.shape[:2]}; set config.codec.cache=False')
+    variants = [example.image] + ([example.image[:, ::-1]] if data_config.flip else [])
+    images.extend(to_model_range(down_up(v, example.block)) for v in variants)
+  return np.stack(images)
+
+
 class _ProcessRows:
   """Rows ``[p * L, (p + 1) * L)`` of every global batch: process ``p``'s contiguous slice, so
   concatenating the processes' batches in order gives the single-process global batch."""
