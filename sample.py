@@ -25,7 +25,8 @@ The run's config is read from ``<workdir>/config.json`` and only the latest chec
 parameters are restored. Flags and inputs are checked before the checkpoint loads. Inputs:
 grayscale and RGBA files are converted to RGB with a warning; an image whose size differs from the
 training size is an error unless ``--resize`` (shorter side resized, then centre-cropped) or
-``--any_size`` (run at the image's own size, a multiple of the patch size, up to
+``--any_size`` (run at the image's own size, a multiple of the patch size (x the codec's
+factor for a latent run), up to
 ``--max_pixels`` unless ``--force``); an unreadable file is reported by name and the rest are
 processed; sub-folders are skipped. The exit status is 1 if any input failed.
 """
@@ -130,10 +131,13 @@ def classes(config) -> tuple:
   return source, target
 
 
-def read_inputs(config) -> tuple[dict, int]:
-  """``({path: image [H, W, 3] in [-1, 1]}, failures)``; failures are reported once each."""
+def read_inputs(config, exp) -> tuple[dict, int]:
+  """``({path: image [H, W, 3] in [-1, 1]}, failures)``; failures are reported once each.
+  ``--any_size`` images must be multiples of the patch in pixels (times the codec's factor for a
+  latent run)."""
   images, failures = {}, 0
-  size, patch = config.data.image_size, config.model.patch_size
+  factor = exp.image_shape[0] // exp.model_shape[0]
+  size, patch = config.data.image_size, config.model.patch_size * factor
   for path in inputs_lib.list_images(_INPUT.value):
     try:
       images[path] = inputs_lib.read_image(
@@ -165,7 +169,7 @@ def batches(images: dict):
 
 
 def run_translate(config, exp, sampler, params, output: str) -> int:
-  images, failures = read_inputs(config)
+  images, failures = read_inputs(config, exp)
   source, target = classes(config)
   guidance = _GUIDANCE.value if _GUIDANCE.value is not None else config.sample.guidance_scale
   inverted = {}
@@ -217,7 +221,7 @@ def run_translate(config, exp, sampler, params, output: str) -> int:
 
 
 def run_invert(config, exp, sampler, params, output: str) -> int:
-  images, failures = read_inputs(config)
+  images, failures = read_inputs(config, exp)
   source, _ = classes(config)
   noise, names, sources = [], [], []
   key = jax.random.key(_SEED.value)

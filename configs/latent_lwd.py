@@ -28,54 +28,34 @@ Options (comma-separated after the colon):
             translation is encode -> FSS noise of the latent -> sample -> decode.
 """
 
-from configs import common
+from configs import common, edges2shoes_phipd
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, cpu=False, runlocal=False, nolwd=False, ell=0.3, fss=False)
-  config = common.get_base_config()
-  config.data.name = 'edges2shoes_handbags'
-  config.data.image_key = 'photo'
-  config.data.image_size = 256
-  config.data.resize = 256
-  config.codec.workdir = 'runs/autoencoder_lwd'
-  config.model.size = 'S'
+  # The photos, sampler and grids of the pixel edges2shoes run (edge maps -> photos in the grids).
+  config = edges2shoes_phipd.get_config('cpu' if arg.cpu or arg.runlocal else None)
+  config.codec.workdir = 'runs/autoencoder_lwd_cpu' if arg.cpu or arg.runlocal else (
+      'runs/autoencoder_lwd')
   config.model.patch_size = 2
-  config.model.dtype = 'bfloat16'
-  config.diffusion.process = 'flow'
-  config.diffusion.prediction = 'v'
   config.diffusion.lwd.enabled = not arg.nolwd
   config.diffusion.lwd.ell = arg.ell
   config.noise.kind = 'fss' if arg.fss else 'gaussian'
-  config.optim.learning_rate = 1e-4
-  config.optim.warmup_steps = 1000
-  config.optim.ema_decay = 0.9995
-  config.train.batch_size = 128
-  config.train.num_steps = 100_000
-  config.train.checkpoint_every = 5000
   config.sample.sampler = 'euler'
-  config.sample.num_steps = 50
-  config.sample.translate_source = 'edges'
-  config.sample.translate_reference = 'photo'
-  config.sample.radii = (2.0, 4.0, 8.0)  # Frequency index of the 32x32 latent.
   config.sample.sdedit_strengths = (0.6, 0.8)
   if arg.cpu or arg.runlocal:
-    config.data.image_size = 64
-    config.data.resize = 64
-    config.codec.workdir = 'runs/autoencoder_lwd_cpu'
-    config.model.size = 'tiny'
-    config.model.dtype = 'float32'
-    config.optim.learning_rate = 1e-3
-    config.optim.warmup_steps = 100
-    config.optim.ema_decay = 0.995
     # 0.33 s/step at batch 32 with cached latents on 2 CPU cores (0.75 s encoding in the
     # step): 1500 steps in about 10 min.
-    config.train.batch_size = 32
     config.train.num_steps = 1500
     config.train.log_every = 50
-    config.train.checkpoint_every = 500
     config.sample.num_steps = 25
     config.sample.radii = (1.0, 2.0, 4.0)  # Frequency index of the 16x16 latent.
+  else:  # 256-px photos, f=8 -> 32x32x4 latents.
+    config.data.image_size = config.data.resize = 256
+    config.optim.learning_rate = 1e-4
+    config.train.num_steps = 100_000
+    config.sample.num_steps = 50
+    config.sample.radii = (2.0, 4.0, 8.0)  # Frequency index of the 32x32 latent.
   if arg.runlocal:
     common.runlocal(config)
   return config

@@ -123,7 +123,8 @@ class Sampler:
   def _sample_from(self, params, x: Array, eps: Array, strength=1.0, labels=None,
                    guidance_scale=1.0) -> Array:
     """Noises ``x`` to ``strength`` with ``eps`` and samples to data (phi-PD, SDEdit,
-    structured SDEdit; generation is ``x = 0``, strength 1)."""
+    structured SDEdit; generation is ``x = 0``, strength 1). Model space: ``x``, ``eps`` and
+    the result are latents in a latent run (see :meth:`encode`, :meth:`decode`)."""
     denoise = self.denoiser(params, labels, guidance_scale)
     return samplers.sample_from(self.process, denoise, x, eps, strength, self.num_steps,
                                 self.method)
@@ -186,15 +187,16 @@ class Sampler:
 
     Args:
       params: the model's parameters (a class-conditional model).
-      x: inputs ``[B, H, W, C]`` in ``[-1, 1]`` (model space).
+      x: input images ``[B, H, W, C]`` in ``[-1, 1]`` (encoded first in a latent run).
       key: PRNG key.
       method: ``'invert'`` or ``'ovg'``.
       source_label, target_label: class indices in ``[0, num_classes)``.
       guidance_scale: target-side classifier-free guidance (1 = none); inversion is unguided.
 
     Returns:
-      ``(outputs, inverted)``: float32 ``[B, H, W, C]`` samples (unclipped) and the inverted
-      noise ``x_T`` (at the prior's scale: std ``sigma_max`` for EDM, 1 for DDPM).
+      ``(outputs, inverted)``: float32 ``[B, H, W, C]`` samples (unclipped, decoded) and the
+      inverted noise ``x_T`` in the model space (at the prior's scale: std ``sigma_max`` for
+      EDM, 1 for DDPM).
 
     Raises:
       ValueError: an unconditional model, a class out of range, an unknown method, or OVG on a
