@@ -22,7 +22,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 # first, so that pytest-xdist's two workers finish together instead of one running the long
 # tail alone (they always run; `-m "not slow"` skips them locally).
 SLOW_TESTS = (  # Longest first (measured on 2 cores): xdist hands them out in this order.
-    'test_benchmark_sections', 'test_two_domain_run_learns', 'test_study_reference_rows',
+    'test_benchmark_sections', 'test_two_domain_run_learns', 'test_latent_lwd_run',
+    'test_study_reference_rows', 'test_latent_run_copies',
     'test_kill_9', 'test_two_processes',
     'test_meshes_8x1', 'test_fifty_steps', 'test_translation_study_on_any', 'test_readme_sample',
     'test_ddpm_class_conditional', 'test_readme_evaluate', 'test_init_from_copies',

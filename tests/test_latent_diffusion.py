@@ -100,11 +100,9 @@ def test_codec_round_trip_reconstructs_held_out_photos(ae_run, latent_config):
                              atol=1e-5)
 
 
-def test_fss_noise_of_the_latent_keeps_its_phase_inside_the_cutoff(latent_config, tmp_path):
-  """encode -> FSS noise (the run's noise_fn, as sampling draws it) keeps the latent's phase."""
-  workdir = str(tmp_path / 'run')
-  latent_config.train.num_steps = 2
-  trainer.train(latent_config, workdir)
+def _check_latent_phipd(workdir, latent_config):
+  """encode -> FSS noise (the run's noise_fn, as sampling draws it) keeps the latent's phase
+  inside the cutoff; phi-PD translation decodes the latent sample."""
   _, exp, restored = experiment.load_run(workdir, common.get_base_config())
   sampler = exp.sampler()
   photos = jnp.asarray(_photos(latent_config, 4))
@@ -129,7 +127,7 @@ def test_fss_noise_of_the_latent_keeps_its_phase_inside_the_cutoff(latent_config
                              atol=1e-5)
 
 
-def test_latent_run_copies_its_codec_measures_the_scale_and_resumes_bit_exactly(
+def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_keeps_phase(
     latent_config, ae_run, tmp_path):
   uninterrupted = trainer.train(latent_config, str(tmp_path / 'a')).state
   interrupted = str(tmp_path / 'b')
@@ -159,6 +157,7 @@ def test_latent_run_copies_its_codec_measures_the_scale_and_resumes_bit_exactly(
       loaded.process, training.apply_model(loaded.graphdef, uninterrupted.params), z, loss_key,
       lambda k, x: loaded.noise_fn(k, x), loaded.prediction)
   np.testing.assert_allclose(float(loss), float(expected_loss), rtol=1e-5)
+  _check_latent_phipd(interrupted, latent_config)
 
 
 @pytest.mark.parametrize('target, message', [
@@ -204,7 +203,8 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   reconstructions = np.clip(np.asarray(codec.decode(codec.encode(jnp.asarray(photos)))), -1, 1)
   np.testing.assert_allclose(ae_row['psnr'], np.mean([psnr(r, p) for r, p in
                                                       zip(reconstructions, photos)]), rtol=1e-3)
-  run_row, reference_row = summary['rows']
+  run_row, reference_row, reconstruction_row = summary['rows']
+  assert reconstruction_row['name'] == 'ae0 reconstructions of train photos'
   assert run_row['lwd'] and run_row['autoencoder'] == 'ae0' and run_row['ell'] == 0.3
   assert run_row['lwd_mask_fraction_s0.10'] == 1.0
   assert run_row['fd_vgg'] > reference_row['fd_vgg'] and run_row['swd_mean'] > 0

@@ -44,6 +44,29 @@ def held_out_photos(data_config, num: int) -> np.ndarray:
   return pipeline.eval_images(data_config, data_config.eval_split, data_config.image_key, num)
 
 
+def _load_autoencoder(workdir: str, defaults):
+  config, exp, restored = experiment.load_run(workdir, defaults, ('ema_params',))
+  if exp.objective != 'autoencoder':
+    raise ValueError(f'{workdir} is a model.name={config.model.name!r} run, not an autoencoder')
+  return config, nnx.merge(exp.graphdef, restored['ema_params'])
+
+
+def _encode_decode(model, photos: np.ndarray, batch_size: int):
+  encode = jax.jit(lambda x: model.encode(x)[0])
+  decode = jax.jit(model.decode)
+  latents, outputs = [], []
+  for start in range(0, len(photos), batch_size):
+    z = encode(jnp.asarray(photos[start:start + batch_size]))
+    latents.append(np.asarray(z))
+    outputs.append(np.asarray(decode(z)))
+  return np.concatenate(latents), np.clip(np.concatenate(outputs), -1.0, 1.0)
+
+
+def reconstruct(workdir: str, defaults, photos: np.ndarray, batch_size: int = 50) -> np.ndarray:
+  """``D(mean E(photos))`` of an autoencoder run, clipped to ``[-1, 1]``."""
+  return _encode_decode(_load_autoencoder(workdir, defaults)[1], photos, batch_size)[1]
+
+
 def autoencoder_report(workdir: str, defaults, photos: np.ndarray,
                        batch_size: int = 50) -> tuple[dict, np.ndarray, np.ndarray]:
   """Reconstruction metrics and the latent spectrum of an autoencoder run.
@@ -63,18 +86,8 @@ def autoencoder_report(workdir: str, defaults, photos: np.ndarray,
   Raises:
     ValueError: the run is not an autoencoder.
   """
-  config, exp, restored = experiment.load_run(workdir, defaults, ('ema_params',))
-  if exp.objective != 'autoencoder':
-    raise ValueError(f'{workdir} is a model.name={config.model.name!r} run, not an autoencoder')
-  model = nnx.merge(exp.graphdef, restored['ema_params'])
-  encode = jax.jit(lambda x: model.encode(x)[0])
-  decode = jax.jit(model.decode)
-  latents, outputs = [], []
-  for start in range(0, len(photos), batch_size):
-    z = encode(jnp.asarray(photos[start:start + batch_size]))
-    latents.append(np.asarray(z))
-    outputs.append(np.asarray(decode(z)))
-  latents, outputs = np.concatenate(latents), np.clip(np.concatenate(outputs), -1.0, 1.0)
+  config, model = _load_autoencoder(workdir, defaults)
+  latents, outputs = _encode_decode(model, photos, batch_size)
   scale = 1.0 / float(np.std(latents))
   spectrum = np.asarray(spectra.radial_power_spectrum(latents * scale))
   row = {
@@ -215,10 +228,19 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
     print(json.dumps(row), flush=True)
   rows, samples = diffusion_rows(workdirs, defaults, photos, key, num=num,
                                  batch_size=batch_size, seed=seed, steps=steps)
-  reference_row = {'name': 'held-out photos (train split)', 'autoencoder': 'reference'}
+  # Reference rows: real training photos (the floor), and each autoencoder's reconstructions
+  # of them (the best a model in that latent space can do).
   train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)
-  reference_row.update(runs.image_metrics(train_photos, photos, key))
-  reference_row['fd_vgg'] = perceptual.fd_vgg(train_photos, photos)
+  references = [('train photos', 'reference', train_photos)]
+  for workdir, row in zip(autoencoders, ae_rows):
+    references.append((f"{row['name']} reconstructions of train photos", row['name'],
+                       reconstruct(workdir, defaults, train_photos, batch_size)))
+  reference_rows = []
+  for name, autoencoder, images in references:
+    reference_row = {'name': name, 'autoencoder': autoencoder}
+    reference_row.update(runs.image_metrics(images, photos, key))
+    reference_row['fd_vgg'] = perceptual.fd_vgg(images, photos)
+    reference_rows.append(reference_row)
   image_spectra = {'held-out photos': np.asarray(spectra.radial_power_spectrum(photos))}
   for name, images in samples.items():
     image_spectra[name] = np.asarray(spectra.radial_power_spectrum(images))
@@ -226,7 +248,7 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
       writers.save_png(os.path.join(out_dir, f'samples_{name}.png'),
                        writers.sample_grid(images[:64], upscale=1))
   summary = {'reference': f'{data.name}/{data.eval_split}', 'num': len(photos), 'seed': seed,
-             'autoencoders': ae_rows, 'rows': rows + [reference_row],
+             'autoencoders': ae_rows, 'rows': rows + reference_rows,
              'latent_spectra': {k: v.tolist() for k, v in latent_spectra.items()},
              'image_spectra': {k: v.tolist() for k, v in image_spectra.items()}}
   if out_dir:
