@@ -15,7 +15,7 @@ positions at five noise levels is logged as ``lwd_mask_fraction_s<sigma>`` in me
   # 2 CPU cores (64-px photos, f=4 autoencoder -> 16x16x4 latents, tiny DiT/2):
   python train.py --config configs/autoencoder_lwd.py:cpu --workdir runs/autoencoder_lwd_cpu
   python train.py --config configs/latent_lwd.py:cpu --workdir runs/latent_lwd_cpu
-  # Smoke run (needs an autoencoder run of the same image size; see tests/test_latent_diffusion):
+  # Smoke run (20 steps; any autoencoder run, e.g. the autoencoder smoke run):
   python train.py --config configs/latent_lwd.py:runlocal \
       --config.codec.workdir=/tmp/ae --workdir /tmp/latent
 
