@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -152,7 +153,6 @@ CODEC_DIR = 'codec'  # <workdir>/codec: the run's copy of its autoencoder (a loa
 
 def codec_dir(workdir: str) -> str:
   """Where a latent run keeps its copy of the autoencoder run."""
-  import os  # pylint: disable=g-import-not-at-top
   return os.path.join(workdir, CODEC_DIR)
 
 
@@ -671,7 +671,6 @@ def load_run(workdir: str, defaults: ml_collections.ConfigDict,
     ValueError: the saved config no longer builds (with the field named).
   """
   from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   config = run_config(workdir, defaults)
   if num_steps is not None:
     config.sample.num_steps = num_steps

@@ -62,13 +62,9 @@ def _encode_decode(model, photos: np.ndarray, batch_size: int):
   return np.concatenate(latents), np.clip(np.concatenate(outputs), -1.0, 1.0)
 
 
-def reconstruct(workdir: str, defaults, photos: np.ndarray, batch_size: int = 50) -> np.ndarray:
-  """``D(mean E(photos))`` of an autoencoder run, clipped to ``[-1, 1]``."""
-  return _encode_decode(_load_autoencoder(workdir, defaults)[1], photos, batch_size)[1]
-
-
-def autoencoder_report(workdir: str, defaults, photos: np.ndarray,
-                       batch_size: int = 50) -> tuple[dict, np.ndarray, np.ndarray]:
+def autoencoder_report(workdir: str, defaults, photos: np.ndarray, batch_size: int = 50,
+                       extra: Optional[np.ndarray] = None
+                       ) -> tuple[dict, np.ndarray, np.ndarray, Optional[np.ndarray]]:
   """Reconstruction metrics and the latent spectrum of an autoencoder run.
 
   Args:
@@ -76,18 +72,21 @@ def autoencoder_report(workdir: str, defaults, photos: np.ndarray,
     defaults: today's base config.
     photos: float32 ``[N, S, S, 3]`` in ``[-1, 1]``, held out from its training.
     batch_size: images per compiled call.
+    extra: more images ``[M, S, S, 3]`` to reconstruct with the same loaded model (not scored).
 
   Returns:
-    ``(row, reconstructions [N, S, S, 3], latent spectrum [h // 2 + 1])``: the row holds PSNR and
-    SSIM (dB and [0, 1], means over images; dm-pix on [0, 1]), LPIPS (AlexNet, the standard
-    metric), the latents' ``1 / std`` and the high-frequency share of the unit-std latents'
-    radial power (bins above half the latent's Nyquist radius).
+    ``(row, reconstructions [N, S, S, 3], latent spectrum [h // 2 + 1], reconstructions of
+    extra or None)``: the row holds PSNR and SSIM (dB and [0, 1], means over images; dm-pix on
+    [0, 1]), LPIPS (AlexNet, the standard metric), the latents' ``1 / std`` and the
+    high-frequency share of the unit-std latents' radial power (bins above half the latent's
+    Nyquist radius). Reconstructions are ``D(mean E(x))`` clipped to ``[-1, 1]``.
 
   Raises:
     ValueError: the run is not an autoencoder.
   """
   config, model = _load_autoencoder(workdir, defaults)
   latents, outputs = _encode_decode(model, photos, batch_size)
+  extra_outputs = None if extra is None else _encode_decode(model, extra, batch_size)[1]
   scale = 1.0 / float(np.std(latents))
   spectrum = np.asarray(spectra.radial_power_spectrum(latents * scale))
   row = {
@@ -101,7 +100,7 @@ def autoencoder_report(workdir: str, defaults, photos: np.ndarray,
       'latent_scale': scale,
       'latent_high_frequency_share': spectra.high_frequency_share(spectrum),
   }
-  return row, outputs, spectrum
+  return row, outputs, spectrum, extra_outputs
 
 
 def mask_fractions(workdir: str, last_fraction: float = 0.25) -> dict[str, float]:
@@ -216,9 +215,16 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
   data = experiment.run_config(first, defaults).data
   photos = held_out_photos(data, num)
   key = jax.random.key(seed + 1)
+  train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)
+  # Reference rows: real training photos (the floor), and each autoencoder's reconstructions
+  # of them (the best a model in that latent space can do).
+  references = [('train photos', 'reference', train_photos)]
   ae_rows, latent_spectra = [], {}
   for workdir in autoencoders:
-    row, outputs, spectrum = autoencoder_report(workdir, defaults, photos, batch_size)
+    row, outputs, spectrum, train_outputs = autoencoder_report(workdir, defaults, photos,
+                                                               batch_size, extra=train_photos)
+    references.append((f"{row['name']} reconstructions of train photos", row['name'],
+                       train_outputs))
     ae_rows.append(row)
     latent_spectra[row['name']] = spectrum
     if out_dir:
@@ -228,13 +234,6 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
     print(json.dumps(row), flush=True)
   rows, samples = diffusion_rows(workdirs, defaults, photos, key, num=num,
                                  batch_size=batch_size, seed=seed, steps=steps)
-  # Reference rows: real training photos (the floor), and each autoencoder's reconstructions
-  # of them (the best a model in that latent space can do).
-  train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)
-  references = [('train photos', 'reference', train_photos)]
-  for workdir, row in zip(autoencoders, ae_rows):
-    references.append((f"{row['name']} reconstructions of train photos", row['name'],
-                       reconstruct(workdir, defaults, train_photos, batch_size)))
   reference_rows = []
   for name, autoencoder, images in references:
     reference_row = {'name': name, 'autoencoder': autoencoder}
