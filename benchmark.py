@@ -4,11 +4,18 @@ r"""Benchmarks of the jit-compiled noise constructors, samplers and train step o
 
 Prints one table per section and writes JSON. Every figure is the median over ``--repeats``
 timed calls (with min and max); compilation is timed apart; inputs are random data; outputs are
-checked for NaN/Inf. FLOPs come from XLA's cost analysis: a sampler's per-image FLOPs are
-(FLOPs of one network evaluation) x (evaluations per run), because XLA counts a loop body once.
-MFU = achieved FLOP/s / peak, with the peak from ``--peak_flops`` (e.g. the data-sheet number
-of an accelerator) or else measured once with a 2048^3 matrix product (``peak_source`` says
-which).
+checked for NaN/Inf. MFU = achieved model FLOP/s / peak. Model FLOPs are the network's matrix
+products counted from its jaxpr (``benchmarking.matmul_flops``; x3 for a train step; a sampler
+run is (one network evaluation) x (evaluations)); XLA's own count is reported beside them as
+``hardware_gflops_per_image``. The peak is ``--peak_flops``, else the data-sheet bf16 number of a
+known GPU/TPU (``benchmarking.PEAK_FLOPS_BF16``), else (CPU) the best of 20 2048^3 matrix
+products at the config's dtype, measured before the sections (``peak_source`` says which).
+
+  python benchmark.py --config configs/edges2shoes_gaussian.py --config.model.dtype=float32 \
+      --what compare --torch_python /path/to/torch-venv/bin/python \
+      --dit_repo /path/to/facebookresearch/DiT --noise_repo /path/to/structured-noise
+
+times the library side by side with its PyTorch originals (``phipd_jax/compare.py``).
 """
 
 import json
@@ -17,26 +24,48 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from phipd_jax import benchmarking, console
+from phipd_jax import benchmarking, compare, console
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WHAT = flags.DEFINE_string('what', 'all', 'Sections: all, or a comma-separated subset of noise, '
-                            'sample, train.')
+                            'sample, train; or compare (side by side with the PyTorch originals, '
+                            'see phipd_jax/compare.py).')
 _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Images per sampling batch.')
 _FRAMES = flags.DEFINE_integer('frames', 8, 'Frames of the video shape in the noise section.')
-_PEAK = flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s for MFU (0: measure a matmul).')
+_PEAK = flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s for MFU (0: the data sheet of a known GPU/TPU, '
+                            'else the best of 20 matmuls).')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Also write the tables as Markdown here.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
+_TORCH_PYTHON = flags.DEFINE_string('torch_python', None, 'compare: a Python with torch and timm.')
+_DIT_REPO = flags.DEFINE_string('dit_repo', None, 'compare: a facebookresearch/DiT checkout.')
+_NOISE_REPO = flags.DEFINE_string('noise_repo', None,
+                                  'compare: a zengxianyu/structured-noise checkout.')
+_COMPARE = flags.DEFINE_list('compare', ['train', 'forward', 'noise'],
+                             'compare: cases, a subset of train, forward, noise.')
+_SIZES = flags.DEFINE_list('sizes', ['S/4', 'B/4'], 'compare: DiT sizes as size/patch.')
 flags.mark_flag_as_required('config')
 
 
 def main(argv):
   del argv
+  if _WHAT.value == 'compare':
+    sizes = [(s.split('/')[0], int(s.split('/')[1])) for s in _SIZES.value]
+    results = compare.run_compare(_CONFIG.value, _TORCH_PYTHON.value, _DIT_REPO.value,
+                                  _NOISE_REPO.value, _REPEATS.value, _COMPARE.value, sizes)
+    text = benchmarking.format_table(results['compare'], compare.COMPARE_COLUMNS)
+    print(text)
+    _write(results, benchmarking.format_table(results['compare'], compare.COMPARE_COLUMNS,
+                                              markdown=True))
+    return
   results = benchmarking.run_benchmarks(_CONFIG.value, _WHAT.value, _REPEATS.value, _BATCH.value,
                                         _FRAMES.value, _PEAK.value)
   print(benchmarking.report(results))
+  _write(results, benchmarking.report(results, markdown=True))
+
+
+def _write(results: dict, markdown: str):
   if _JSON.value:
     os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
     with open(_JSON.value, 'w') as f:
@@ -44,7 +73,7 @@ def main(argv):
     print(f'\nwrote {_JSON.value}')
   if _MARKDOWN.value:
     with open(_MARKDOWN.value, 'w') as f:
-      f.write(benchmarking.report(results, markdown=True) + '\n')
+      f.write(markdown + '\n')
     print(f'wrote {_MARKDOWN.value}')
 
 

@@ -53,6 +53,9 @@ def parse_arg(arg, **spec) -> ml_collections.ConfigDict:
 def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # PRNG of the run's stream (noise, times, label dropout): 'threefry2x32' (JAX's default),
+  # 'rbg' or 'unsafe_rbg' (XLA's RngBitGenerator, what large TPU runs use). Fixed per run.
+  config.rng_impl = 'threefry2x32'
   config.init_from = ''  # A workdir whose latest checkpoint initialises params and EMA.
 
   config.data = data = ml_collections.ConfigDict()
@@ -79,6 +82,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.patch_size = 2
   model.num_classes = 0
   model.dtype = 'float32'  # Compute dtype; 'bfloat16' on accelerators.
+  # Parameter (and optimizer-state) dtype: 'float32' with a bf16 dtype is mixed precision.
+  model.param_dtype = 'float32'
+  # Transformers (dit, jit): the attention form ('auto' = the fastest for the backend; 'xla',
+  # 'cpu', 'cudnn', 'tpu') and per-block rematerialisation ('none', 'dots', 'full'): activation
+  # memory for recomputation. `benchmark.py --what train` reports time and memory of each.
+  model.attention_impl = 'auto'
+  model.remat = 'none'
   # Every field of config.model is a keyword of the model's builder (phipd_jax.models.MODELS);
   # JiT adds in_context_len and spectral_forcing (set_jit_recipe).
 
@@ -237,8 +247,9 @@ def set_autoencoder_recipe(config: ml_collections.ConfigDict) -> ml_collections.
   ``patch_size``; ``num_classes`` stays 0. Size, data, batch, rate and steps are the caller's.
   """
   model = config.model
-  if 'patch_size' in model:
-    del model['patch_size']
+  for field in ('patch_size', 'attention_impl', 'remat'):  # Transformer-only settings.
+    if field in model:
+      del model[field]
   model.name = 'autoencoder'
   model.size = 'tiny'  # 'tiny' (CPU) or 'base'.
   model.downsample = 8  # Spatial factor f: 4 or 8.

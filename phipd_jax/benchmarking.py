@@ -28,6 +28,7 @@ class Timing:
   compile_s: float
   calls_s: list[float]
   flops: Optional[float]  # XLA cost analysis of one call (None where unavailable).
+  temp_bytes: Optional[int] = None  # XLA memory analysis: scratch buffers of one call.
 
   @property
   def median_s(self) -> float:
@@ -84,6 +85,10 @@ def time_compiled(fn: Callable, args: Sequence[Any], repeats: int, name: str = '
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   flops = xla_flops(compiled)
+  try:
+    temp_bytes = int(compiled.memory_analysis().temp_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except  # Not every backend reports it.
+    temp_bytes = None
   dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
   outputs = None
   calls = []
@@ -96,20 +101,101 @@ def time_compiled(fn: Callable, args: Sequence[Any], repeats: int, name: str = '
     if donate:
       dynamic = [outputs[0]] + dynamic[1:]
   _check_finite(outputs, name)
-  return Timing(compile_s, calls, flops)
+  return Timing(compile_s, calls, flops, temp_bytes)
 
 
-def measured_peak_flops(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
-  """Achieved FLOP/s of a large square matrix product: an empirical peak of this device.
+def peak_rss_gb() -> float:
+  """Peak resident memory of this process so far, GiB (``getrusage``; Linux reports KiB)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
-  Returns ``2 size^3 / median time``. Used as the denominator of MFU when the config gives no
-  ``benchmark.peak_flops``.
+
+def memory_stats(timing: 'Timing') -> dict:
+  """``temp_gb``: the compiled program's scratch memory (XLA's memory analysis), if known."""
+  return {} if timing.temp_bytes is None else {'temp_gb': timing.temp_bytes / 2**30}
+
+
+def measured_peak_flops(size: int = 2048, calls: int = 20, dtype=jnp.float32) -> float:
+  """Best achieved FLOP/s of ``calls`` square matrix products: an empirical peak of this device.
+
+  Returns ``2 size^3 / fastest call`` (the best, not the median: the peak is what the device can
+  do, and on a shared machine slow calls measure the neighbours). Used as the MFU denominator
+  on CPU, where no data sheet applies; ``dtype`` should be the run's compute dtype.
   """
   keys = jax.random.split(jax.random.key(0))
   a = jax.random.normal(keys[0], (size, size), dtype)
   b = jax.random.normal(keys[1], (size, size), dtype)
-  timing = time_compiled(lambda x, y: x @ y, (a, b), repeats, 'matmul peak')
-  return 2.0 * size**3 / timing.median_s
+  timing = time_compiled(lambda x, y: x @ y, (a, b), calls, 'matmul peak', warmup=2)
+  return 2.0 * size**3 / min(timing.calls_s)
+
+
+# Data-sheet dense bf16 peaks (FLOP/s per chip) of common accelerators, by the start of
+# ``device_kind`` (lower case). The GPU/TPU default of ``--peak_flops``; pass the flag for others.
+PEAK_FLOPS_BF16 = {
+    'nvidia h200': 989e12,
+    'nvidia h100 pcie': 756e12,
+    'nvidia h100': 989e12,  # SXM.
+    'nvidia a100': 312e12,
+    'nvidia l4': 121e12,
+    'nvidia a10g': 70e12,
+    'nvidia b200': 2250e12,
+    'tpu v4': 275e12,
+    'tpu v5 lite': 197e12,  # v5e.
+    'tpu v5e': 197e12,
+    'tpu v5p': 459e12,
+    'tpu v5': 459e12,
+    'tpu v6 lite': 918e12,  # v6e (Trillium).
+    'tpu v6e': 918e12,
+}
+
+
+def datasheet_peak_flops(device_kind: str) -> Optional[float]:
+  """The :data:`PEAK_FLOPS_BF16` entry whose key starts ``device_kind`` (longest match), or None."""
+  kind = device_kind.lower()
+  matches = [k for k in PEAK_FLOPS_BF16 if kind.startswith(k)]
+  return PEAK_FLOPS_BF16[max(matches, key=len)] if matches else None
+
+
+def matmul_flops(fn: Callable, *args) -> float:
+  """Model FLOPs of ``fn(*args)`` counted from its jaxpr: ``2 M N K`` per matrix product.
+
+  Every ``dot_general`` counts ``2 x (batch) x (free lhs) x (free rhs) x (contracted)`` and
+  every convolution ``2 x output elements x kernel window x input features / groups``; other
+  ops are not counted (the usual model-FLOPs convention, as in the PaLM paper's MFU). Nested
+  jaxprs are walked: ``scan`` bodies times their length, ``while`` bodies once (their trip count
+  is not static), ``cond`` the most expensive branch. Unlike XLA's cost analysis this is the
+  same on every backend and does not depend on how XLA fuses or rewrites the program.
+  """
+  closed = jax.make_jaxpr(fn)(*args)
+  return _jaxpr_matmul_flops(closed.jaxpr)
+
+
+def _jaxpr_matmul_flops(jaxpr) -> float:
+  import math  # pylint: disable=g-import-not-at-top
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'dot_general':
+      (lhs_contract, _), (lhs_batch, _) = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      out = eqn.outvars[0].aval.shape
+      contracted = math.prod(lhs[d] for d in lhs_contract)
+      total += 2.0 * math.prod(out) * contracted
+    elif name == 'conv_general_dilated':
+      rhs = eqn.invars[1].aval.shape
+      dims = eqn.params['dimension_numbers']
+      kernel = math.prod(rhs[d] for d in dims.rhs_spec[2:])
+      in_features = rhs[dims.rhs_spec[1]]
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * kernel * in_features
+    else:
+      subs = [v for v in eqn.params.values() if hasattr(v, 'eqns') or hasattr(v, 'jaxpr')]
+      branches = eqn.params.get('branches')
+      if branches:
+        total += max(_jaxpr_matmul_flops(getattr(b, 'jaxpr', b)) for b in branches)
+        continue
+      count = sum(_jaxpr_matmul_flops(getattr(v, 'jaxpr', v)) for v in subs)
+      total += count * (eqn.params.get('length', 1) if name == 'scan' else 1)
+  return total
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = False) -> str:
@@ -149,11 +235,17 @@ def device_description() -> str:
 # The sections of benchmark.py.
 
 
-def peak_flops(given: float) -> tuple[float, str]:
-  """``(peak FLOP/s, where it came from)``: ``given`` if > 0, else a measured matmul."""
+def peak_flops(given: float, dtype=jnp.float32) -> tuple[float, str]:
+  """``(peak FLOP/s, where it came from)``: ``given`` if > 0; on a GPU/TPU the data-sheet
+  bf16 peak of :data:`PEAK_FLOPS_BF16`; else (CPU, or an unknown chip) the best of 20
+  ``2048^3`` matrix products at ``dtype``."""
   if given > 0:
     return given, 'given (--peak_flops)'
-  return measured_peak_flops(), 'measured (2048^3 float32 matmul)'
+  kind = jax.devices()[0].device_kind
+  if jax.default_backend() != 'cpu' and datasheet_peak_flops(kind):
+    return datasheet_peak_flops(kind), f'data sheet ({kind}, dense bf16)'
+  name = jnp.dtype(dtype).name
+  return measured_peak_flops(dtype=dtype), f'measured (best of 20 2048^3 {name} matmuls)'
 
 
 def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[float],
@@ -210,13 +302,16 @@ def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: fl
   guided = bool(exp.num_classes) and config.sample.guidance_scale != 1
   labels = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
   # FLOPs of one network evaluation on this batch (the sampler loop body), guided if the run is.
-  apply_fn = exp.apply_fn(params)
   t = jnp.full((batch * (2 if guided else 1),), 0.5, jnp.float32)
   x_net = jnp.concatenate([x_input] * (2 if guided else 1))
   y_net = None if labels is None else jnp.concatenate([labels] * (2 if guided else 1))
-  one_call = time_compiled(lambda x, t, y: apply_fn(x, t, y), (x_net, t, y_net), repeats,
-                           'network')
-  flops_per_evaluation = (one_call.flops or 0.0) / batch
+  # The parameters are an argument: closed over, they become compiled constants (slower to
+  # compile, and XLA:CPU's YNNPACK fusions returned garbage on such a DiT-S program).
+  network = lambda p, x, t, y: exp.apply_fn(p)(x, t, y)
+  one_call = time_compiled(network, (params, x_net, t, y_net), repeats, 'network')
+  # MFU counts model FLOPs (the network's matrix products); XLA's count is reported beside.
+  flops_per_evaluation = matmul_flops(network, params, x_net, t, y_net) / batch
+  hardware_flops_per_evaluation = (one_call.flops or 0.0) / batch
   radius = jnp.float32(config.sample.radii[0])
   rows = []
   for method in methods:
@@ -248,6 +343,7 @@ def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: fl
                      'ms_per_evaluation': 1e3 * timing.median_s / evaluations,
                      'images_per_s': batch / timing.median_s,
                      'gflops_per_image': flops_per_image / 1e9,
+                     'hardware_gflops_per_image': hardware_flops_per_evaluation * evaluations / 1e9,
                      'achieved_gflops_per_s': achieved / 1e9, 'mfu': achieved / peak})
   return rows
 
@@ -261,14 +357,24 @@ def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: in
   images = random_images(jax.random.key(5), (batch,) + exp.image_shape)
   data = sharding.global_batch({'image': jax.device_get(images),
                                 'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}, mesh)
+  # Model FLOPs of a train step: 3x the forward's matrix products (forward, and the two
+  # products per product of the backward), the convention of MFU; without the codec's encode.
+  params = exp.init_params(jax.random.key(0))
+  t = jnp.full((batch,), 0.5, jnp.float32)
+  x = jnp.zeros((batch,) + exp.model_shape, jnp.float32)
+  y = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
+  forward = matmul_flops(lambda p, x, t, y: exp.apply_fn(p)(x, t, y), params, x, t, y)
+  del params
   timing = time_compiled(step, (state, data), repeats, 'train step', warmup=2, donate=True)
-  flops_per_image = (timing.flops or 0.0) / batch
+  flops_per_image = 3.0 * forward / batch
   achieved = flops_per_image * batch / timing.median_s
   result = {'batch': batch, 'compile_s': timing.compile_s,
             'step_median_ms': 1e3 * timing.median_s, 'step_min_ms': 1e3 * min(timing.calls_s),
             'step_max_ms': 1e3 * max(timing.calls_s), 'images_per_s': batch / timing.median_s,
-            'gflops_per_image': flops_per_image / 1e9, 'achieved_gflops_per_s': achieved / 1e9,
-            'mfu': achieved / peak}
+            'gflops_per_image': flops_per_image / 1e9,
+            'hardware_gflops_per_image': (timing.flops or 0.0) / batch / 1e9,
+            'achieved_gflops_per_s': achieved / 1e9, 'mfu': achieved / peak,
+            'peak_rss_gb': peak_rss_gb(), **memory_stats(timing)}
   if exp.is_latent:
     # The codec's encode of the batch alone: what a latent cache (encode the data once) would
     # save per step, and the cost of building such a cache per image.
@@ -304,7 +410,7 @@ def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, 
   if exp.is_latent:  # Sampling and noise are timed in the latent space; training encodes.
     exp = exp.with_codec(exp.load_codec())
   image_shape = (batch,) + exp.model_shape
-  peak, peak_source = peak_flops(given_peak)
+  peak, peak_source = peak_flops(given_peak, jnp.dtype(config.model.dtype))
   results = {'device': device_description(), 'host': platform.processor() or
              platform.machine(), 'jax': jax.__version__, 'config': config.to_dict(),
              'repeats': repeats, 'peak_flops': peak, 'peak_source': peak_source}
@@ -325,12 +431,14 @@ def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, 
 
 SAMPLE_COLUMNS = ('sampler', 'start', 'steps', 'guided', 'evaluations', 'compile_s',
                   'compile_s_at_2x_steps', 'run_median_ms', 'run_min_ms', 'run_max_ms',
-                  'ms_per_evaluation', 'images_per_s', 'gflops_per_image', 'mfu')
+                  'ms_per_evaluation', 'images_per_s', 'gflops_per_image',
+                  'hardware_gflops_per_image', 'mfu')
 NOISE_COLUMNS = ('noise', 'shape', 'compile_s', 'median_ms', 'min_ms', 'max_ms',
                  'share_of_sampling_run')
 TRAIN_COLUMNS = ('batch', 'compile_s', 'step_median_ms', 'step_min_ms', 'step_max_ms',
-                 'images_per_s', 'gflops_per_image', 'achieved_gflops_per_s', 'mfu',
-                 'encode_median_ms', 'encode_share_of_step')
+                 'images_per_s', 'gflops_per_image', 'hardware_gflops_per_image',
+                 'achieved_gflops_per_s', 'mfu', 'temp_gb', 'peak_rss_gb', 'encode_median_ms',
+                 'encode_share_of_step')
 
 
 def report(results: dict, markdown: bool = False) -> str:

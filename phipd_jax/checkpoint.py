@@ -256,7 +256,7 @@ def load_config_dict(workdir: str) -> dict:
 # Config fields that change the shapes or meaning of the saved arrays: resuming with another
 # value would fail to restore or silently train a different model.
 SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes',
-                'model.in_context_len')
+                'model.in_context_len', 'model.param_dtype', 'rng_impl')
 # Fields that change the optimisation: resuming with another value silently trains a different
 # run (a changed schedule, other data, other noise). An error unless allowed.
 OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dropout', 'optim.',
@@ -266,7 +266,10 @@ OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dro
 COSMETIC_PREFIXES = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
                      'sample.', 'data.tfds_dir', 'data.in_memory', 'init_from', 'distributed.',
                      'mesh.', 'diffusion.lwd.log_bins', 'autoencoder.num_reconstruct',
-                     'codec.cache')
+                     'codec.cache', 'model.remat', 'model.attention_impl')
+# Fields added after runs were saved without them: a saved run lacking one had this value.
+ADDED_FIELD_DEFAULTS = {'model.param_dtype': 'float32', 'model.remat': 'none',
+                        'model.attention_impl': 'auto', 'rng_impl': 'threefry2x32'}
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:
@@ -296,6 +299,9 @@ def check_resume_config(saved: dict, current: dict,
       a field that changes the optimisation differs without ``allow_change``.
   """
   old, new = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
+  for key, default in ADDED_FIELD_DEFAULTS.items():
+    if key in new and key not in old:
+      old[key] = default
   differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                  if old.get(k) != new.get(k)}
   line = lambda k: f'{k}: {differences[k][0]!r} -> {differences[k][1]!r}'

@@ -313,6 +313,11 @@ class Experiment:
     return nnx.state(build_model(self.config, nnx.Rngs(key), self.model_shape[-1],
                                  self.model_shape[0]), nnx.Param)
 
+  @property
+  def rng_impl(self) -> str:
+    """The PRNG of the run's key (``config.rng_impl``; runs saved before it: threefry)."""
+    return self.config.get('rng_impl', 'threefry2x32')
+
   def apply_fn(self, params) -> Callable:
     """``(x_in, t_in, y) -> output`` of the model with ``params`` (merged inside the trace)."""
     return training.apply_model(self.graphdef, params)
@@ -446,7 +451,7 @@ class Experiment:
     """A train state at step 0, born sharded on ``mesh`` (see
     :func:`phipd_jax.training.create_train_state`)."""
     return training.create_train_state(self.init_params, self.optimizer, mesh, self.config.seed,
-                                       self.config.mesh.fsdp_min_size)
+                                       self.config.mesh.fsdp_min_size, self.rng_impl)
 
   def train_step(self, mesh, state: training.TrainState) -> Callable:
     """The jitted, sharded, state-donating ``train_step(state, batch) -> (state, metrics)``."""
@@ -455,7 +460,7 @@ class Experiment:
                                     sharding_lib.batch_sharding(mesh),
                                     ema_decay=self.config.optim.ema_decay,
                                     learning_rate=self.learning_rate,
-                                    constants=self.loss_constants())
+                                    constants=self.loss_constants(), rng_impl=self.rng_impl)
 
 
 def _batch_constraint(mesh) -> Callable:
@@ -560,6 +565,7 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
     ValueError: a field out of range, naming ``config.<field>``, its value and what is allowed.
   """
   _validate_run_fields(config, data_parallel_size)
+  training.check_rng_impl(config.get('rng_impl', 'threefry2x32'))
   process = build_process(config.diffusion)
   prediction = config.diffusion.prediction
   with field('diffusion.prediction', prediction):
@@ -681,7 +687,7 @@ def load_run(workdir: str, defaults: ml_collections.ConfigDict,
                             'first (python train.py --config ... --workdir ...)')
   mesh = mesh or sharding_lib.make_mesh(-1, 1)
   template = training.abstract_train_state(experiment.init_params, experiment.optimizer, mesh,
-                                           config.seed)
+                                           config.seed, rng_impl=experiment.rng_impl)
   restored = checkpoint.restore_items(workdir, template, items)
   if experiment.is_latent:
     experiment = experiment.with_codec(experiment.load_codec())

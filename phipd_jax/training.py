@@ -41,10 +41,22 @@ class TrainState:
   rng: Array
 
 
-def _init_fn(init_params: Callable[[Array], Any], optimizer: optax.GradientTransformation):
+RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+
+
+def check_rng_impl(rng_impl: str) -> None:
+  """Raises ``ValueError`` unless ``rng_impl`` is in :data:`RNG_IMPLS`."""
+  if rng_impl not in RNG_IMPLS:
+    raise ValueError(f'rng_impl={rng_impl!r} must be one of {list(RNG_IMPLS)}')
+
+
+def _init_fn(init_params: Callable[[Array], Any], optimizer: optax.GradientTransformation,
+             rng_impl: str = 'threefry2x32'):
 
   def init(seed_key):
     model_key, run_key = jax.random.split(seed_key)
+    if rng_impl != 'threefry2x32':  # The run's stream (noise, times, dropout) in another PRNG.
+      run_key = jax.random.key(jax.random.bits(run_key, dtype=jnp.uint32), impl=rng_impl)
     params = init_params(model_key)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), ema_params=params,
@@ -53,14 +65,16 @@ def _init_fn(init_params: Callable[[Array], Any], optimizer: optax.GradientTrans
   return init
 
 
-def state_shardings(init_params, optimizer, mesh, seed: int, fsdp_min_size: int = 2**14):
+def state_shardings(init_params, optimizer, mesh, seed: int, fsdp_min_size: int = 2**14,
+                    rng_impl: str = 'threefry2x32'):
   """``(abstract state, shardings)`` of the train state on ``mesh`` (no arrays allocated)."""
-  abstract = jax.eval_shape(_init_fn(init_params, optimizer), jax.random.key(seed))
+  abstract = jax.eval_shape(_init_fn(init_params, optimizer, rng_impl), jax.random.key(seed))
   return abstract, sharding_lib.state_shardings(abstract, mesh, fsdp_min_size)
 
 
 def create_train_state(init_params: Callable[[Array], Any], optimizer: optax.GradientTransformation,
-                       mesh, seed: int, fsdp_min_size: int = 2**14) -> TrainState:
+                       mesh, seed: int, fsdp_min_size: int = 2**14,
+                       rng_impl: str = 'threefry2x32') -> TrainState:
   """A state at step 0 whose arrays are born sharded on ``mesh``.
 
   Initialisation runs inside ``jax.jit`` with ``out_shardings`` from
@@ -73,15 +87,21 @@ def create_train_state(init_params: Callable[[Array], Any], optimizer: optax.Gra
     mesh: the device mesh.
     seed: the run's seed; ``key(seed)`` splits into the model key and the run key.
     fsdp_min_size: arrays with fewer elements stay replicated.
+    rng_impl: PRNG of the run key (:data:`RNG_IMPLS`): ``'threefry2x32'`` (JAX's default),
+      ``'rbg'`` or ``'unsafe_rbg'`` (XLA's RngBitGenerator, what large TPU runs use; faster
+      draws). The model is initialised from the same threefry key either way.
   """
-  _, shardings = state_shardings(init_params, optimizer, mesh, seed, fsdp_min_size)
-  return jax.jit(_init_fn(init_params, optimizer), out_shardings=shardings)(jax.random.key(seed))
+  _, shardings = state_shardings(init_params, optimizer, mesh, seed, fsdp_min_size, rng_impl)
+  return jax.jit(_init_fn(init_params, optimizer, rng_impl),
+                 out_shardings=shardings)(jax.random.key(seed))
 
 
 def abstract_train_state(init_params, optimizer, mesh, seed: int,
-                         fsdp_min_size: int = 2**14) -> TrainState:
+                         fsdp_min_size: int = 2**14,
+                         rng_impl: str = 'threefry2x32') -> TrainState:
   """The state's ``jax.ShapeDtypeStruct`` leaves with their shardings: a restore target."""
-  abstract, shardings = state_shardings(init_params, optimizer, mesh, seed, fsdp_min_size)
+  abstract, shardings = state_shardings(init_params, optimizer, mesh, seed, fsdp_min_size,
+                                        rng_impl)
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
                       shardings)
 
@@ -101,7 +121,7 @@ def ema_decay_at(step: Array, decay: float) -> Array:
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings,
                     batch_sharding, *, ema_decay: float,
                     learning_rate: Optional[optax.Schedule] = None,
-                    constants: Any = None) -> Callable:
+                    constants: Any = None, rng_impl: str = 'threefry2x32') -> Callable:
   """The jitted, sharded, state-donating ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
@@ -116,13 +136,14 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
     constants: optional pytree of frozen arrays the loss reads (e.g. LPIPS weights), placed
       replicated on the mesh once and passed to the jitted step as an argument, so they are
       device buffers rather than constants compiled into the program; never differentiated.
+    rng_impl: the PRNG of ``state.rng`` (see :func:`create_train_state`).
 
   Returns:
     The step; ``metrics`` holds ``loss``, ``grad_norm``, ``learning_rate`` and the loss's own.
   """
 
   def train_step(state: TrainState, batch, constants=None):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=rng_impl), state.step)
     extra = () if constants is None else (jax.lax.stop_gradient(constants),)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key,
                                                                    *extra)

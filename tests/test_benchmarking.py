@@ -49,3 +49,59 @@ def test_benchmark_sections_and_json(tiny_config, tmp_path):
   path = tmp_path / 'out.json'
   path.write_text(json.dumps(results, default=str))
   assert math.isfinite(json.loads(path.read_text())['train']['step_median_ms'])
+
+
+def test_matmul_flops_equals_the_dit_formula():
+  """The jaxpr count of a DiT forward equals the hand count of its matrix products."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from phipd_jax.models.dit import DiT
+  batch, size, patch, channels, hidden, depth, heads = 2, 16, 4, 3, 64, 2, 4
+  model = DiT(in_channels=channels, patch_size=patch, hidden=hidden, depth=depth,
+              heads=heads, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+  x = jnp.ones((batch, size, size, channels))
+  t = jnp.full((batch,), 0.5)
+  counted = benchmarking.matmul_flops(lambda p, x, t: nnx.merge(graphdef, p)(x, t), params, x, t)
+  tokens = (size // patch) ** 2
+  per_token_block = 2 * hidden * (3 * hidden + hidden + 2 * 4 * hidden)  # qkv, proj, MLP.
+  attention = 2 * 2 * tokens * hidden  # q k^T and p v, per token.
+  per_sample = (2 * 256 * hidden + 2 * hidden * hidden  # Time embedding MLP.
+                + depth * 2 * hidden * 6 * hidden + 2 * hidden * 2 * hidden)  # adaLN.
+  per_token = (2 * patch * patch * channels * hidden  # Patch embedding.
+               + depth * (per_token_block + attention) + 2 * hidden * patch * patch * channels)
+  assert counted == batch * (tokens * per_token + per_sample)
+  # A scan body counts once per iteration; a cond its most expensive branch.
+  a = jnp.ones((8, 8))
+  scanned = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=5)[0]
+  assert benchmarking.matmul_flops(scanned, a) == 5 * 2 * 8**3
+  branch = lambda a, i: jax.lax.cond(i > 0, lambda: a @ a @ a, lambda: a)
+  assert benchmarking.matmul_flops(branch, a, 1) == 2 * 2 * 8**3
+
+
+def test_peak_flops_sources():
+  assert benchmarking.peak_flops(5e12) == (5e12, 'given (--peak_flops)')
+  assert benchmarking.datasheet_peak_flops('NVIDIA H100 PCIe') == 756e12
+  assert benchmarking.datasheet_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+  assert benchmarking.datasheet_peak_flops('TPU v5 lite') == 197e12
+  assert benchmarking.datasheet_peak_flops('some cpu') is None
+
+
+def test_compare_checks_its_references_and_runs_the_jax_worker(tmp_path):
+  """benchmark.py --what compare: missing references fail before any timing; the JAX worker
+  (a fresh process per case) prints its timings and peak memory as one JSON line."""
+  import sys
+  from phipd_jax import compare
+  with pytest.raises(ValueError, match='--torch_python'):
+    compare.check_references(str(tmp_path / 'python'), '', '')
+  with pytest.raises(ValueError, match='--dit_repo'):
+    compare.check_references(sys.executable, str(tmp_path), '')
+  (tmp_path / 'models.py').write_text('')
+  with pytest.raises(ValueError, match='--noise_repo'):
+    compare.check_references(sys.executable, str(tmp_path), str(tmp_path))
+  result = compare._run([sys.executable, '-m', 'phipd_jax.compare', '--case', 'noise',
+                         '--batch', '2', '--channels', '3', '--image', '16', '--repeats', '2',
+                         '--warmup', '1'])
+  assert result['side'] == 'jax' and len(result['calls_s']) == 2
+  assert result['median_s'] > 0 and result['peak_rss_mb'] > 50

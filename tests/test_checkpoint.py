@@ -95,3 +95,11 @@ def test_resume_config_check_separates_cosmetic_and_optimisation_fields(tiny_con
   shape.model.patch_size = 2
   with pytest.raises(ValueError, match='model.patch_size'):
     checkpoint.check_resume_config(saved, shape.to_dict(), allow_change=True)
+  # A run saved before a field existed resumes when the field holds the value it had.
+  older = {k: v for k, v in saved.items() if k != 'rng_impl'}
+  older['model'] = {k: v for k, v in saved['model'].items() if k not in ('remat', 'param_dtype')}
+  assert checkpoint.check_resume_config(older, cosmetic.to_dict()) == ['train.log_every: 2 -> 3']
+  bf16 = cosmetic.copy_and_resolve_references()
+  bf16.model.param_dtype = 'bfloat16'
+  with pytest.raises(ValueError, match='model.param_dtype'):
+    checkpoint.check_resume_config(older, bf16.to_dict())

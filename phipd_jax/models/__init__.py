@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Optional
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -25,12 +26,41 @@ def _check_patch(image_size: int, patch_size: int):
                      f'model.patch_size={patch_size}')
 
 
+PARAM_DTYPES = ('float32', 'bfloat16')
+
+
+def cast_params(model: nnx.Module, param_dtype: str) -> nnx.Module:
+  """Stores ``model``'s floating-point ``nnx.Param`` leaves in ``param_dtype`` (in place).
+
+  ``'float32'`` (the default) is the mixed-precision recipe: float32 parameters and optimizer
+  state with the compute in ``model.dtype`` (layers cast their parameters to it). ``'bfloat16'``
+  halves parameter and optimizer memory at the cost of bf16 updates (pure bf16 training).
+
+  Raises:
+    ValueError: ``param_dtype`` not in :data:`PARAM_DTYPES`.
+  """
+  if param_dtype not in PARAM_DTYPES:
+    raise ValueError(f'model.param_dtype={param_dtype!r} must be one of {list(PARAM_DTYPES)}')
+  if param_dtype != 'float32':
+    state = nnx.state(model, nnx.Param)
+    cast = lambda x: x.astype(param_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    nnx.update(model, jax.tree.map(cast, state))
+  return model
+
+
 def build_dit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 'float32',
+              param_dtype: str = 'float32', attention_impl: str = 'auto', remat: str = 'none',
               in_channels: int, image_size: int, rngs: nnx.Rngs) -> DiT:
-  """DiT (Peebles & Xie 2023) of a named size for ``image_size``-pixel inputs."""
+  """DiT (Peebles & Xie 2023) of a named size for ``image_size``-pixel inputs.
+
+  ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype (:func:`cast_params`),
+  ``attention_impl`` the attention form (:func:`phipd_jax.models.layers.attention`), ``remat``
+  the per-block rematerialisation (:data:`phipd_jax.models.layers.REMAT_POLICIES`).
+  """
   _check_patch(image_size, patch_size)
-  return dit(size, in_channels=in_channels, patch_size=patch_size, num_classes=num_classes,
-             dtype=jnp.dtype(dtype), rngs=rngs)
+  return cast_params(dit(size, in_channels=in_channels, patch_size=patch_size,
+                         num_classes=num_classes, dtype=jnp.dtype(dtype),
+                         attention_impl=attention_impl, remat=remat, rngs=rngs), param_dtype)
 
 
 def spectral_forcing_from_settings(settings: Optional[dict]) -> Optional[SpectralForcing]:
@@ -43,22 +73,25 @@ def spectral_forcing_from_settings(settings: Optional[dict]) -> Optional[Spectra
 
 
 def build_jit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 'float32',
+              param_dtype: str = 'float32', attention_impl: str = 'auto', remat: str = 'none',
               in_context_len: int = 32, spectral_forcing: Optional[dict] = None,
               in_channels: int, image_size: int, rngs: nnx.Rngs) -> JiT:
-  """JiT (Li & He 2025) of a named size, with optional Spectral Forcing (a settings dict)."""
+  """JiT (Li & He 2025) of a named size, with optional Spectral Forcing (a settings dict);
+  ``dtype``, ``param_dtype``, ``attention_impl`` and ``remat`` as :func:`build_dit`."""
   _check_patch(image_size, patch_size)
   forcing = spectral_forcing_from_settings(spectral_forcing)
   if forcing is not None and forcing.window and image_size % forcing.window:
     raise ValueError(f'model.spectral_forcing.window={forcing.window} must divide '
                      f'data.image_size={image_size}')
-  return jit_model(size, in_channels=in_channels, patch_size=patch_size, num_classes=num_classes,
-                   in_context_len=in_context_len, spectral_forcing=forcing,
-                   dtype=jnp.dtype(dtype), rngs=rngs)
+  return cast_params(jit_model(
+      size, in_channels=in_channels, patch_size=patch_size, num_classes=num_classes,
+      in_context_len=in_context_len, spectral_forcing=forcing, dtype=jnp.dtype(dtype),
+      attention_impl=attention_impl, remat=remat, rngs=rngs), param_dtype)
 
 
 def build_autoencoder(*, size: str, downsample: int = 8, latent_channels: int = 4,
-                      num_classes: int = 0, dtype: str = 'float32', in_channels: int,
-                      image_size: int, rngs: nnx.Rngs) -> Autoencoder:
+                      num_classes: int = 0, dtype: str = 'float32', param_dtype: str = 'float32',
+                      in_channels: int, image_size: int, rngs: nnx.Rngs) -> Autoencoder:
   """The KL autoencoder (Rombach et al. 2022, arXiv:2112.10752) of a named size, spatial factor
   ``downsample`` (4 or 8), for ``image_size``-pixel images. Unconditional: ``num_classes`` must
   be 0 (it is there because every run config has the field)."""
@@ -68,8 +101,9 @@ def build_autoencoder(*, size: str, downsample: int = 8, latent_channels: int = 
   if image_size <= 0 or image_size % downsample:
     raise ValueError(f'data.image_size={image_size} must be a positive multiple of '
                      f'model.downsample={downsample}')
-  return autoencoder(size, in_channels=in_channels, latent_channels=latent_channels,
-                     downsample=downsample, dtype=jnp.dtype(dtype), rngs=rngs)
+  return cast_params(autoencoder(size, in_channels=in_channels, latent_channels=latent_channels,
+                                 downsample=downsample, dtype=jnp.dtype(dtype), rngs=rngs),
+                     param_dtype)
 
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_jit,

@@ -22,9 +22,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 # The shared layers are re-exported here (``from phipd_jax.models.dit import modulate`` works).
-from phipd_jax.models.layers import (TimestepEmbedder, attention, check_attention_implementation,
-                                     check_input, modulate, sincos_positions_2d,
-                                     timestep_embedding, unpatchify)
+from phipd_jax.models.layers import (TimestepEmbedder, attention, call_block,
+                                     check_attention_implementation, check_input, check_remat,
+                                     modulate, sincos_positions_2d, timestep_embedding,
+                                     unpatchify)
 
 Array = jax.Array
 
@@ -116,16 +117,21 @@ class DiT(nnx.Module):
     attention_impl: attention form, ``'auto'`` (the fastest for the backend and dtype),
       ``'xla'``, ``'cpu'``, ``'cudnn'`` or ``'tpu'``; see :func:`phipd_jax.models.layers.attention`.
       All forms compute the same function; only speed differs.
+    remat: per-block rematerialisation, ``'none'``, ``'dots'`` or ``'full'``
+      (:data:`phipd_jax.models.layers.REMAT_POLICIES`): memory for time, same function.
     rngs: NNX random streams for initialisation.
 
   Raises:
-    ValueError: inconsistent sizes or an unknown ``attention_impl``.
+    ValueError: inconsistent sizes, an unknown ``attention_impl`` or ``remat``.
   """
 
   def __init__(self, *, in_channels: int, patch_size: int, hidden: int, depth: int, heads: int,
                num_classes: int = 0, out_channels: Optional[int] = None, mlp_ratio: float = 4.0,
-               dtype=jnp.float32, attention_impl: str = 'auto', rngs: nnx.Rngs):
+               dtype=jnp.float32, attention_impl: str = 'auto', remat: str = 'none',
+               rngs: nnx.Rngs):
     check_attention_implementation(attention_impl)
+    check_remat(remat)
+    self.remat = remat
     if hidden % heads or hidden % 4:
       raise ValueError(f'DiT: hidden={hidden} must be divisible by heads={heads} and by 4')
     if patch_size < 1:
@@ -163,13 +169,14 @@ class DiT(nnx.Module):
       labels = jnp.full((batch,), self.num_classes, jnp.int32) if y is None else y
       c = c + self.label_embed(labels)
     for block in self.blocks:
-      tokens = block(tokens, c)
+      tokens = call_block(block, self.remat, tokens, c)
     out = self.final(tokens, c)  # [B, T, p * p * C_out]
     return unpatchify(out, grid_h, grid_w, p).astype(jnp.float32)
 
 
 def dit(size: str, *, in_channels: int, patch_size: int, num_classes: int = 0,
-        out_channels: Optional[int] = None, dtype=jnp.float32, rngs: nnx.Rngs) -> DiT:
+        out_channels: Optional[int] = None, dtype=jnp.float32, attention_impl: str = 'auto',
+        remat: str = 'none', rngs: nnx.Rngs) -> DiT:
   """A DiT of a named size (``'tiny'``, ``'small'``, ``'S'``, ``'B'``, ``'L'``, ``'XL'``).
 
   Raises:
@@ -180,7 +187,7 @@ def dit(size: str, *, in_channels: int, patch_size: int, num_classes: int = 0,
   depth, hidden, heads = DIT_SIZES[size]
   return DiT(in_channels=in_channels, patch_size=patch_size, hidden=hidden, depth=depth,
              heads=heads, num_classes=num_classes, out_channels=out_channels, dtype=dtype,
-             rngs=rngs)
+             attention_impl=attention_impl, remat=remat, rngs=rngs)
 
 
 def count_parameters(module: nnx.Module) -> int:

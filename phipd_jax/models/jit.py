@@ -32,7 +32,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phipd_jax import spectral
-from phipd_jax.models.layers import (TimestepEmbedder, attention, check_attention_implementation,
+from phipd_jax.models.layers import (TimestepEmbedder, attention, call_block, check_remat,
+                                     check_attention_implementation,
                                      check_input, modulate, resolve_attention_implementation,
                                      sincos_positions_2d, unpatchify)
 
@@ -198,8 +199,11 @@ class JiT(nnx.Module):
   def __init__(self, *, in_channels: int, patch_size: int, hidden: int, depth: int, heads: int,
                bottleneck: int, num_classes: int = 0, in_context_len: int = 32,
                in_context_start: int = 0, spectral_forcing: Optional[SpectralForcing] = None,
-               dtype=jnp.float32, attention_impl: str = 'auto', rngs: nnx.Rngs):
+               dtype=jnp.float32, attention_impl: str = 'auto', remat: str = 'none',
+               rngs: nnx.Rngs):
     check_attention_implementation(attention_impl)
+    check_remat(remat)
+    self.remat = remat
     if hidden % heads or (hidden // heads) % 4 or hidden % 4:
       raise ValueError(f'JiT: hidden={hidden} / heads={heads} must be an integer multiple of 4')
     if patch_size < 1 or bottleneck < 1:
@@ -264,7 +268,7 @@ class JiT(nnx.Module):
         tokens = jnp.concatenate([context.astype(tokens.dtype), tokens], axis=1)
         # In-context tokens get the identity rotation.
         angles = jnp.concatenate([jnp.zeros((self.in_context_len, angles.shape[1])), angles])
-      tokens = block(tokens, c, angles)
+      tokens = call_block(block, self.remat, tokens, c, angles)
     if self.in_context_len:
       tokens = tokens[:, self.in_context_len:]
     shift, scale = jnp.split(self.final_adaln(nnx.silu(c)), 2, axis=-1)
@@ -274,7 +278,8 @@ class JiT(nnx.Module):
 
 def jit_model(size: str, *, in_channels: int = 3, patch_size: int, num_classes: int = 0,
               in_context_len: int = 32, spectral_forcing: Optional[SpectralForcing] = None,
-              dtype=jnp.float32, rngs: nnx.Rngs) -> JiT:
+              dtype=jnp.float32, attention_impl: str = 'auto', remat: str = 'none',
+              rngs: nnx.Rngs) -> JiT:
   """A JiT of a named size (``'tiny'``, ``'small'``, ``'B'``, ``'L'``, ``'H'``, ``'G'``).
 
   Raises:
@@ -286,4 +291,5 @@ def jit_model(size: str, *, in_channels: int = 3, patch_size: int, num_classes: 
   return JiT(in_channels=in_channels, patch_size=patch_size, hidden=hidden, depth=depth,
              heads=heads, bottleneck=bottleneck, num_classes=num_classes,
              in_context_len=in_context_len, in_context_start=start,
-             spectral_forcing=spectral_forcing, dtype=dtype, rngs=rngs)
+             spectral_forcing=spectral_forcing, dtype=dtype, attention_impl=attention_impl,
+             remat=remat, rngs=rngs)

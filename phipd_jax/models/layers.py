@@ -101,6 +101,39 @@ class TimestepEmbedder(nnx.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# Rematerialisation of transformer blocks.
+
+# ``model.remat`` -> what the backward pass keeps of each block (None = everything autodiff keeps).
+REMAT_POLICIES = {
+    'none': None,
+    # Keep the outputs of the linear layers (matmuls without batch dimensions); recompute the
+    # elementwise work, norms and the attention's batched matmuls.
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # Keep only each block's inputs; recompute the whole block in the backward pass.
+    'full': jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def check_remat(remat: str) -> None:
+  """Raises ``ValueError`` unless ``remat`` is a key of :data:`REMAT_POLICIES`."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f'model.remat={remat!r} must be one of {list(REMAT_POLICIES)}')
+
+
+def call_block(block: nnx.Module, remat: str, *args: Array) -> Array:
+  """``block(*args)``, rematerialised per :data:`REMAT_POLICIES` (``nnx.remat``).
+
+  ``'none'`` calls the block as is. ``'dots'`` and ``'full'`` trade backward-pass recomputation
+  for activation memory (``benchmark.py --what train`` reports time and peak memory of each).
+  The forward value and the gradients are the same function in every mode.
+  """
+  if remat == 'none':
+    return block(*args)
+  apply = nnx.remat(lambda module, *inputs: module(*inputs), policy=REMAT_POLICIES[remat])
+  return apply(block, *args)
+
+
+# ----------------------------------------------------------------------------------------------
 # Attention.
 
 

@@ -59,3 +59,38 @@ def test_bad_sizes_raise():
     model(jnp.ones((1, 18, 16, 3)), jnp.ones(1))
   with pytest.raises(ValueError, match='model.size'):
     models.dit('huge', in_channels=3, patch_size=2, rngs=nnx.Rngs(0))
+
+
+def test_remat_policies_compute_the_same_function_and_gradient():
+  """model.remat trades memory for recomputation: value and gradient equal the plain model's."""
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  t = jnp.array([0.3, 0.8])
+  results = {}
+  for remat in ('none', 'dots', 'full'):
+    model = models.build('dit', size='tiny', patch_size=4, remat=remat, in_channels=3,
+                         image_size=16, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    # Non-zero final layers, so the gradient reaches every block.
+    params = jax.tree.map(lambda p: p + 0.01, params)
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(x, t) ** 2)
+    results[remat] = jax.jit(jax.value_and_grad(loss))(params)
+  for remat in ('dots', 'full'):
+    chex.assert_trees_all_close(results[remat], results['none'], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='model.remat'):
+    models.build('dit', size='tiny', patch_size=4, remat='some', in_channels=3, image_size=16,
+                 rngs=nnx.Rngs(0))
+
+
+def test_param_dtype_bfloat16_stores_parameters_in_bf16():
+  model = models.build('dit', size='tiny', patch_size=4, dtype='bfloat16', param_dtype='bfloat16',
+                       in_channels=3, image_size=16, rngs=nnx.Rngs(0))
+  dtypes = {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))}
+  assert dtypes == {jnp.dtype(jnp.bfloat16)}
+  out = model(jnp.ones((1, 16, 16, 3)), jnp.array([0.5]))
+  assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+  mixed = models.build('dit', size='tiny', patch_size=4, dtype='bfloat16', in_channels=3,
+                       image_size=16, rngs=nnx.Rngs(0))
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(mixed, nnx.Param))} == {jnp.dtype('float32')}
+  with pytest.raises(ValueError, match='model.param_dtype'):
+    models.build('dit', size='tiny', patch_size=4, param_dtype='float16', in_channels=3,
+                 image_size=16, rngs=nnx.Rngs(0))
