@@ -203,7 +203,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], markdown: bool = 
 
   def cell(value):
     if isinstance(value, float):
-      return f'{value:.4g}'
+      return f'{value:.0f}' if abs(value) >= 1e4 else f'{value:.4g}'
     return '' if value is None else str(value)
 
   cells = [[cell(row.get(c)) for c in columns] for row in rows]

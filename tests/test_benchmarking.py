@@ -105,3 +105,18 @@ def test_compare_checks_its_references_and_runs_the_jax_worker(tmp_path):
                          '--warmup', '1'])
   assert result['side'] == 'jax' and len(result['calls_s']) == 2
   assert result['median_s'] > 0 and result['peak_rss_mb'] > 50
+
+
+def test_importing_the_library_turns_off_xla_cpu_ynnpack_fusions():
+  """phipd_jax/__init__.py: faster and correct on XLA:CPU (docs/benchmarks.md); a flag the
+  user already set in XLA_FLAGS is kept."""
+  import os
+  import subprocess
+  import sys
+  script = 'import os, phipd_jax; print(os.environ["XLA_FLAGS"])'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True)
+  assert out.stdout.split() == ['--xla_cpu_experimental_ynn_fusion_type=']
+  env['XLA_FLAGS'] = '--xla_cpu_experimental_ynn_fusion_type=dot'
+  out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True)
+  assert out.stdout.split() == ['--xla_cpu_experimental_ynn_fusion_type=dot']

@@ -231,6 +231,92 @@ def test_reference_mode_matches_numpy_replica(shape, radius_padded, clip):
     np.testing.assert_allclose(got_library, want, atol=1e-5)
 
 
+def _quantile_data(kind, shape, seed=0):
+  """Test data for the sort-free quantile: continuous, heavy ties, signed zeros, or two values
+  (the rank after the 95 % one lies in another radix bin). No denormals: XLA:CPU flushes them,
+  so ``jnp.sort`` does not order them."""
+  rng = np.random.default_rng(seed)
+  if kind == 'normal':
+    x = rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)
+  elif kind == 'ties':
+    x = rng.integers(-3, 4, shape) * 0.5
+  elif kind == 'zeros':
+    x = rng.choice([0.0, -0.0, 1.0, -1.0], shape)
+  else:
+    x = np.where(rng.random(shape) < 0.96, 1.0, 2.0)
+  return np.asarray(x, np.float32)
+
+
+@pytest.mark.parametrize('kind', ['normal', 'ties', 'zeros', 'two'])
+@pytest.mark.parametrize('shape', [(1, 1), (1, 7), (1, 1000), (1, 3, 40000), (4, 3, 50),
+                                   (3, 2, 17, 9)])
+def test_sort_free_quantile_equals_jnp_quantile(kind, shape):
+  """Whole tensor (one row: 16 + 16-bit radix digits) and per sample (rows: 11 + 11 + 10)."""
+  x = _quantile_data(kind, shape)
+  rows = x.reshape(shape[0], -1)
+  for q in [0.95, 0.5, 0.0, 1.0, 0.3]:
+    got = jax.jit(lambda a, q=q: noise_lib._quantile(a, q))(x)
+    want = jnp.quantile(jnp.asarray(x), q, axis=tuple(range(1, x.ndim)))
+    np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)  # Same formula; ~1 ulp (FMA).
+  # The order statistics themselves are exact.
+  rank = int(0.95 * (rows.shape[1] - 1))
+  low, following = jax.jit(lambda a: noise_lib._order_statistics([(a, 1)], rank))(x)
+  ordered = np.sort(rows, axis=1)
+  np.testing.assert_array_equal(low, ordered[:, rank])
+  if rank + 1 < rows.shape[1]:
+    np.testing.assert_array_equal(following, ordered[:, rank + 1])
+
+
+def test_sort_free_quantile_weighted_parts_and_offset():
+  x = _quantile_data('ties', (3, 4, 60), seed=1)
+  # Weight 2 for all, -1 for the first 10 columns: those count once, the rest twice.
+  got = noise_lib._quantile([(x, 2), (x[..., :10], -1)], 0.95)
+  explicit = np.concatenate([x.reshape(3, -1), x[..., 10:].reshape(3, -1)], 1)
+  np.testing.assert_allclose(got, jnp.quantile(explicit, 0.95, axis=1), rtol=3e-7, atol=0)
+  # Offset: elements known to lie below the result shift the rank only.
+  below = np.full((3, 500), -100.0, np.float32)
+  got = noise_lib._quantile(x, 0.95, offset=500)
+  want = jnp.quantile(np.concatenate([below, x.reshape(3, -1)], 1), 0.95, axis=1)
+  np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
+
+
+@pytest.mark.parametrize('per_sample', [False, True])
+@pytest.mark.parametrize('shape', [(2, 3, 24, 30), (2, 2, 21, 17), (3, 1, 5, 2), (2, 2, 4, 1)])
+def test_full_spectrum_quantile_from_half_equals_full(shape, per_sample):
+  """Quantiles of the full fft2 phase and magnitude from the rfft2 half (the mirror bins of the
+  full transform agree with the half's up to float rounding). Widths 1 and 2 take the explicit
+  mirror path for the phase."""
+  x = jnp.asarray(_quantile_data('normal', shape, seed=2))
+  axes = (2, 3)
+  full, half = jnp.fft.fftn(x, axes=axes), jnp.fft.rfft2(x)
+  reduce = tuple(range(1, x.ndim)) if per_sample else None
+  for quantity, odd in [(lambda z, s=None: noise_lib.spectral_phase(z, axes, s), True),
+                        (lambda z, s=None: jnp.abs(z), False)]:
+    want = jnp.quantile(quantity(full), 0.95, axis=reduce, keepdims=True)
+    got = noise_lib._full_spectrum_quantile(quantity(half, x.shape), shape[-1], per_sample, odd)
+    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-5, atol=1e-6)
+
+
+def test_polynomial_angle_sincos_and_reflect_indices():
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal(20000) * 10.0 ** rng.integers(-3, 4, 20000)
+  y = rng.standard_normal(20000) * 10.0 ** rng.integers(-3, 4, 20000)
+  x = np.concatenate([x, [0, 0, 0, 1, -1, 1, -1, 2]]).astype(np.float32)
+  y = np.concatenate([y, [0, 1, -1, 0, 0, -0.0, -0.0, 2]]).astype(np.float32)
+  z = jax.lax.complex(jnp.asarray(x), jnp.asarray(y))
+  angle = noise_lib._polynomial_angle(z)
+  np.testing.assert_allclose(angle, np.arctan2(y.astype(np.float64), x), rtol=0, atol=4e-7)
+  np.testing.assert_array_equal(np.signbit(angle), np.signbit(noise_lib._angle(z)))
+  t = np.linspace(-10.0, 10.0, 20001, dtype=np.float32)
+  sin, cos = noise_lib._sincos(jnp.asarray(t))
+  np.testing.assert_allclose(sin, np.sin(t.astype(np.float64)), rtol=0, atol=2e-7)
+  np.testing.assert_allclose(cos, np.cos(t.astype(np.float64)), rtol=0, atol=2e-7)
+  for size in [1, 2, 3, 8]:
+    for pad in [0, 1, 3, 12]:
+      np.testing.assert_array_equal(noise_lib._reflect_indices(size, pad),
+                                    np.pad(np.arange(size), pad, mode='reflect'))
+
+
 def test_reference_mode_std_in_documented_range():
   x0 = _image(shape=(4, 64, 64, 4))
   eps = noise_lib.fss(jax.random.key(0), x0, None, mode='reference')

@@ -194,3 +194,24 @@ def test_unpatchify_inverts_row_major_patches():
   np.testing.assert_array_equal(layers.unpatchify(tokens, 2, 3, p), image)
   with pytest.raises(ValueError, match='patch_size=4'):
     layers.check_input('M', jnp.ones((1, 6, 8, 3)), 4, 3)
+
+
+def test_two_stage_softmax_equals_jax_softmax_value_gradient_and_jvp():
+  """The 'cpu' form's softmax (reductions split in groups of 32) is jax.nn.softmax."""
+  logits = 4 * jax.random.normal(jax.random.key(0), (2, 3, 5, 256))
+  tangent = jax.random.normal(jax.random.key(1), logits.shape)
+  np.testing.assert_allclose(layers.softmax_last(logits), jax.nn.softmax(logits, axis=-1),
+                             rtol=1e-6, atol=1e-7)
+  _, jvp = jax.jvp(layers.softmax_last, (logits,), (tangent,))
+  _, want = jax.jvp(lambda x: jax.nn.softmax(x, axis=-1), (logits,), (tangent,))
+  np.testing.assert_allclose(jvp, want, rtol=1e-5, atol=1e-6)
+  loss = lambda fn: lambda x: jnp.sum(fn(x) * tangent)
+  np.testing.assert_allclose(jax.grad(loss(layers.softmax_last))(logits),
+                             jax.grad(loss(lambda x: jax.nn.softmax(x, axis=-1)))(logits),
+                             rtol=1e-5, atol=1e-6)
+  # Large logits: no overflow (the max is subtracted); a length that 32 does not divide.
+  big = jnp.concatenate([1e4 * jnp.ones((1, 40)), jnp.zeros((1, 40))], axis=-1)
+  np.testing.assert_allclose(layers.softmax_last(big), jax.nn.softmax(big), atol=1e-7)
+  q, k, v, w = _qkv(batch=2, length=96, heads=2, dim=8, seed=3)
+  np.testing.assert_allclose(layers.attention_cpu(q, k, v), _numpy_attention(q, k, v),
+                             rtol=1e-5, atol=1e-5)
