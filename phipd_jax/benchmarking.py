@@ -9,6 +9,7 @@ min and max.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import statistics
 import time
@@ -171,7 +172,6 @@ def matmul_flops(fn: Callable, *args) -> float:
 
 
 def _jaxpr_matmul_flops(jaxpr) -> float:
-  import math  # pylint: disable=g-import-not-at-top
   total = 0.0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -359,12 +359,11 @@ def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: in
                                 'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}, mesh)
   # Model FLOPs of a train step: 3x the forward's matrix products (forward, and the two
   # products per product of the backward), the convention of MFU; without the codec's encode.
-  params = exp.init_params(jax.random.key(0))
+  params = jax.eval_shape(exp.init_params, jax.random.key(0))  # Shapes only: nothing allocated.
   t = jnp.full((batch,), 0.5, jnp.float32)
   x = jnp.zeros((batch,) + exp.model_shape, jnp.float32)
   y = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
   forward = matmul_flops(lambda p, x, t, y: exp.apply_fn(p)(x, t, y), params, x, t, y)
-  del params
   timing = time_compiled(step, (state, data), repeats, 'train step', warmup=2, donate=True)
   flops_per_image = 3.0 * forward / batch
   achieved = flops_per_image * batch / timing.median_s
