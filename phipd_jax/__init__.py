@@ -9,6 +9,14 @@ at batch 32 with its parameters closed over as compiled constants returned value
 with the fusions and exact zeros without (``docs/benchmarks.md``). A flag already in
 ``XLA_FLAGS`` is left alone (set ``--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce``
 ... there to turn them back on); the flag is a no-op on GPU and TPU.
+
+It also keeps freed host memory for reuse (glibc ``malloc`` on Linux: one arena, no ``mmap`` for
+large blocks, no trimming), as tcmalloc or jemalloc would. XLA:CPU allocates each call's
+temporaries afresh; by default glibc serves large blocks with ``mmap`` and returns them on free,
+so every call paid first-touch page faults on all of them: 130 MB per reference-mode FSS draw at
+16x256x256x3 (32k faults), 270 -> 205 ms per draw once reused, 78 -> 60 ms at 64x64x64x3
+(``docs/benchmarks.md``). The cost: the process keeps its peak heap. Set
+``PHIPD_JAX_HOST_MALLOC=system`` before the import to leave the allocator alone.
 """
 
 import os as _os
@@ -16,3 +24,20 @@ import os as _os
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 if _YNN_FLAG not in _os.environ.get('XLA_FLAGS', ''):
   _os.environ['XLA_FLAGS'] = (_os.environ.get('XLA_FLAGS', '') + f' {_YNN_FLAG}=').strip()
+
+
+def _reuse_freed_host_memory():
+  """``mallopt`` settings that keep freed blocks in the heap (see the module docstring)."""
+  if _os.environ.get('PHIPD_JAX_HOST_MALLOC', 'reuse') != 'reuse':
+    return False
+  import ctypes  # pylint: disable=g-import-not-at-top
+  try:
+    mallopt = ctypes.CDLL('libc.so.6').mallopt
+  except (OSError, AttributeError):  # Not glibc (macOS, musl): nothing to do.
+    return False
+  m_trim_threshold, m_top_pad, m_mmap_max, m_arena_max = -1, -2, -4, -8
+  return all([mallopt(m_arena_max, 1), mallopt(m_mmap_max, 0),
+              mallopt(m_trim_threshold, 1 << 30), mallopt(m_top_pad, 64 << 20)])
+
+
+HOST_MALLOC_TUNED = _reuse_freed_host_memory()

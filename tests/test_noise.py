@@ -267,6 +267,38 @@ def test_sort_free_quantile_equals_jnp_quantile(kind, shape):
     np.testing.assert_array_equal(following, ordered[:, rank + 1])
 
 
+def test_order_statistics_every_rank_including_a_next_value_in_another_radix_bin():
+  """The value of rank + 1 comes from the last histogram when it shares the higher digits, else
+  from a pass over all keys (values an octave apart differ in the top 16 bits)."""
+  rows = np.array([[0.5, 3.0, -1.0, 8.0, 3.0, 2.0, -0.0, 0.0, 1.0, 1.5],
+                   [4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.000001]], np.float32)
+  for x in [rows[:1], rows]:  # One row (16 + 16-bit digits), two rows (11 + 11 + 10).
+    ordered = np.sort(x, axis=1)
+    for rank in range(x.shape[1] - 1):
+      low, following = jax.jit(lambda a, r=rank: noise_lib._order_statistics([(a, 1)], r))(x)
+      np.testing.assert_array_equal(low, ordered[:, rank])
+      np.testing.assert_array_equal(following, ordered[:, rank + 1])
+
+
+@pytest.mark.parametrize('shape', [(16, 32, 32, 4), (3, 5, 1), (7,), ()])
+def test_standard_normal_is_jax_random_normal_bit_for_bit(shape):
+  """The unrolled-threefry draw (fast on XLA:CPU) is jax.random.normal exactly: typed and raw
+  keys, under jit and vmap; rbg keys take jax.random.normal itself."""
+  keys = [jax.random.key(3), jax.random.PRNGKey(5), jax.random.key(4, impl='rbg')]
+  for key in keys:
+    want = jax.random.normal(key, shape, jnp.float32)
+    got = jax.jit(noise_lib.standard_normal, static_argnums=1)(key, shape)
+    assert got.dtype == jnp.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+  split = jax.random.split(jax.random.key(9), 3)
+  np.testing.assert_array_equal(
+      jax.vmap(lambda k: noise_lib.standard_normal(k, shape))(split),
+      jax.vmap(lambda k: jax.random.normal(k, shape))(split))
+  x0 = jnp.zeros(shape, jnp.bfloat16)
+  np.testing.assert_array_equal(noise_lib.gaussian(keys[0], x0),
+                                jax.random.normal(keys[0], shape).astype(jnp.bfloat16))
+
+
 def test_sort_free_quantile_weighted_parts_and_offset():
   x = _quantile_data('ties', (3, 4, 60), seed=1)
   # Weight 2 for all, -1 for the first 10 columns: those count once, the rest twice.
