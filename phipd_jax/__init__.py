@@ -37,7 +37,7 @@ def _reuse_freed_host_memory():
     return False
   m_trim_threshold, m_top_pad, m_mmap_max, m_arena_max = -1, -2, -4, -8
   return all([mallopt(m_arena_max, 1), mallopt(m_mmap_max, 0),
-              mallopt(m_trim_threshold, -1), mallopt(m_top_pad, 64 << 20)])
+              mallopt(m_trim_threshold, 1 << 30), mallopt(m_top_pad, 64 << 20)])
 
 
 HOST_MALLOC_TUNED = _reuse_freed_host_memory()
