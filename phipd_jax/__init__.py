@@ -11,11 +11,13 @@ with the fusions and exact zeros without (``docs/benchmarks.md``). A flag alread
 ... there to turn them back on); the flag is a no-op on GPU and TPU.
 
 It also keeps freed host memory for reuse (glibc ``malloc`` on Linux: one arena, no ``mmap`` for
-large blocks, no trimming), as tcmalloc or jemalloc would. XLA:CPU allocates each call's
+large blocks, free space at the top of the heap returned only above 1 GiB), as tcmalloc or
+jemalloc would. XLA:CPU allocates each call's
 temporaries afresh; by default glibc serves large blocks with ``mmap`` and returns them on free,
 so every call paid first-touch page faults on all of them: 130 MB per reference-mode FSS draw at
 16x256x256x3 (32k faults), 270 -> 205 ms per draw once reused, 78 -> 60 ms at 64x64x64x3
-(``docs/benchmarks.md``). The cost: the process keeps its peak heap. Set
+(``docs/benchmarks.md``). Never returning memory also sped up the DiT-S/4 train step, but its
+3.6 GB of temporaries then raised the peak RSS from 4.8 to 8.4 GB, hence the 1 GiB bound. Set
 ``PHIPD_JAX_HOST_MALLOC=system`` before the import to leave the allocator alone.
 """
 
