@@ -10,15 +10,15 @@ with the fusions and exact zeros without (``docs/benchmarks.md``). A flag alread
 ``XLA_FLAGS`` is left alone (set ``--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce``
 ... there to turn them back on); the flag is a no-op on GPU and TPU.
 
-It also keeps freed host memory for reuse (glibc ``malloc`` on Linux: one arena, no ``mmap`` for
-large blocks, free space at the top of the heap returned only above 1 GiB), as tcmalloc or
-jemalloc would. XLA:CPU allocates each call's
-temporaries afresh; by default glibc serves large blocks with ``mmap`` and returns them on free,
-so every call paid first-touch page faults on all of them: 130 MB per reference-mode FSS draw at
-16x256x256x3 (32k faults), 270 -> 205 ms per draw once reused, 78 -> 60 ms at 64x64x64x3
-(``docs/benchmarks.md``). Never returning memory also sped up the DiT-S/4 train step, but its
-3.6 GB of temporaries then raised the peak RSS from 4.8 to 8.4 GB, hence the 1 GiB bound. Set
-``PHIPD_JAX_HOST_MALLOC=system`` before the import to leave the allocator alone.
+With ``PHIPD_JAX_HOST_MALLOC=reuse`` set before the import it also keeps freed host memory for
+reuse (glibc ``malloc`` on Linux: one arena, no ``mmap`` for large blocks, free space at the top
+of the heap returned only above 1 GiB), as tcmalloc or jemalloc would. XLA:CPU allocates each
+call's temporaries afresh; by default glibc serves large blocks with ``mmap`` and returns them
+on free, so every call pays first-touch page faults on all of them: 130 MB per reference-mode
+FSS draw at 16x256x256x3 (32k faults); reused, 270 -> 205 ms per draw, and 78 -> 60 ms at
+64x64x64x3 (``docs/benchmarks.md``). It is not the default: with multi-GB temporaries (the
+DiT-S/4 train step's 3.6 GB) the single heap fragments, and one run in four peaked at 8.4 GB
+instead of 4.8.
 """
 
 import os as _os
@@ -30,7 +30,7 @@ if _YNN_FLAG not in _os.environ.get('XLA_FLAGS', ''):
 
 def _reuse_freed_host_memory():
   """``mallopt`` settings that keep freed blocks in the heap (see the module docstring)."""
-  if _os.environ.get('PHIPD_JAX_HOST_MALLOC', 'reuse') != 'reuse':
+  if _os.environ.get('PHIPD_JAX_HOST_MALLOC', 'system') != 'reuse':
     return False
   import ctypes  # pylint: disable=g-import-not-at-top
   try:
