@@ -366,9 +366,12 @@ def standard_normal(key: Array, shape: Sequence[int]) -> Array:
 
   Returns:
     float32 ``shape``.
+
+  Raises:
+    whatever ``jax.random.normal`` raises for the key and shape (nothing of its own).
   """
   shape = tuple(int(d) for d in shape)
-  reference = lambda: jax.random.normal(key, shape, jnp.float32)
+  reference = lambda *_: jax.random.normal(key, shape, jnp.float32)
   typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
   impl = str(jax.random.key_impl(key)) if typed else str(jax.config.jax_default_prng_impl)
   if ('threefry2x32' not in impl or not jax.config.jax_threefry_partitionable or not shape
@@ -376,8 +379,7 @@ def standard_normal(key: Array, shape: Sequence[int]) -> Array:
     return reference()
   data = jax.random.key_data(key) if typed else key
   return jax.lax.platform_dependent(
-      data, cpu=lambda d: _normal_from_key_data(d, shape),
-      default=lambda d: jax.random.normal(key, shape, jnp.float32))
+      data, cpu=lambda d: _normal_from_key_data(d, shape), default=reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,15 +727,17 @@ def _order_statistics(parts: Sequence[tuple[Array, int]], rank: int) -> tuple[Ar
   Radix selection on the order-preserving integer key of each float (:func:`_sortable_key`):
   each pass histograms the next digit of the keys that share the digits chosen so far (one
   scatter-add per part) and picks the digit whose cumulative count passes the rank. Digits of
-  16 + 16 bits for one row (whole tensor), else 11 + 11 + 10 (small histograms per row). A last
-  min-reduction gives the next larger key for ``rank + 1``. Page faults on XLA:CPU's fresh
+  16 + 16 bits for one row (whole tensor), else 11 + 11 + 10 (small histograms per row). The
+  key of rank ``rank + 1`` is the next non-empty bin of the last histogram; only when some row
+  has none there does a min-reduction over all keys run (under ``lax.cond``). Page faults on
+  XLA:CPU's fresh
   temporary buffers are a large share of these passes (a 44 ms selection at 3.5M elements took
   15 ms with glibc malloc kept from returning memory to the system).
 
   Why not ``jnp.quantile``: its full sort is slow on XLA:CPU, 3.0 s over the 7.1M-element padded
   spectrum of a 16x256x256x3 batch (2 cores shared with another job). Here a pass over the
-  3.5M-element half spectrum costs ~6 ms of scatter-add plus ~2.5 ms to compute the digits, the
-  min-reduction ~5 ms: ~30 ms per quantile (``lax.top_k`` with k = 5 % of n: 330 ms; a 16-way
+  3.5M-element half spectrum costs ~6 ms of scatter-add plus ~2.5 ms to compute the digits (the
+  min-reduction, when it runs, ~5 ms): ~25-30 ms per quantile (``lax.top_k`` with k = 5 % of n: 330 ms; a 16-way
   count pass: 510 ms).
 
   Args:
