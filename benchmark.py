@@ -18,6 +18,13 @@ products at the config's dtype, measured before the sections (``peak_source`` sa
 times the library side by side with its PyTorch originals (``phipd_jax/compare.py``).
 """
 
+import phipd_jax
+
+if __name__ == '__main__':  # First: re-executes once, before JAX loads.
+  phipd_jax.use_huge_page_malloc()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import json
 import os
 

@@ -54,6 +54,13 @@ samples against the held-out photos (SWD per pyramid level, FD-VGG, spectrum dis
 high-frequency share) and its logged LWD mask fractions.
 """
 
+import phipd_jax
+
+if __name__ == '__main__':  # First: re-executes once, before JAX loads.
+  phipd_jax.use_huge_page_malloc()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import os
 
 from absl import flags

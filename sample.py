@@ -31,6 +31,13 @@ factor for a latent run), up to
 processed; sub-folders are skipped. The exit status is 1 if any input failed.
 """
 
+import phipd_jax
+
+if __name__ == '__main__':  # First: re-executes once, before JAX loads.
+  phipd_jax.use_huge_page_malloc()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 import os
 import sys
 

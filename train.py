@@ -9,6 +9,13 @@ Outputs in --workdir: checkpoints/, config.json, metrics.jsonl, tb/ (TensorBoard
 samples/generate_<step>.png and samples/translate_<step>.png at every checkpoint.
 """
 
+import phipd_jax
+
+if __name__ == '__main__':  # First: re-executes once, before JAX loads.
+  phipd_jax.use_huge_page_malloc()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
 from absl import flags
 from ml_collections import config_flags
 

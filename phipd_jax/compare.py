@@ -28,6 +28,8 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
+import phipd_jax
+
 # (name, size, patch) of the DiT cases; (N, C, H) of the noise cases.
 DIT_CASES = (('S', 4), ('B', 4))
 NOISE_SHAPES = ((64, 3, 64), (16, 3, 256), (16, 4, 32))
@@ -156,6 +158,11 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
   check_references(torch_python, dit_repo, noise_repo)
   rows = []
   common = ['--repeats', str(repeats)]
+  # The torch side runs with glibc as its users have it: without the huge-page tunable that
+  # our entry points add (phipd_jax.use_huge_page_malloc); docs/benchmarks.md has torch with it.
+  tunables = [t for t in os.environ.get('GLIBC_TUNABLES', '').split(':')
+               if t and t != phipd_jax.HUGE_PAGE_TUNABLE]
+  torch_env = dict(os.environ, GLIBC_TUNABLES=':'.join(tunables))
   with tempfile.TemporaryDirectory() as tmp:
     cases = []
     for size, patch in sizes:
@@ -179,7 +186,8 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
         pickle.dump(config, f)
     for name, case, shape, torch_args, jax_args in cases:
       progress(f'compare: {name} {shape} ...')
-      theirs = _run([torch_python, _TORCH_SCRIPT, '--case', case] + torch_args + common)
+      theirs = _run([torch_python, _TORCH_SCRIPT, '--case', case] + torch_args + common,
+                    env=torch_env)
       ours = _run([sys.executable, '-m', 'phipd_jax.compare', '--case', case] + jax_args
                   + common)
       rows.append({'what': name, 'shape': shape,
@@ -193,7 +201,9 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
                    'jax': ours['version']})
       progress(f"  torch {rows[-1]['torch_ms']:.0f} ms, ours {rows[-1]['ours_ms']:.0f} ms, "
                f"ratio {rows[-1]['ratio']:.2f}")
-  return {'compare': rows, 'repeats': repeats}
+  return {'compare': rows, 'repeats': repeats,
+          'glibc_tunables': {'torch': torch_env['GLIBC_TUNABLES'],
+                             'ours': os.environ.get('GLIBC_TUNABLES', '')}}
 
 
 COMPARE_COLUMNS = ('what', 'shape', 'torch_ms', 'ours_ms', 'ratio', 'torch_peak_rss_gb',

@@ -146,3 +146,43 @@ def test_host_malloc_reuse_keeps_freed_host_memory_for_reuse():
   pages = 4 * (64 << 20) // 4096  # 65536 pages of 4 kB (fewer faults where the kernel uses huge pages).
   assert int(faults['reuse']) < 0.01 * pages, faults
   assert int(faults['system']) > 20 * (int(faults['reuse']) + 10), faults
+
+
+def test_use_huge_page_malloc_reexecutes_once_and_backs_large_blocks_with_huge_pages():
+  """phipd_jax.use_huge_page_malloc (called first by every entry point): the command runs again,
+  once, with glibc.malloc.hugetlb=1 added to the tunables already set, and a freshly touched
+  256 MB block then faults once per 2 MB huge page, not once per 4 kB page;
+  PHIPD_JAX_HOST_MALLOC=system leaves the process alone."""
+  import os
+  import subprocess
+  import sys
+  import phipd_jax
+  if not phipd_jax._huge_pages_available():
+    pytest.skip('needs glibc >= 2.35 and transparent huge pages not "never"')
+  script = '\n'.join([
+      'import ctypes, os, resource, phipd_jax',
+      'print("start", flush=True)',
+      'phipd_jax.use_huge_page_malloc()',
+      'libc = ctypes.CDLL("libc.so.6"); libc.malloc.restype = ctypes.c_void_p',
+      'before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt',
+      # 256 MB from malloc itself (numpy asks for huge pages on its own), touched.
+      'block = libc.malloc(256 << 20); ctypes.memset(block, 1, 256 << 20)',
+      'faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before',
+      'print(os.environ.get("GLIBC_TUNABLES", ""), faults)'])
+  pages = (256 << 20) // 4096
+  results = {}
+  for setting in ['hugepages', 'system']:
+    env = dict(os.environ, PHIPD_JAX_HOST_MALLOC=setting,
+               GLIBC_TUNABLES='glibc.malloc.trim_threshold=1000000')
+    out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True)
+    lines = out.stdout.split('\n')
+    assert out.returncode == 0, out.stderr
+    results[setting] = lines
+  # Re-executed once: 'start' twice, the result once.
+  assert results['hugepages'][:2] == ['start', 'start'], results
+  tunables, faults = results['hugepages'][2].split()
+  assert tunables == 'glibc.malloc.trim_threshold=1000000:glibc.malloc.hugetlb=1'
+  assert int(faults) < 0.05 * pages, results
+  assert results['system'][0] == 'start' and results['system'][1].split()[0] == (
+      'glibc.malloc.trim_threshold=1000000')
+  assert int(results['system'][1].split()[1]) > 0.9 * pages, results
