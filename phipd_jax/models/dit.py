@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 # The shared layers are re-exported here (``from phipd_jax.models.dit import modulate`` works).
-from phipd_jax.models.layers import (TimestepEmbedder, attention, call_block,
+from phipd_jax.models.layers import (Linear, TimestepEmbedder, attention, call_block,
                                      check_attention_implementation, check_input, check_remat,
                                      modulate, sincos_positions_2d, timestep_embedding,
                                      unpatchify)
@@ -53,8 +53,8 @@ class Attention(nnx.Module):
                rngs: nnx.Rngs):
     check_attention_implementation(attention_impl)
     self.heads, self.attention_impl = heads, attention_impl
-    self.qkv = nnx.Linear(hidden, 3 * hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-    self.proj = nnx.Linear(hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.qkv = Linear(hidden, 3 * hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.proj = Linear(hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array) -> Array:
     batch, tokens, hidden = x.shape
@@ -73,9 +73,9 @@ class DiTBlock(nnx.Module):
     self.attn = Attention(hidden, heads, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
     self.norm2 = nnx.LayerNorm(hidden, **norm)
     mlp_hidden = int(hidden * mlp_ratio)
-    self.mlp_in = nnx.Linear(hidden, mlp_hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-    self.mlp_out = nnx.Linear(mlp_hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-    self.adaln = nnx.Linear(hidden, 6 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
+    self.mlp_in = Linear(hidden, mlp_hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.mlp_out = Linear(mlp_hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.adaln = Linear(hidden, 6 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array, c: Array) -> Array:
     (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
@@ -92,8 +92,8 @@ class FinalLayer(nnx.Module):
   def __init__(self, hidden: int, patch_size: int, out_channels: int, *, dtype=jnp.float32,
                rngs: nnx.Rngs):
     self.norm = nnx.LayerNorm(hidden, use_scale=False, use_bias=False, epsilon=1e-6, rngs=rngs)
-    self.adaln = nnx.Linear(hidden, 2 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
-    self.linear = nnx.Linear(hidden, patch_size * patch_size * out_channels, kernel_init=_zeros,
+    self.adaln = Linear(hidden, 2 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
+    self.linear = Linear(hidden, patch_size * patch_size * out_channels, kernel_init=_zeros,
                              dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array, c: Array) -> Array:

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phipd_jax import spectral
-from phipd_jax.models.layers import (TimestepEmbedder, attention, call_block, check_remat,
-                                     check_attention_implementation,
+from phipd_jax.models.layers import (Linear, TimestepEmbedder, attention, call_block,
+                                     check_attention_implementation, check_remat,
                                      check_input, modulate, resolve_attention_implementation,
                                      sincos_positions_2d, unpatchify)
 
@@ -122,10 +122,10 @@ class Attention(nnx.Module):
     check_attention_implementation(attention_impl)
     self.heads, self.head_dim = heads, hidden // heads
     self.dtype, self.attention_impl = dtype, attention_impl
-    self.qkv = nnx.Linear(hidden, 3 * hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.qkv = Linear(hidden, 3 * hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
     self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, rngs=rngs)
     self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, rngs=rngs)
-    self.proj = nnx.Linear(hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.proj = Linear(hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array, angles: Array) -> Array:
     batch, tokens, hidden = x.shape
@@ -144,8 +144,8 @@ class SwiGLU(nnx.Module):
 
   def __init__(self, hidden: int, mlp_ratio: float = 4.0, *, dtype=jnp.float32, rngs: nnx.Rngs):
     inner = int(hidden * mlp_ratio * 2 / 3)
-    self.w12 = nnx.Linear(hidden, 2 * inner, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-    self.w3 = nnx.Linear(inner, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.w12 = Linear(hidden, 2 * inner, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+    self.w3 = Linear(inner, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array) -> Array:
     gate, value = jnp.split(self.w12(x), 2, axis=-1)
@@ -161,7 +161,7 @@ class JiTBlock(nnx.Module):
     self.attn = Attention(hidden, heads, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
     self.norm2 = nnx.RMSNorm(hidden, epsilon=1e-6, rngs=rngs)
     self.mlp = SwiGLU(hidden, dtype=dtype, rngs=rngs)
-    self.adaln = nnx.Linear(hidden, 6 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
+    self.adaln = Linear(hidden, 6 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: Array, c: Array, angles: Array) -> Array:
     (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
@@ -219,7 +219,7 @@ class JiT(nnx.Module):
         in_channels, bottleneck, (patch_size, patch_size), strides=(patch_size, patch_size),
         padding='VALID', use_bias=False, dtype=dtype,
         kernel_init=nnx.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3), rngs=rngs)
-    self.patch_project = nnx.Linear(bottleneck, hidden, kernel_init=_xavier, dtype=dtype,
+    self.patch_project = Linear(bottleneck, hidden, kernel_init=_xavier, dtype=dtype,
                                     rngs=rngs)
     self.time_embed = TimestepEmbedder(hidden, time_scale=1.0, dtype=dtype, rngs=rngs)
     if num_classes:
@@ -231,8 +231,8 @@ class JiT(nnx.Module):
     self.blocks = nnx.List([JiTBlock(hidden, heads, dtype=dtype, attention_impl=attention_impl,
                                      rngs=rngs) for _ in range(depth)])
     self.final_norm = nnx.RMSNorm(hidden, epsilon=1e-6, rngs=rngs)
-    self.final_adaln = nnx.Linear(hidden, 2 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
-    self.final_linear = nnx.Linear(hidden, patch_size * patch_size * in_channels,
+    self.final_adaln = Linear(hidden, 2 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
+    self.final_linear = Linear(hidden, patch_size * patch_size * in_channels,
                                    kernel_init=_zeros, dtype=dtype, rngs=rngs)
 
   @property
