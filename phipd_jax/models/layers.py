@@ -85,21 +85,52 @@ def unpatchify(tokens: Array, grid_h: int, grid_w: int, patch_size: int) -> Arra
   return out.reshape(batch, grid_h * p, grid_w * p, channels)
 
 
+@jax.custom_vjp
+def _dense(x: Array, kernel: Array, bias: Array) -> Array:
+  """``x [N, in] @ kernel [in, out] + bias [out]``; the bias gradient is ``ones [N] @ dy``."""
+  return x @ kernel + bias
+
+
+def _dense_fwd(x, kernel, bias):
+  return _dense(x, kernel, bias), (x, kernel)
+
+
+def _dense_bwd(residuals, dy):
+  x, kernel = residuals
+  contract = lambda a, b, axes: jax.lax.dot_general(a, b, (axes, ((), ())))
+  dx = contract(dy, kernel, ((1,), (1,)))
+  dkernel = contract(x, dy, ((0,), (0,)))
+  dbias = jax.lax.dot_general(jnp.ones(dy.shape[:1], dy.dtype), dy, (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+  return dx, dkernel, dbias.astype(dy.dtype)
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
 class Linear(nnx.Linear):
   """``nnx.Linear`` over ``[..., in]`` computed as one ``[N, in] @ [in, out]`` product.
 
-  Same parameters (``kernel [in, out]``, ``bias [out]``), names and values as ``nnx.Linear``;
-  only the leading axes are flattened around the product (a reshape, no copy). Why: on a
-  ``[B, T, in]`` input XLA:CPU computed the weight gradient ``x^T dy`` after copying ``dy``
-  transposed (``[out, B * T]``, 9-31 ms per layer in a DiT-S/4 step) and the bias gradient as an
-  unfused two-axis ``reduce-window``; on the flat product neither copy happens. One DiT-S block,
-  batch 32 at 64 px, forward + backward on 2 CPU cores: 1256 -> 1058 ms (``docs/benchmarks.md``).
+  Same parameters (``kernel [in, out]``, ``bias [out]``), names, dtype promotion and values as
+  ``nnx.Linear``; the leading axes are flattened around the product (a reshape, no copy), and
+  the backward pass is written out: ``dx = dy kernel^T``, ``dkernel = x^T dy``,
+  ``dbias = ones^T dy`` (a matrix-vector product, accumulated in float32). Why: on XLA:CPU the
+  automatic transpose of ``nnx.Linear`` on ``[B, T, in]`` copied ``dy`` transposed for each
+  weight gradient (``[out, B * T]``, 9-31 ms per layer in a DiT-S/4 step) and reduced the bias
+  gradient with an unfused ``reduce-window`` over two axes (up to 57 ms per layer); the flat
+  product and the matrix-vector product avoid both (``docs/benchmarks.md``).
   """
 
   def __call__(self, inputs: Array) -> Array:
     leading = inputs.shape[:-1]
-    flat = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
-    return flat.reshape(*leading, flat.shape[-1])
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    if self.bias is None:
+      out = super().__call__(flat)
+    else:
+      flat, kernel, bias = self.promote_dtype((flat, self.kernel[...], self.bias[...]),
+                                              dtype=self.dtype)
+      out = _dense(flat, kernel, bias)
+    return out.reshape(*leading, out.shape[-1])
 
 
 class TimestepEmbedder(nnx.Module):

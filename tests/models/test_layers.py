@@ -217,12 +217,14 @@ def test_two_stage_softmax_equals_jax_softmax_value_gradient_and_jvp():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_linear_is_nnx_linear_on_flattened_tokens():
+@pytest.mark.parametrize('dtype,tol', [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_linear_is_nnx_linear_on_flattened_tokens(dtype, tol):
   """layers.Linear: same parameters as nnx.Linear, and the same values and gradients (parameters
-  and input) on a [B, T, in] input, computed as one [B * T, in] product; a 2-D input and a
-  1-D one (no leading axes) work too."""
-  ours = layers.Linear(6, 5, rngs=nnx.Rngs(0))
-  theirs = nnx.Linear(6, 5, rngs=nnx.Rngs(0))
+  and input; its backward pass is hand-written) on a [B, T, in] input, computed as one
+  [B * T, in] product, in float32 and with bfloat16 compute; a 2-D input and a 1-D one (no
+  leading axes) work too."""
+  ours = layers.Linear(6, 5, dtype=dtype, rngs=nnx.Rngs(0))
+  theirs = nnx.Linear(6, 5, dtype=dtype, rngs=nnx.Rngs(0))
   g_ours, p_ours = nnx.split(ours)
   g_theirs, p_theirs = nnx.split(theirs)
   assert jax.tree.map(jnp.shape, p_ours) == jax.tree.map(jnp.shape, p_theirs)
@@ -230,8 +232,11 @@ def test_linear_is_nnx_linear_on_flattened_tokens():
   x = jax.random.normal(jax.random.key(2), (3, 4, 6))
   w = jax.random.normal(jax.random.key(3), (3, 4, 5))
   loss = lambda g: lambda p, x: jnp.sum(nnx.merge(g, p)(x) * w)
-  np.testing.assert_allclose(nnx.merge(g_ours, p)(x), nnx.merge(g_theirs, p)(x), atol=1e-6)
+  out = nnx.merge(g_ours, p)(x)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.float32(out), np.float32(nnx.merge(g_theirs, p)(x)), atol=tol)
   for a, b in zip(jax.tree.leaves(jax.grad(loss(g_ours), argnums=(0, 1))(p, x)),
                   jax.tree.leaves(jax.grad(loss(g_theirs), argnums=(0, 1))(p, x))):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
   assert nnx.merge(g_ours, p)(x[0]).shape == (4, 5) and nnx.merge(g_ours, p)(x[0, 0]).shape == (5,)
