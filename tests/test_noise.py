@@ -247,11 +247,15 @@ def _quantile_data(kind, shape, seed=0):
   return np.asarray(x, np.float32)
 
 
+@pytest.mark.parametrize('small_selection', [None, 0])
 @pytest.mark.parametrize('kind', ['normal', 'ties', 'zeros', 'two'])
 @pytest.mark.parametrize('shape', [(1, 1), (1, 7), (1, 1000), (1, 3, 40000), (4, 3, 50),
                                    (3, 2, 17, 9)])
-def test_sort_free_quantile_equals_jnp_quantile(kind, shape):
-  """Whole tensor (one row: 16 + 16-bit radix digits) and per sample (rows: 11 + 11 + 10)."""
+def test_sort_free_quantile_equals_jnp_quantile(kind, shape, small_selection, monkeypatch):
+  """Whole tensor (one row: 16 + 16-bit radix digits, forced with _SMALL_SELECTION = 0; these
+  sizes are below the default) and per sample or few keys (11 + 11 + 10)."""
+  if small_selection is not None:
+    monkeypatch.setattr(noise_lib, '_SMALL_SELECTION', small_selection)
   x = _quantile_data(kind, shape)
   rows = x.reshape(shape[0], -1)
   for q in [0.95, 0.5, 0.0, 1.0, 0.3]:
@@ -267,12 +271,17 @@ def test_sort_free_quantile_equals_jnp_quantile(kind, shape):
     np.testing.assert_array_equal(following, ordered[:, rank + 1])
 
 
-def test_order_statistics_every_rank_including_a_next_value_in_another_radix_bin():
+@pytest.mark.parametrize('small_selection', [None, 0])
+def test_order_statistics_every_rank_including_a_next_value_in_another_radix_bin(
+    small_selection, monkeypatch):
   """The value of rank + 1 comes from the last histogram when it shares the higher digits, else
-  from a pass over all keys (values an octave apart differ in the top 16 bits)."""
+  from a pass over all keys (values an octave apart differ in the top 16 bits); with both digit
+  plans (_SMALL_SELECTION = 0 forces 16 + 16 bits on one row)."""
+  if small_selection is not None:
+    monkeypatch.setattr(noise_lib, '_SMALL_SELECTION', small_selection)
   rows = np.array([[0.5, 3.0, -1.0, 8.0, 3.0, 2.0, -0.0, 0.0, 1.0, 1.5],
                    [4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.000001]], np.float32)
-  for x in [rows[:1], rows]:  # One row (16 + 16-bit digits), two rows (11 + 11 + 10).
+  for x in [rows[:1], rows]:  # One row, two rows (11 + 11 + 10).
     ordered = np.sort(x, axis=1)
     for rank in range(x.shape[1] - 1):
       low, following = jax.jit(lambda a, r=rank: noise_lib._order_statistics([(a, 1)], r))(x)
