@@ -732,18 +732,17 @@ def _order_statistics(parts: Sequence[tuple[Array, int]], rank: int) -> tuple[Ar
   each pass histograms the next digit of the keys that share the digits chosen so far (one
   scatter-add per part) and picks the digit whose cumulative count passes the rank. Digits of
   16 + 16 bits for one row (whole tensor) of at least ``_SMALL_SELECTION`` keys, else
-  11 + 11 + 10 (small histograms). The
-  key of rank ``rank + 1`` is the next non-empty bin of the last histogram; only when some row
-  has none there does a min-reduction over all keys run (under ``lax.cond``). Page faults on
-  XLA:CPU's fresh
-  temporary buffers are a large share of these passes (a 44 ms selection at 3.5M elements took
-  15 ms with glibc malloc kept from returning memory to the system).
+  11 + 11 + 10 (small histograms). The key of rank ``rank + 1`` is the next non-empty bin of the
+  last histogram; only when some row has none there does a min-reduction over all keys run
+  (under ``lax.cond``). Page faults on XLA:CPU's fresh temporary buffers are a large share of
+  these passes (a 44 ms selection at 3.5M elements took 15 ms with glibc malloc kept from
+  returning memory to the system).
 
   Why not ``jnp.quantile``: its full sort is slow on XLA:CPU, 3.0 s over the 7.1M-element padded
   spectrum of a 16x256x256x3 batch (2 cores shared with another job). Here a pass over the
   3.5M-element half spectrum costs ~6 ms of scatter-add plus ~2.5 ms to compute the digits (the
-  min-reduction, when it runs, ~5 ms): ~25-30 ms per quantile (``lax.top_k`` with k = 5 % of n: 330 ms; a 16-way
-  count pass: 510 ms).
+  min-reduction, when it runs, ~5 ms): ~25-30 ms per quantile (``lax.top_k`` with k = 5 % of n:
+  330 ms; a 16-way count pass: 510 ms).
 
   Args:
     parts: ``(x, weight)`` pairs; ``x`` float32 ``[R, ...]`` (same ``R``), no NaN; ``weight`` a
