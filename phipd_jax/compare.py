@@ -34,6 +34,9 @@ import phipd_jax
 DIT_CASES = (('S', 4), ('B', 4))
 NOISE_SHAPES = ((64, 3, 64), (16, 3, 256), (16, 4, 32))
 NOISE_RADIUS = 8.0  # Library units (frequency index of the unpadded image).
+# Timed calls per side for the noise cases at least: a draw takes 5-1300 ms, and the median of 5
+# calls of a few ms moved by 30 % between runs on a shared 2-core machine.
+NOISE_MIN_REPEATS = 25
 _TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'compare_torch.py')
 
 
@@ -147,7 +150,7 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
     config: the library's run config for the DiT cases (its model dtype, attention, remat...);
       size, patch, batch and image size are set per case by :func:`dit_config`.
     torch_python, dit_repo, noise_repo: see :func:`check_references`.
-    repeats: timed calls per case and side.
+    repeats: timed calls per case and side (at least ``NOISE_MIN_REPEATS`` for the noise).
     what: subset of ``('train', 'forward', 'noise')``.
 
   Raises:
@@ -178,7 +181,8 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
       for n, c, h in noise_shapes:
         padded = h + noise_lib.reference_padding(h)
         radius = float(noise_lib.to_padded_units(NOISE_RADIUS, h, padded))
-        shape = ['--batch', str(n), '--channels', str(c), '--image', str(h)]
+        shape = ['--batch', str(n), '--channels', str(c), '--image', str(h),
+               '--repeats', str(max(repeats, NOISE_MIN_REPEATS))]
         cases.append((f'FSS noise reference', 'noise', f'{n}x{c}x{h}x{h}',
                       shape + ['--radius_padded', str(radius), '--noise_repo', noise_repo],
                       shape + (['--config_pickle', os.path.join(tmp, 'noise.pkl')])))
@@ -186,10 +190,10 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
         pickle.dump(config, f)
     for name, case, shape, torch_args, jax_args in cases:
       progress(f'compare: {name} {shape} ...')
-      theirs = _run([torch_python, _TORCH_SCRIPT, '--case', case] + torch_args + common,
+      theirs = _run([torch_python, _TORCH_SCRIPT, '--case', case] + common + torch_args,
                     env=torch_env)
-      ours = _run([sys.executable, '-m', 'phipd_jax.compare', '--case', case] + jax_args
-                  + common)
+      ours = _run([sys.executable, '-m', 'phipd_jax.compare', '--case', case] + common
+                  + jax_args)
       rows.append({'what': name, 'shape': shape,
                    'torch_ms': 1e3 * theirs['median_s'], 'ours_ms': 1e3 * ours['median_s'],
                    'ratio': theirs['median_s'] / ours['median_s'],
@@ -202,6 +206,7 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
       progress(f"  torch {rows[-1]['torch_ms']:.0f} ms, ours {rows[-1]['ours_ms']:.0f} ms, "
                f"ratio {rows[-1]['ratio']:.2f}")
   return {'compare': rows, 'repeats': repeats,
+          'noise_repeats': max(repeats, NOISE_MIN_REPEATS),
           'glibc_tunables': {'torch': torch_env['GLIBC_TUNABLES'],
                              'ours': os.environ.get('GLIBC_TUNABLES', '')}}
 

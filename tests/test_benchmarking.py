@@ -189,3 +189,30 @@ def test_use_huge_page_malloc_reexecutes_once_and_backs_large_blocks_with_huge_p
   assert results['system'][0] == 'start' and results['system'][1].split()[0] == (
       'glibc.malloc.trim_threshold=1000000')
   assert int(results['system'][1].split()[1]) > 0.9 * pages, results
+
+
+def test_compare_times_both_sides_with_the_same_calls_and_more_for_the_noise(tmp_path, monkeypatch):
+  """run_compare: each pair of workers gets the same --repeats; the noise cases (5-1300 ms per
+  call) get at least NOISE_MIN_REPEATS, the DiT cases the --repeats asked for."""
+  import sys
+  from phipd_jax import compare
+  from configs import edges2shoes_gaussian
+  (tmp_path / 'models.py').write_text('')
+  (tmp_path / 'structured_noise').mkdir()
+  (tmp_path / 'structured_noise' / 'structured_noise_pytorch.py').write_text('')
+  commands = []
+
+  def fake_run(command, env=None):
+    commands.append(list(command))
+    return {'median_s': 0.5, 'peak_rss_mb': 100.0, 'calls_s': [0.5], 'version': 'x'}
+
+  monkeypatch.setattr(compare, '_run', fake_run)
+  result = compare.run_compare(edges2shoes_gaussian.get_config(), sys.executable, str(tmp_path),
+                               str(tmp_path), repeats=3, what=('forward', 'noise'),
+                               sizes=(('S', 4),), progress=lambda _: None)
+  # argparse keeps the last of a repeated flag.
+  repeats = [int([v for f, v in zip(c, c[1:]) if f == '--repeats'][-1]) for c in commands]
+  cases = [c[c.index('--case') + 1] for c in commands]
+  assert cases == ['dit_forward'] * 2 + ['noise'] * 6
+  assert repeats == [3, 3] + [compare.NOISE_MIN_REPEATS] * 6
+  assert result['noise_repeats'] == compare.NOISE_MIN_REPEATS and len(result['compare']) == 4
