@@ -38,7 +38,8 @@ _WHAT = flags.DEFINE_string('what', 'all', 'Sections: all, or a comma-separated 
                             'sample, train; or compare (side by side with the PyTorch originals, '
                             'see phipd_jax/compare.py).')
 _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
+_REPEATS = flags.DEFINE_integer(
+    'repeats', 5, 'Timed calls per measurement (--what compare: at least 25 for the noise cases).')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Images per sampling batch.')
 _FRAMES = flags.DEFINE_integer('frames', 8, 'Frames of the video shape in the noise section.')
 _PEAK = flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s for MFU (0: the data sheet of a known GPU/TPU, '
