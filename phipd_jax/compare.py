@@ -34,7 +34,7 @@ import phipd_jax
 DIT_CASES = (('S', 4), ('B', 4))
 NOISE_SHAPES = ((64, 3, 64), (16, 3, 256), (16, 4, 32))
 NOISE_RADIUS = 8.0  # Library units (frequency index of the unpadded image).
-# Timed calls per side for the noise cases at least: a draw takes 5-1300 ms, and the median of 5
+# Timed calls per side for the noise cases at least: a draw takes 3-1300 ms, and the median of 5
 # calls of a few ms moved by 30 % between runs on a shared 2-core machine.
 NOISE_MIN_REPEATS = 25
 _TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'compare_torch.py')
@@ -160,7 +160,7 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
   from phipd_jax import noise as noise_lib  # pylint: disable=g-import-not-at-top
   check_references(torch_python, dit_repo, noise_repo)
   rows = []
-  common = ['--repeats', str(repeats)]
+  noise_repeats = max(repeats, NOISE_MIN_REPEATS)
   # The torch side runs with glibc as its users have it: without the huge-page tunable that
   # our entry points add (phipd_jax.use_huge_page_malloc); docs/benchmarks.md has torch with it.
   tunables = [t for t in os.environ.get('GLIBC_TUNABLES', '').split(':')
@@ -174,26 +174,24 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
         pickle.dump(dit_config(config, size, patch), f)
       for kind in ('train', 'forward'):
         if kind in what:
-          cases.append((f'DiT-{size}/{patch} {kind}', f'dit_{kind}', '32x3x64x64',
+          cases.append((f'DiT-{size}/{patch} {kind}', f'dit_{kind}', '32x3x64x64', repeats,
                         ['--size', size, '--patch', str(patch), '--dit_repo', dit_repo],
                         ['--config_pickle', path]))
     if 'noise' in what:
       for n, c, h in noise_shapes:
         padded = h + noise_lib.reference_padding(h)
         radius = float(noise_lib.to_padded_units(NOISE_RADIUS, h, padded))
-        shape = ['--batch', str(n), '--channels', str(c), '--image', str(h),
-               '--repeats', str(max(repeats, NOISE_MIN_REPEATS))]
-        cases.append((f'FSS noise reference', 'noise', f'{n}x{c}x{h}x{h}',
+        shape = ['--batch', str(n), '--channels', str(c), '--image', str(h)]
+        cases.append((f'FSS noise reference', 'noise', f'{n}x{c}x{h}x{h}', noise_repeats,
                       shape + ['--radius_padded', str(radius), '--noise_repo', noise_repo],
                       shape + (['--config_pickle', os.path.join(tmp, 'noise.pkl')])))
       with open(os.path.join(tmp, 'noise.pkl'), 'wb') as f:
         pickle.dump(config, f)
-    for name, case, shape, torch_args, jax_args in cases:
+    for name, case, shape, calls, torch_args, jax_args in cases:
       progress(f'compare: {name} {shape} ...')
-      theirs = _run([torch_python, _TORCH_SCRIPT, '--case', case] + common + torch_args,
-                    env=torch_env)
-      ours = _run([sys.executable, '-m', 'phipd_jax.compare', '--case', case] + common
-                  + jax_args)
+      common = ['--case', case, '--repeats', str(calls)]
+      theirs = _run([torch_python, _TORCH_SCRIPT] + common + torch_args, env=torch_env)
+      ours = _run([sys.executable, '-m', 'phipd_jax.compare'] + common + jax_args)
       rows.append({'what': name, 'shape': shape,
                    'torch_ms': 1e3 * theirs['median_s'], 'ours_ms': 1e3 * ours['median_s'],
                    'ratio': theirs['median_s'] / ours['median_s'],
@@ -206,7 +204,7 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
       progress(f"  torch {rows[-1]['torch_ms']:.0f} ms, ours {rows[-1]['ours_ms']:.0f} ms, "
                f"ratio {rows[-1]['ratio']:.2f}")
   return {'compare': rows, 'repeats': repeats,
-          'noise_repeats': max(repeats, NOISE_MIN_REPEATS),
+          'noise_repeats': noise_repeats,
           'glibc_tunables': {'torch': torch_env['GLIBC_TUNABLES'],
                              'ours': os.environ.get('GLIBC_TUNABLES', '')}}
 

@@ -210,7 +210,7 @@ def test_compare_times_both_sides_with_the_same_calls_and_more_for_the_noise(tmp
   result = compare.run_compare(edges2shoes_gaussian.get_config(), sys.executable, str(tmp_path),
                                str(tmp_path), repeats=3, what=('forward', 'noise'),
                                sizes=(('S', 4),), progress=lambda _: None)
-  # argparse keeps the last of a repeated flag.
+  # The value of each command's --repeats.
   repeats = [int([v for f, v in zip(c, c[1:]) if f == '--repeats'][-1]) for c in commands]
   cases = [c[c.index('--case') + 1] for c in commands]
   assert cases == ['dit_forward'] * 2 + ['noise'] * 6
