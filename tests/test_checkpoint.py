@@ -2,6 +2,8 @@
 a corrupt newest checkpoint is moved aside."""
 
 import os
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +58,10 @@ def test_pre_named_items_checkpoint_still_loads(tiny_config, tmp_path):
   checkpointer.close()
 
 
+# The failed read of the damaged checkpoint must not leave orbax's late read errors and
+# event-loop callbacks as "Exception ignored" tracebacks on stderr (checkpoint._FailedReadNoise):
+# any unraisable exception during the test fails it.
+@pytest.mark.filterwarnings('error::pytest.PytestUnraisableExceptionWarning')
 def test_corrupt_newest_checkpoint_is_moved_aside(tiny_config, tmp_path):
   state = _state(tiny_config)
   checkpointer = checkpoint.Checkpointer(str(tmp_path))
@@ -79,6 +85,31 @@ def test_corrupt_newest_checkpoint_is_moved_aside(tiny_config, tmp_path):
   assert checkpointer.latest_step() == 2
   checkpointer.close()
 
+
+def _unraisable(error, filename):
+  """An ``sys.unraisablehook`` argument whose traceback runs through ``filename``."""
+  try:
+    exec(compile('raise error', filename, 'exec'), {'error': error})
+  except Exception as raised:  # pylint: disable=broad-except
+    return types.SimpleNamespace(exc_value=raised, exc_traceback=raised.__traceback__)
+
+
+def test_failed_read_noise_logs_orbax_errors_and_passes_the_rest_on():
+  orbax_file = '/site-packages/orbax/checkpoint/_src/serialization/serialization.py'
+  seen = []
+  previous, sys.unraisablehook = sys.unraisablehook, seen.append
+  try:
+    with checkpoint._FailedReadNoise():
+      for error, filename in ((Exception('reading array index'), orbax_file),
+                              (RuntimeError('Event loop is closed'), 'asyncio/base_events.py'),
+                              (ValueError('not from orbax'), 'mine.py')):
+        sys.unraisablehook(_unraisable(error, filename))
+      assert [type(u.exc_value).__name__ for u in seen] == ['ValueError']  # Passed on at once.
+    assert sys.unraisablehook == seen.append  # The previous hook is back.
+    sys.unraisablehook(_unraisable(Exception('reading array index'), orbax_file))
+    assert len(seen) == 2  # Outside a restore, orbax's errors are not touched.
+  finally:
+    sys.unraisablehook = previous
 
 def test_resume_config_check_separates_cosmetic_and_optimisation_fields(tiny_config):
   saved = tiny_config.to_dict()

@@ -318,6 +318,7 @@ def test_ddpm_class_conditional_run_trains_and_samples(tiny_config, tmp_path):
   assert (tmp_path / 'samples' / 'translate_000003.png').exists()
 
 
+@pytest.mark.filterwarnings('error::pytest.PytestUnraisableExceptionWarning')  # No tracebacks.
 def test_corrupt_newest_checkpoint_is_moved_aside_and_the_run_finishes(tiny_config, tmp_path):
   tiny_config.train.num_steps = 9
   run(tiny_config, tmp_path, stop_after=6)  # Checkpoints 3 and 6.
