@@ -16,6 +16,7 @@ are read whole into the full state template and the requested items are taken fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -83,7 +84,8 @@ def _from_failed_read(unraisable) -> bool:
   return False
 
 
-class _FailedReadNoise:
+@contextlib.contextmanager
+def _failed_read_noise_to_log():
   """Keeps a failed orbax read's leftover errors off stderr while a restore runs.
 
   When a damaged checkpoint makes an orbax restore fail, its other reads still finish. Their
@@ -96,22 +98,20 @@ class _FailedReadNoise:
   one goes to the previous ``sys.unraisablehook`` at once. Each is handled when it fires: holding
   them would keep their frames alive, and delay other coroutines' errors past the window.
   """
+  previous = sys.unraisablehook
 
-  def __enter__(self):
-    self._previous = sys.unraisablehook
-    sys.unraisablehook = self._hook
-    return self
-
-  def _hook(self, unraisable):
+  def hook(unraisable):
     if _from_failed_read(unraisable):
       logging.info('checkpoint: late error of a restore: %s: %s',
                    type(unraisable.exc_value).__name__, str(unraisable.exc_value)[:200])
     else:
-      self._previous(unraisable)
+      previous(unraisable)
 
-  def __exit__(self, *exc_info):
-    sys.unraisablehook = self._previous
-    return False
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -172,7 +172,8 @@ class Checkpointer:
 
     A checkpoint that fails to read is moved aside (``move_corrupt``) with a warning, and the one
     before it is tried. Unfinished writes (orbax's temporary directories) are never considered.
-    The failed read leaves no "Exception ignored" tracebacks on stderr (:class:`_FailedReadNoise`).
+    The failed read leaves no "Exception ignored" tracebacks on stderr
+    (:func:`_failed_read_noise_to_log`).
 
     Returns:
       ``{item: tree}``; ``meta`` is ``{'step': int32, 'rng': uint32 key data}``.
@@ -185,7 +186,7 @@ class Checkpointer:
     unknown = set(items) - set(ITEMS)
     if unknown:
       raise ValueError(f'checkpoint: unknown items {sorted(unknown)}; items are {ITEMS}')
-    with _FailedReadNoise():
+    with _failed_read_noise_to_log():
       return self._restore_items(template, items, step, move_corrupt)
 
   def _restore_items(self, template, items: tuple, step: Optional[int],

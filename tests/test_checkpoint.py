@@ -59,8 +59,8 @@ def test_pre_named_items_checkpoint_still_loads(tiny_config, tmp_path):
 
 
 # The failed read of the damaged checkpoint must not leave orbax's late read errors and
-# event-loop callbacks as "Exception ignored" tracebacks on stderr (checkpoint._FailedReadNoise):
-# any unraisable exception during the test fails it.
+# event-loop callbacks as "Exception ignored" tracebacks on stderr
+# (checkpoint._failed_read_noise_to_log): any unraisable exception during the test fails it.
 @pytest.mark.filterwarnings('error::pytest.PytestUnraisableExceptionWarning')
 def test_corrupt_newest_checkpoint_is_moved_aside(tiny_config, tmp_path):
   state = _state(tiny_config)
@@ -99,7 +99,7 @@ def test_failed_read_noise_logs_orbax_errors_and_passes_the_rest_on():
   seen = []
   previous, sys.unraisablehook = sys.unraisablehook, seen.append
   try:
-    with checkpoint._FailedReadNoise():
+    with checkpoint._failed_read_noise_to_log():
       for error, filename in ((Exception('reading array index'), orbax_file),
                               (RuntimeError('Event loop is closed'), 'asyncio/base_events.py'),
                               (ValueError('not from orbax'), 'mine.py')):
@@ -110,6 +110,7 @@ def test_failed_read_noise_logs_orbax_errors_and_passes_the_rest_on():
     assert len(seen) == 2  # Outside a restore, orbax's errors are not touched.
   finally:
     sys.unraisablehook = previous
+
 
 def test_resume_config_check_separates_cosmetic_and_optimisation_fields(tiny_config):
   saved = tiny_config.to_dict()
