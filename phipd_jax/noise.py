@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from phipd_jax import spectral
+
 Array = jax.Array
 Radius = Union[None, float, Array]
 
@@ -485,8 +487,9 @@ def fss_from_noise(
   # returns exactly Re F^-1 of the full-spectrum equations at half the cost.
   x = x0.astype(jnp.float32)
   sizes = [x.shape[a] for a in axes]
-  spectrum_x = jnp.fft.rfftn(x, axes=axes)
-  spectrum_noise = jnp.fft.rfftn(noise.astype(jnp.float32), axes=axes)
+  # spectral.rfftn / irfftn: jnp.fft's transforms, kept on each device's shard under a mesh.
+  spectrum_x = spectral.rfftn(x, axes)
+  spectrum_noise = spectral.rfftn(noise.astype(jnp.float32), axes)
   if magnitude == 'gaussian':
     amplitude = jnp.abs(spectrum_noise)
   else:
@@ -498,7 +501,7 @@ def fss_from_noise(
                     edge_width)
     phase = mask * phase + (1.0 - mask) * spectral_phase(spectrum_noise, axes, x.shape)
   spectrum = jax.lax.complex(amplitude * jnp.cos(phase), amplitude * jnp.sin(phase))
-  eps = jnp.fft.irfftn(spectrum, s=sizes, axes=axes)
+  eps = spectral.irfftn(spectrum, sizes, axes)
   return eps.astype(x0.dtype)
 
 
@@ -641,8 +644,8 @@ def _fss_reference(x0, noise, radius, edge_width, axes, radius_units, clip, per_
     mask = fss_mask(frequency_distance(shape, fft_axes, half=True), radius, edge_width)
 
   noise = noise.astype(jnp.float32)
-  spectrum_x = jnp.fft.rfft2(padded(x0))
-  spectrum_noise = jnp.fft.rfft2(padded(noise))
+  spectrum_x = spectral.rfftn(padded(x0), fft_axes)
+  spectrum_noise = spectral.rfftn(padded(noise), fft_axes)
   phase_x = spectral_phase(spectrum_x, fft_axes, shape, _polynomial_angle)
   phase_noise = spectral_phase(spectrum_noise, fft_axes, shape, _polynomial_angle)
   amplitude = jnp.abs(spectrum_noise)
@@ -662,7 +665,7 @@ def _fss_reference(x0, noise, radius, edge_width, axes, radius_units, clip, per_
   gain = amplitude * _sincos(mask * (phase_x - clipped) / 2)[1]
   sin, cos = _sincos(mask * (phase_x + clipped) / 2 + (1.0 - mask) * phase_noise)
   hermitian = jax.lax.complex(gain * cos, jnp.where(self_conjugate, 0.0, gain * sin))
-  y = jnp.fft.irfft2(hermitian, s=(padded_h, padded_w))
+  y = spectral.irfftn(hermitian, (padded_h, padded_w), fft_axes)
   y = jax.lax.slice_in_dim(y, pad_h // 2, pad_h // 2 + height, axis=ndim - 2)
   y = jax.lax.slice_in_dim(y, pad_w // 2, pad_w // 2 + width, axis=ndim - 1)
   y = jnp.transpose(y, np.argsort(channels_first))
@@ -753,7 +756,10 @@ def _order_statistics(parts: Sequence[tuple[Array, int]], rank: int) -> tuple[Ar
     Two float32 ``[R]`` arrays: the values of rank ``rank`` and ``rank + 1``.
   """
   rows = parts[0][0].shape[0]
-  keys = [(_sortable_key(x).reshape(rows, -1), weight) for x, weight in parts]
+  # Keys keep each part's own shape: flattened to [R, n] first, every elementwise pass indexed a
+  # broadcast operand (e.g. a per-column mask) through a division of the flat index, 4-6x slower.
+  keys = [(_sortable_key(x), weight) for x, weight in parts]
+  by_row = lambda v, key: jnp.reshape(v, (rows,) + (1,) * (key.ndim - 1))
   prefix = jnp.zeros((rows,), jnp.uint32)
   remaining = jnp.full((rows,), rank, jnp.int32)
   shift = 32
@@ -765,16 +771,18 @@ def _order_statistics(parts: Sequence[tuple[Array, int]], rank: int) -> tuple[Ar
     shift -= width
     bins = 2**width
     counts = 0
+    ones = {}
     for key, weight in keys:
       index = ((key >> shift) & np.uint32(bins - 1)).astype(jnp.int32)
-      index = index + jnp.arange(rows, dtype=jnp.int32)[:, None] * bins
+      index = index + by_row(jnp.arange(rows, dtype=jnp.int32) * bins, key)
       if shift + width < 32:  # Only the keys that share the digits chosen so far; others dropped.
-        index = jnp.where(key >> (shift + width) == prefix[:, None], index, rows * bins)
+        index = jnp.where(key >> (shift + width) == by_row(prefix, key), index, rows * bins)
       # Unit increments, weighted afterwards: XLA:CPU materialises the increments (a scalar
-      # increment was 3x slower), so one array of ones serves every part of a size.
-      ones = jnp.ones(index.size, jnp.int32)
-      counts = counts + weight * jnp.zeros(rows * bins, jnp.int32).at[index.reshape(-1)].add(
-          ones, mode='drop')
+      # increment was 3x slower), so one array of ones serves every part of a shape.
+      if key.shape not in ones:
+        ones[key.shape] = jnp.ones(key.shape, jnp.int32)
+      counts = counts + weight * jnp.zeros(rows * bins, jnp.int32).at[index].add(
+          ones[key.shape], mode='drop')
     counts = counts.reshape(rows, bins)
     digit, remaining, copies = _pick_bin(counts, remaining)
     prefix = (prefix << width) | digit.astype(jnp.uint32)
@@ -787,7 +795,8 @@ def _order_statistics(parts: Sequence[tuple[Array, int]], rank: int) -> tuple[Ar
 
   def scan_all(prefix):
     return functools.reduce(jnp.minimum, [
-        jnp.min(jnp.where(key > prefix[:, None], key, np.uint32(0xFFFFFFFF)), axis=1)
+        jnp.min(jnp.where(key > by_row(prefix, key), key, np.uint32(0xFFFFFFFF)),
+                axis=tuple(range(1, key.ndim)))
         for key, weight in keys if weight > 0])
 
   larger = jnp.where(found, in_bin, jax.lax.cond(jnp.all(found), lambda p: p, scan_all, prefix))

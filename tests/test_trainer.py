@@ -61,7 +61,7 @@ def test_fsdp_spec_shards_the_largest_divisible_dimension():
 
 
 MESH_SCRIPT = '''
-    import sys, jax, numpy as np
+    import re, sys, jax, numpy as np
     from configs import quickstart
     from phipd_jax import experiment, sharding
     from phipd_jax.data import pipeline
@@ -80,6 +80,9 @@ MESH_SCRIPT = '''
       assert (fsdp == 1) == ('fsdp' not in tuple(spec)), (fsdp, spec)  # Born sharded.
       assert state.opt_state[1][0].mu['blocks'][0]['mlp_in']['kernel'].sharding.spec == spec
       step = exp.train_step(mesh, state)
+      if fsdp == 1:  # The FSS noise's FFTs run on each device's image, not on all 8 of them.
+        hlo = step.lower(state, sharding.global_batch(dataset[0], mesh)).compile().as_text()
+        assert re.findall(r'= [a-z0-9]+\\[(\\d+),[^=]*? fft\\(', hlo) == ['1', '1', '1'], hlo
       for i in range(3):
         state, metrics = step(state, sharding.global_batch(dataset[i], mesh))
       losses[(data, fsdp)] = float(metrics['loss'])
