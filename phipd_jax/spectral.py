@@ -164,7 +164,9 @@ def rfftn(x: Array, axes) -> Array:
 
   Returns:
     The half spectrum: ``x.shape`` with ``axes[-1]`` of length ``x.shape[axes[-1]] // 2 + 1``.
-    Sharded like ``x`` on the other axes (no all-gather; see the note above).
+    Under a mesh it stays sharded like ``x`` on the other axes: each device transforms its
+    own shard (XLA's ``fft`` op alone all-gathers the operand and transforms all of it on
+    every device).
 
   Raises:
     ValueError: ``axes`` empty, repeated or out of range.
