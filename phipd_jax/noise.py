@@ -771,18 +771,15 @@ def _order_statistics(parts: Sequence[tuple[Array, int]], rank: int) -> tuple[Ar
     shift -= width
     bins = 2**width
     counts = 0
-    ones = {}
     for key, weight in keys:
       index = ((key >> shift) & np.uint32(bins - 1)).astype(jnp.int32)
       index = index + by_row(jnp.arange(rows, dtype=jnp.int32) * bins, key)
       if shift + width < 32:  # Only the keys that share the digits chosen so far; others dropped.
         index = jnp.where(key >> (shift + width) == by_row(prefix, key), index, rows * bins)
       # Unit increments, weighted afterwards: XLA:CPU materialises the increments (a scalar
-      # increment was 3x slower), so one array of ones serves every part of a shape.
-      if key.shape not in ones:
-        ones[key.shape] = jnp.ones(key.shape, jnp.int32)
+      # increment was 3x slower); XLA's CSE makes one array of ones for every part of a shape.
       counts = counts + weight * jnp.zeros(rows * bins, jnp.int32).at[index].add(
-          ones[key.shape], mode='drop')
+          jnp.ones(key.shape, jnp.int32), mode='drop')
     counts = counts.reshape(rows, bins)
     digit, remaining, copies = _pick_bin(counts, remaining)
     prefix = (prefix << width) | digit.astype(jnp.uint32)

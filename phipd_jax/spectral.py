@@ -66,8 +66,10 @@ def _fft_trailing(kind: str, lengths: tuple[int, ...], x: Array) -> Array:
   if kind == 'rfft':
     return jnp.fft.rfftn(x, axes=axes)
   inverse = lambda z: jnp.fft.irfftn(z, s=lengths, axes=axes)
+  if x.ndim == len(lengths):  # No leading axis to slice.
+    return inverse(x)
   slices = max(d for d in range(1, _CPU_INVERSE_SLICES + 1) if x.shape[0] % d == 0)
-  if x.ndim == len(lengths) or slices == 1:
+  if slices == 1:
     return inverse(x)
   # XLA:CPU runs each FFT on one thread, and runs independent ops on a second thread only when
   # more than 8 are ready at once. The inverse transform ends the noise draw with nothing to run

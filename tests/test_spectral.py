@@ -1,6 +1,10 @@
 """Orthonormal DCT and the Spectral Forcing operator (spec spectral_forcing_and_jit.md Sec. 9)."""
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -269,7 +273,7 @@ SHARDED_FFT_SCRIPT = '''
     mesh = Mesh(np.array(jax.devices()), ('data',))
     batch = NamedSharding(mesh, P('data'))
     x = jax.random.normal(jax.random.key(1), (16, 32, 32, 3))
-    for mode, padded in [('paper', 32), ('reference', 48)]:
+    for mode in ('paper', 'reference'):
       draw = noise.noise_fn('fss', mode=mode)
       fn = lambda key, x: draw(key, x, 4.0)
       sharded = jax.jit(fn, out_shardings=batch)
@@ -286,10 +290,6 @@ SHARDED_FFT_SCRIPT = '''
 
 def test_noise_ffts_run_on_each_devices_shard_of_the_batch():
   """XLA all-gathers an fft's operand under a mesh; spectral.rfftn / irfftn keep the shard."""
-  import os
-  import subprocess
-  import sys
-  import textwrap
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=repo, XLA_FLAGS='--xla_force_host_platform_device_count=8')
   result = subprocess.run([sys.executable, '-c', textwrap.dedent(SHARDED_FFT_SCRIPT)], env=env,
