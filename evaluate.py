@@ -65,7 +65,6 @@ import os
 
 from absl import flags
 
-from configs import common
 from phipd_jax import console
 from phipd_jax.evaluation import inversion_study, lwd_study, runs, translation
 
@@ -123,7 +122,7 @@ def floats(name: str, values) -> list[float]:
     raise ValueError(f'--{name}={",".join(values)}: not a list of numbers') from None
 
 
-def run_inversion(dirs, defaults):
+def run_inversion(dirs):
   """The spectral-collapse / OVG benchmark (phipd_jax.evaluation.inversion_study)."""
   import json  # pylint: disable=g-import-not-at-top
   phipd = list(_PHIPD_WORKDIRS.value)
@@ -139,12 +138,12 @@ def run_inversion(dirs, defaults):
   structured = [(r, s) for r in floats('structured_radii', _STRUCTURED_RADII.value)
                 for s in strengths if s >= 0.6]
   summary = inversion_study.run_study(
-      dirs, phipd, defaults, tasks=tasks, num=_NUM.value, strengths=strengths, radii=radii,
+      dirs, phipd, tasks=tasks, num=_NUM.value, strengths=strengths, radii=radii,
       structured=structured, batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
       out_dir=_OUT_DIR.value)
   if _PCA.value:
     pca = inversion_study.pca_study(
-        dirs[0], defaults, num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
+        dirs[0], num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
         steps=_STEPS.value,
         path=os.path.join(_OUT_DIR.value, 'pca.png') if _OUT_DIR.value else None)
     if _OUT_DIR.value:
@@ -157,12 +156,12 @@ def run_inversion(dirs, defaults):
   print(f'evaluated {len(dirs) + len(phipd)} run(s), {len(summary["rows"])} rows -> {where}')
 
 
-def run_lwd(dirs, defaults):
+def run_lwd(dirs):
   """The Latent Wavelet Diffusion ablation (phipd_jax.evaluation.lwd_study)."""
   for workdir in _AUTOENCODERS.value:
     if not os.path.isfile(os.path.join(workdir, 'config.json')):
       raise FileNotFoundError(f'--autoencoders: {workdir} is not a train.py run directory')
-  summary = lwd_study.run_study(_AUTOENCODERS.value, dirs, defaults, num=_NUM.value,
+  summary = lwd_study.run_study(_AUTOENCODERS.value, dirs, num=_NUM.value,
                                 batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
                                 out_dir=_OUT_DIR.value)
   print(lwd_study.report(summary))
@@ -174,24 +173,23 @@ def main(argv):
   dirs = workdirs(argv)
   if _EVAL_DIR.value and not os.path.isdir(_EVAL_DIR.value):
     raise FileNotFoundError(f'--eval_dir {_EVAL_DIR.value} is not a folder')
-  defaults = common.get_base_config()
   if _MODE.value == 'lwd':
-    run_lwd(dirs, defaults)
+    run_lwd(dirs)
     return
   if _MODE.value == 'inversion':
-    run_inversion(dirs, defaults)
+    run_inversion(dirs)
     return
   tasks = _TASKS.value or list(translation.TASKS)
   if _MODE.value == 'translate':
     summary = runs.evaluate_translation(
-        dirs, defaults, tasks=tasks, num=_NUM.value, radii=floats('radii', _RADII.value),
+        dirs, tasks=tasks, num=_NUM.value, radii=floats('radii', _RADII.value),
         structured_radii=floats('structured_radii', _STRUCTURED_RADII.value),
         strengths=floats('strengths', _STRENGTHS.value), batch_size=_BATCH.value,
         seed=_SEED.value, steps=_STEPS.value, json_path=_JSON.value, grids=_GRIDS.value,
         eval_dir=_EVAL_DIR.value)
   else:
     summary = runs.evaluate_generation(
-        dirs, defaults, num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
+        dirs, num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
         steps=_STEPS.value, json_path=_JSON.value, markdown=_MARKDOWN.value, grids=_GRIDS.value,
         eval_dir=_EVAL_DIR.value)
   where = _JSON.value or 'the console (no --json)'

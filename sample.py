@@ -46,8 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
-from phipd_jax import console, experiment, inputs as inputs_lib, writers
+from phipd_jax import console, inputs as inputs_lib, saved_run, writers
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by train.py.')
 _MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'invert'], 'What to do.')
@@ -288,9 +287,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   check_flags()
-  check_run_flags(experiment.run_config(_WORKDIR.value, common.get_base_config()))
-  config, exp, restored = experiment.load_run(_WORKDIR.value, common.get_base_config(),
-                                              ('ema_params',), _STEPS.value)
+  check_run_flags(saved_run.run_config(_WORKDIR.value))
+  config, exp, restored = saved_run.load_run(_WORKDIR.value, ('ema_params',), _STEPS.value)
   sampler, params = exp.sampler(), restored['ema_params']
   output = _OUTPUT.value or os.path.join(_WORKDIR.value, f'sample_{_MODE.value}')
   os.makedirs(output, exist_ok=True)

@@ -5,8 +5,7 @@ function, optimizer, sampler settings) -> training / sampling / benchmarking, wh
 config. A bad value raises ``ValueError`` naming the config field, the value and what is allowed,
 before anything is written or loaded.
 
-``load_run(workdir)`` rebuilds a saved run's experiment from its ``config.json`` (older runs are
-migrated to today's fields) and restores only the checkpoint items a caller asks for.
+Saved runs are rebuilt by :func:`phipd_jax.saved_run.load_run`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import contextlib
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from phipd_jax import latent, models, noise as noise_lib, sampling, sharding as sharding_lib
+from phipd_jax import defaults, latent, models, noise as noise_lib, sampling
+from phipd_jax import sharding as sharding_lib
 from phipd_jax import training
 from phipd_jax.diffusion import lwd, objectives, processes
 
@@ -163,9 +163,9 @@ def _codec_experiment(config: ml_collections.ConfigDict, source: str) -> 'Experi
     ValueError: ``source`` has no config.json, is not an autoencoder run, or its downsampling
       factor does not divide ``data.image_size``.
   """
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
   try:
-    codec_config = run_config(source, common.get_base_config())
+    codec_config = defaults.config_from_saved(checkpoint.load_config_dict(source))
   except FileNotFoundError:
     _fail('codec.workdir', config.codec.workdir,
           f'{source!r} has no config.json: train an autoencoder first (python train.py '
@@ -483,7 +483,7 @@ def validate_autoencoder(config: ml_collections.ConfigDict):
   """
   if 'autoencoder' not in config:
     _fail('autoencoder', None, "model.name='autoencoder' needs the config.autoencoder section "
-          '(configs/common.set_autoencoder_recipe)')
+          '(phipd_jax.defaults.set_autoencoder_recipe)')
   settings = config.autoencoder
   for name in ('alpha', 'beta', 'lam'):
     _positive_finite(f'autoencoder.{name}', settings[name], allow_zero=True)
@@ -556,7 +556,8 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
   """Validates ``config`` by building every part of the run; cheap (no arrays are allocated).
 
   Args:
-    config: a run config (``configs/common.get_base_config`` and its experiment overrides).
+    config: a run config (:func:`phipd_jax.defaults.get_base_config` and its experiment
+      overrides).
     data_parallel_size: the mesh's data-parallel size (the batch must divide over it).
     codec_source: where a latent run's autoencoder is read (default ``config.codec.workdir``;
       a saved run's own copy, :func:`codec_dir`, when it has one).
@@ -615,80 +616,3 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
                     prediction=prediction, optimizer=optimizer, learning_rate=schedule,
                     image_shape=image_shape, objective=objective, model_shape=model_shape,
                     codec_source=codec_source, codec_graphdef=codec_graphdef)
-
-
-# ---------------------------------------------------------------------------------------------
-# Saved runs.
-
-
-def migrate(saved: dict) -> dict:
-  """A saved ``config.json`` (any version) as today's fields.
-
-  Turn-1 runs stored the JiT-only ``model.in_context_len`` / ``model.spectral_forcing`` for
-  every model; a DiT run's copies (which it never used) are dropped.
-  """
-  saved = dict(saved)
-  model = dict(saved.get('model', {}))
-  if model.get('name', 'dit') != 'jit':
-    model.pop('in_context_len', None)
-    forcing = model.pop('spectral_forcing', None)
-    if forcing and forcing.get('schedule'):
-      raise ValueError(f'saved run: model.spectral_forcing={forcing} on model.name='
-                       f'{model.get("name")!r}')
-  saved['model'] = model
-  return saved
-
-
-def run_config(workdir: str, defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``defaults`` updated with the run's migrated ``config.json``.
-
-  Raises:
-    FileNotFoundError: the workdir has no config.json.
-  """
-  from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  saved = migrate(checkpoint.load_config_dict(workdir))
-  config = ml_collections.ConfigDict(defaults.to_dict())
-  from configs import common  # pylint: disable=g-import-not-at-top
-  if saved['model'].get('name') == 'jit' and 'spectral_forcing' not in config.model:
-    common.set_jit_recipe(config)
-  if saved['model'].get('name') == 'autoencoder' and 'autoencoder' not in config:
-    common.set_autoencoder_recipe(config)  # Its model fields (no patch_size) and loss section.
-  config.update(saved)
-  return config
-
-
-def load_run(workdir: str, defaults: ml_collections.ConfigDict,
-             items: Sequence[str] = ('ema_params',), num_steps: Optional[int] = None,
-             mesh=None) -> tuple[ml_collections.ConfigDict, Experiment, dict]:
-  """A saved run's ``(config, experiment, restored items)`` from its latest readable checkpoint.
-
-  Only ``items`` are read (``'params'``, ``'ema_params'``, ``'opt_state'``, ``'meta'``): a sampler
-  restores the EMA parameters and never builds Adam moments.
-
-  Args:
-    workdir: a ``train.py`` run directory.
-    defaults: today's full default config (``configs.common.get_base_config()``).
-    items: checkpoint items to restore.
-    num_steps: override of ``config.sample.num_steps``.
-    mesh: where the arrays land (default: every local device, replicated).
-
-  Raises:
-    FileNotFoundError: no config.json, or no readable checkpoint.
-    ValueError: the saved config no longer builds (with the field named).
-  """
-  from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  config = run_config(workdir, defaults)
-  if num_steps is not None:
-    config.sample.num_steps = num_steps
-  own_codec = codec_dir(workdir)
-  experiment = build(config, codec_source=own_codec if os.path.isdir(own_codec) else None)
-  if not checkpoint.has_checkpoint(workdir):
-    raise FileNotFoundError(f'no checkpoint in {checkpoint.checkpoint_dir(workdir)}: train the run '
-                            'first (python train.py --config ... --workdir ...)')
-  mesh = mesh or sharding_lib.make_mesh(-1, 1)
-  template = training.abstract_train_state(experiment.init_params, experiment.optimizer, mesh,
-                                           config.seed, rng_impl=experiment.rng_impl)
-  restored = checkpoint.restore_items(workdir, template, items)
-  if experiment.is_latent:
-    experiment = experiment.with_codec(experiment.load_codec())
-  return config, experiment, restored

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from phipd_jax import checkpoint, experiment as experiment_lib, latent, sampling, sharding
+from phipd_jax import checkpoint, defaults, experiment as experiment_lib, latent, sampling, sharding
 from phipd_jax import training
 from phipd_jax import writers
 from phipd_jax.data import pipeline
@@ -256,7 +256,7 @@ def cache_latents(exp: experiment_lib.Experiment, is_main: bool) -> latent.Laten
 
 def _resume_check(config, workdir: str, allow_config_change: bool):
   saved = ml_collections.ConfigDict(config.to_dict())
-  saved.update(experiment_lib.migrate(checkpoint.load_config_dict(workdir)))
+  saved.update(defaults.migrate(checkpoint.load_config_dict(workdir)))
   for line in checkpoint.check_resume_config(saved.to_dict(), config.to_dict(),
                                              allow_config_change):
     logging.warning('config differs from the saved run: %s', line)

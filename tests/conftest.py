@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -99,6 +100,18 @@ def trained_run(tmp_path_factory, tfds_dir):
   workdir = str(tmp_path_factory.mktemp('run'))
   trainer.train(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope='session')
+def installed_package(tmp_path_factory):
+  """The package installed the way a user installs it (``pip install .``, not editable) into a
+  folder of its own: ``phipd_jax`` and nothing else from the repository (no ``configs/``)."""
+  site = str(tmp_path_factory.mktemp('site'))
+  subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
+                  '--no-build-isolation', '--target', site, REPO_ROOT], check=True,
+                 capture_output=True)
+  assert sorted(n for n in os.listdir(site) if not n.endswith('.dist-info')) == ['phipd_jax']
+  return site
 
 
 @pytest.fixture(scope='session')

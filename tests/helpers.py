@@ -10,3 +10,41 @@ def assert_trees_equal(a, b):
   assert len(leaves_a) == len(leaves_b)
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+_LOAD_AND_SAMPLE = r'''
+import json, sys
+import numpy as np
+try:
+  import configs  # noqa: F401
+  sys.exit('configs/ is importable: the check needs a clean path')
+except ImportError:
+  pass
+import jax
+import phipd_jax
+from phipd_jax import saved_run
+_, exp, restored = saved_run.load_run(sys.argv[1])
+samples = exp.sampler().generate(restored['ema_params'], jax.random.key(0),
+                                 (2,) + exp.image_shape)
+np.save(sys.argv[2], np.asarray(samples))
+print(json.dumps({'package': phipd_jax.__file__, 'latent': exp.is_latent}))
+'''
+
+
+def load_and_sample_elsewhere(site: str, workdir: str, cwd: str):
+  """Loads ``workdir`` and generates 2 samples (key 0) in a fresh Python whose only copy of the
+  library is ``site`` (a non-editable install) and whose working directory is ``cwd``.
+
+  Returns:
+    ``(report dict, samples [2, H, W, C])``.
+  """
+  import json
+  import os
+  import subprocess
+  import sys
+  out = os.path.join(cwd, 'samples.npy')
+  env = dict(os.environ, PYTHONPATH=site)
+  result = subprocess.run([sys.executable, '-c', _LOAD_AND_SAMPLE, os.path.abspath(workdir), out],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)

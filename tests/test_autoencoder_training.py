@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import autoencoder_lwd, common
-from phipd_jax import experiment, latent, models, trainer, writers
+from phipd_jax import experiment, latent, saved_run, models, trainer, writers
 from phipd_jax.models.autoencoder import Autoencoder
 
 from helpers import assert_trees_equal
@@ -93,7 +93,7 @@ def test_autoencoder_run_lowers_reconstruction_writes_grids_and_loads_back(ae_co
   assert grid['photos'].shape == grid['reconstructions'].shape == (3, 16, 16, 3)
   assert not list(samples.glob('generate_*'))
   # load_run rebuilds the autoencoder experiment from config.json (no patch_size, its loss).
-  config, exp, restored = experiment.load_run(workdir, common.get_base_config())
+  config, exp, restored = saved_run.load_run(workdir)
   assert exp.objective == 'autoencoder' and config.autoencoder.alpha == 0.25
   assert 'patch_size' not in config.model
   assert_trees_equal(restored['ema_params'], state.ema_params)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from configs import common
-from phipd_jax import checkpoint, experiment, models
+from phipd_jax import checkpoint, experiment, models, saved_run
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,6 +99,6 @@ def test_turn_one_config_json_migrates(tiny_config, tmp_path):
                                         'c_max': 1.0, 'alpha': 2.0, 'window': 0}
   del saved['noise']['pad_factor']  # A field added since.
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  config = experiment.run_config(str(tmp_path), common.get_base_config())
+  config = saved_run.run_config(str(tmp_path))
   experiment.build(config)
   assert 'in_context_len' not in config.model and config.noise.pad_factor == 0.0

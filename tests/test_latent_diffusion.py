@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from configs import autoencoder_lwd, common, quickstart
-from phipd_jax import experiment, latent, noise as noise_lib, trainer, training, writers
+from phipd_jax import experiment, latent, saved_run, noise as noise_lib, trainer, training, writers
 from phipd_jax.diffusion import objectives
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import lwd_study
 
-from helpers import assert_trees_equal
+from helpers import assert_trees_equal, load_and_sample_elsewhere
 
 IMAGE_SIZE = 32  # Photos; the f=4 codec gives 8x8x4 latents.
 # Held-out reconstruction PSNR the 60-step tiny f=4 autoencoder must reach on the 24 held-out
@@ -103,7 +103,7 @@ def test_codec_round_trip_reconstructs_held_out_photos(ae_run, latent_config):
 def _check_latent_phipd(workdir, latent_config):
   """encode -> FSS noise (the run's noise_fn, as sampling draws it) keeps the latent's phase
   inside the cutoff; phi-PD translation decodes the latent sample."""
-  _, exp, restored = experiment.load_run(workdir, common.get_base_config())
+  _, exp, restored = saved_run.load_run(workdir)
   sampler = exp.sampler()
   photos = jnp.asarray(_photos(latent_config, 4))
   z = sampler.encode(photos)
@@ -128,7 +128,7 @@ def _check_latent_phipd(workdir, latent_config):
 
 
 def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_keeps_phase(
-    latent_config, ae_run, tmp_path):
+    latent_config, ae_run, installed_package, tmp_path):
   uninterrupted = trainer.train(latent_config, str(tmp_path / 'a')).state
   interrupted = str(tmp_path / 'b')
   trainer.train(latent_config, interrupted, stop_after=4)
@@ -158,6 +158,13 @@ def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_
       lambda k, x: loaded.noise_fn(k, x), loaded.prediction)
   np.testing.assert_allclose(float(loss), float(expected_loss), rtol=1e-5)
   _check_latent_phipd(interrupted, latent_config)
+  # The run loads from its own codec copy in a fresh Python with only a non-editable install of
+  # the package, in another working directory, and samples the same numbers as here.
+  report, samples = load_and_sample_elsewhere(installed_package, interrupted, str(tmp_path))
+  assert report['latent'] and report['package'].startswith(installed_package)
+  _, exp, restored = saved_run.load_run(interrupted)
+  here = exp.sampler().generate(restored['ema_params'], jax.random.key(0), (2,) + exp.image_shape)
+  np.testing.assert_allclose(samples, np.asarray(here), atol=1e-5)
 
 
 @pytest.mark.parametrize('target, message', [
@@ -192,7 +199,7 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   assert generated.shape == (4, 32, 32, 3)  # Decoded images, not 8x8x4 latents.
 
   out = tmp_path / 'study'
-  summary = lwd_study.run_study([ae_run], [workdir], common.get_base_config(), num=8,
+  summary = lwd_study.run_study([ae_run], [workdir], num=8,
                                 batch_size=8, out_dir=str(out))
   assert sorted(os.listdir(out)) == ['lwd_study.json', 'lwd_study.md', 'lwd_study.png',
                                      'reconstruct_ae0.png', 'samples_run.png']

@@ -167,7 +167,7 @@ def prior_scale(process) -> float:
   return float(process.sigma(process.time_grid(1)[0]))
 
 
-def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
+def run_study(multi_domain: Sequence[str], phipd: Sequence[str], *,
               tasks: Sequence[str] = TASKS, num: int = 200,
               strengths: Sequence[float] = (0.4, 0.6, 0.8),
               radii: Sequence[float] = (2.0, 4.0, 8.0),
@@ -181,7 +181,6 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
   Args:
     multi_domain: workdirs of class-conditional multi-domain runs (inversion, OVG, SDEdit).
     phipd: workdirs of FSS-trained photo runs (phi-PD rows); may be empty.
-    defaults: today's default config.
     tasks: of :data:`TASKS`.
     num: held-out records per task (the noise diagnostics need at least 200 for the paper's
       PCA).
@@ -200,7 +199,7 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], defaults, *,
   metric_key = jax.random.key(seed + 1)
   task_data, rows, spectra, data_key = {}, [], {t: {} for t in tasks}, None
   for workdir, kind in loaded:
-    config, sampler, params = runs.load(workdir, defaults, steps)
+    config, sampler, params = runs.load(workdir, steps)
     key_now = (config.data.name, config.data.image_size, config.data.eval_split)
     if data_key is None:
       data_key = key_now
@@ -364,7 +363,7 @@ def plot_frontier(rows: Sequence[dict], path: str, structure_key: str = 'gradien
   return path
 
 
-def pca_study(workdir: str, defaults, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCKS,
+def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCKS,
               batch_size: int = 100, seed: int = 0, steps: Optional[int] = None,
               path: Optional[str] = None) -> dict:
   """Fig. 3: PCA of the inverted noise of held-out photos downsampled x4, x8, x16.
@@ -380,7 +379,7 @@ def pca_study(workdir: str, defaults, *, num: int = 200, blocks: Sequence[int] =
   """
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from phipd_jax.evaluation import runs  # pylint: disable=g-import-not-at-top
-  config, sampler, params = runs.load(workdir, defaults, steps)
+  config, sampler, params = runs.load(workdir, steps)
   photos = pipeline.eval_images(config.data, config.data.eval_split, config.data.image_key, num)
   label = source_class(config, 'down8')
   key = jax.random.key(seed)

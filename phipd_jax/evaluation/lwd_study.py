@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from phipd_jax import experiment, writers
+from phipd_jax import saved_run, writers
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import perceptual, runs, spectra, structure
 
@@ -44,8 +44,8 @@ def held_out_photos(data_config, num: int) -> np.ndarray:
   return pipeline.eval_images(data_config, data_config.eval_split, data_config.image_key, num)
 
 
-def _load_autoencoder(workdir: str, defaults):
-  config, exp, restored = experiment.load_run(workdir, defaults, ('ema_params',))
+def _load_autoencoder(workdir: str):
+  config, exp, restored = saved_run.load_run(workdir, ('ema_params',))
   if exp.objective != 'autoencoder':
     raise ValueError(f'{workdir} is a model.name={config.model.name!r} run, not an autoencoder')
   return config, nnx.merge(exp.graphdef, restored['ema_params'])
@@ -62,14 +62,13 @@ def _encode_decode(model, photos: np.ndarray, batch_size: int):
   return np.concatenate(latents), np.clip(np.concatenate(outputs), -1.0, 1.0)
 
 
-def autoencoder_report(workdir: str, defaults, photos: np.ndarray, batch_size: int = 50,
+def autoencoder_report(workdir: str, photos: np.ndarray, batch_size: int = 50,
                        extra: Optional[np.ndarray] = None
                        ) -> tuple[dict, np.ndarray, np.ndarray, Optional[np.ndarray]]:
   """Reconstruction metrics and the latent spectrum of an autoencoder run.
 
   Args:
     workdir: a ``train.py`` run of ``configs/autoencoder_lwd.py``.
-    defaults: today's base config.
     photos: float32 ``[N, S, S, 3]`` in ``[-1, 1]``, held out from its training.
     batch_size: images per compiled call.
     extra: more images ``[M, S, S, 3]`` to reconstruct with the same loaded model (not scored).
@@ -84,7 +83,7 @@ def autoencoder_report(workdir: str, defaults, photos: np.ndarray, batch_size: i
   Raises:
     ValueError: the run is not an autoencoder.
   """
-  config, model = _load_autoencoder(workdir, defaults)
+  config, model = _load_autoencoder(workdir)
   latents, outputs = _encode_decode(model, photos, batch_size)
   extra_outputs = None if extra is None else _encode_decode(model, extra, batch_size)[1]
   scale = 1.0 / float(np.std(latents))
@@ -115,7 +114,7 @@ def mask_fractions(workdir: str, last_fraction: float = 0.25) -> dict[str, float
   return {name: float(np.mean([r[name] for r in tail])) for name in names}
 
 
-def diffusion_rows(workdirs: Sequence[str], defaults, reference: np.ndarray, key: jax.Array, *,
+def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Array, *,
                    num: int, batch_size: int = 50, seed: int = 0,
                    steps: Optional[int] = None) -> tuple[list[dict], dict[str, np.ndarray]]:
   """Samples of every latent diffusion run against ``reference`` (held-out photos).
@@ -129,7 +128,7 @@ def diffusion_rows(workdirs: Sequence[str], defaults, reference: np.ndarray, key
   """
   rows, samples_by_name = [], {}
   for workdir in workdirs:
-    config, sampler, params = runs.load(workdir, defaults, steps)
+    config, sampler, params = runs.load(workdir, steps)
     if config.data.image_size != reference.shape[1]:
       raise ValueError(f'{workdir}: image size {config.data.image_size} differs from the '
                        f'reference photos\' {reference.shape[1]}')
@@ -199,7 +198,7 @@ def plot(autoencoders: Sequence[dict], latent_spectra: dict[str, np.ndarray],
   plt.close(figure)
 
 
-def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *, num: int,
+def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
               batch_size: int = 50, seed: int = 0, steps: Optional[int] = None,
               out_dir: Optional[str] = None) -> dict:
   """Both parts on the first ``num`` held-out photos of the first run's data; writes
@@ -212,7 +211,7 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
   if not autoencoders and not workdirs:
     raise ValueError('lwd study: give autoencoder runs, latent diffusion runs, or both')
   first = workdirs[0] if workdirs else autoencoders[0]
-  data = experiment.run_config(first, defaults).data
+  data = saved_run.run_config(first).data
   photos = held_out_photos(data, num)
   key = jax.random.key(seed + 1)
   train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)
@@ -221,7 +220,7 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
   references = [('train photos', 'reference', train_photos)]
   ae_rows, latent_spectra = [], {}
   for workdir in autoencoders:
-    row, outputs, spectrum, train_outputs = autoencoder_report(workdir, defaults, photos,
+    row, outputs, spectrum, train_outputs = autoencoder_report(workdir, photos,
                                                                batch_size, extra=train_photos)
     references.append((f"{row['name']} reconstructions of train photos", row['name'],
                        train_outputs))
@@ -232,7 +231,7 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], defaults, *,
                        writers.image_grid([photos[:8], outputs[:8]],
                                           ['held-out photo', row['name']], upscale=1))
     print(json.dumps(row), flush=True)
-  rows, samples = diffusion_rows(workdirs, defaults, photos, key, num=num,
+  rows, samples = diffusion_rows(workdirs, photos, key, num=num,
                                  batch_size=batch_size, seed=seed, steps=steps)
   reference_rows = []
   for name, autoencoder, images in references:

@@ -18,7 +18,7 @@ from flax import nnx
 import jax
 import numpy as np
 
-from phipd_jax import experiment, models, writers
+from phipd_jax import models, saved_run, writers
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import distribution, spectra, translation
 from phipd_jax.evaluation import perceptual
@@ -26,9 +26,9 @@ from phipd_jax.evaluation import perceptual
 METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share')
 
 
-def load(workdir: str, defaults, steps: Optional[int] = None):
+def load(workdir: str, steps: Optional[int] = None):
   """``(config, sampler, ema_params)`` of a run's latest checkpoint (EMA item only)."""
-  config, exp, restored = experiment.load_run(workdir, defaults, ('ema_params',), steps)
+  config, exp, restored = saved_run.load_run(workdir, ('ema_params',), steps)
   return config, exp.sampler(), restored['ema_params']
 
 
@@ -92,7 +92,7 @@ def grid_title(setting: dict) -> str:
   return {'structured_sdedit': f'sSDE s={strength}', 'sdedit': f'SDE s={strength}',
           'generate': 'uncond'}[setting['method']]
 
-def evaluate_translation(workdirs: Sequence[str], defaults, *, tasks: Sequence[str], num: int,
+def evaluate_translation(workdirs: Sequence[str], *, tasks: Sequence[str], num: int,
                          radii: Sequence[float], structured_radii: Sequence[float],
                          strengths: Sequence[float], batch_size: int = 64, seed: int = 0,
                          steps: Optional[int] = None, json_path: Optional[str] = None,
@@ -107,7 +107,7 @@ def evaluate_translation(workdirs: Sequence[str], defaults, *, tasks: Sequence[s
   metric_key = jax.random.key(seed + 1)
   task_names, rows, tasks, data_config = list(tasks), [], {}, None
   for workdir in workdirs:
-    config, sampler, params = load(workdir, defaults, steps)
+    config, sampler, params = load(workdir, steps)
     if data_config is None:
       data_config = config.data
       for name in task_names:
@@ -167,7 +167,7 @@ def evaluate_translation(workdirs: Sequence[str], defaults, *, tasks: Sequence[s
   return summary
 
 
-def evaluate_generation(workdirs: Sequence[str], defaults, *, num: int, batch_size: int = 64,
+def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 64,
                         seed: int = 0, steps: Optional[int] = None,
                         json_path: Optional[str] = None, markdown: Optional[str] = None,
                         grids: Optional[str] = None, eval_dir: Optional[str] = None) -> dict:
@@ -177,7 +177,7 @@ def evaluate_generation(workdirs: Sequence[str], defaults, *, num: int, batch_si
   metric_key = jax.random.key(seed + 1)
   rows, reference, reference_config = [], None, None
   for workdir in workdirs:
-    config, sampler, params = load(workdir, defaults, steps)
+    config, sampler, params = load(workdir, steps)
     if reference is None:
       reference_config = config.data
       if eval_dir:

@@ -1,0 +1,371 @@
+"""orbax checkpoints of a :class:`~phipd_jax.training.TrainState` in ``<workdir>/checkpoints``.
+
+Each step is saved as named items, ``params``, ``ema_params``, ``opt_state`` and ``meta`` (step
+and RNG key), so a sampler or an ``init_from`` restores only what it uses. Saves are atomic
+(orbax writes to a temporary directory and renames), keep the last N, and the config is written
+beside them as ``<workdir>/config.json``. Resume order: a checkpoint in the workdir,
+then ``config.init_from`` (parameters and EMA only), then scratch.
+
+A checkpoint that cannot be read (truncated array files, missing metadata) is **moved aside**
+to ``<workdir>/checkpoints.corrupt/<step>-<time>`` with a warning naming it, never deleted: the
+run continues from the one before and can save that step again.
+
+Runs saved before named items (one ``default`` item holding the whole state) still load: they
+are read whole into the full state template and the requested items are taken from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Iterable, Optional
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+ITEMS = ('params', 'ema_params', 'opt_state', 'meta')
+LEGACY_ITEM = 'default'
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """``<workdir>/checkpoints`` as an absolute path (orbax needs one)."""
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def corrupt_dir(workdir: str) -> str:
+  """Where unreadable checkpoints are moved: ``<workdir>/checkpoints.corrupt``."""
+  return os.path.join(os.path.abspath(workdir), 'checkpoints.corrupt')
+
+
+def _abstract(tree):
+  """Shape/dtype/sharding of every leaf: the restore target (restored arrays land sharded)."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+      tree)
+
+
+def _items(state) -> dict:
+  return {'params': state.params, 'ema_params': state.ema_params, 'opt_state': state.opt_state,
+          'meta': {'step': state.step, 'rng': state.rng}}
+
+
+def _steps_on_disk(directory: str) -> list[int]:
+  if not os.path.isdir(directory):
+    return []
+  return sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether ``<workdir>/checkpoints`` holds a finished step (cheap: no orbax)."""
+  directory = checkpoint_dir(workdir)
+  return any(os.path.isdir(os.path.join(directory, str(s))) for s in _steps_on_disk(directory))
+
+
+def is_legacy(step_dir: str) -> bool:
+  """A step saved as one ``default`` item (before named items)."""
+  return os.path.isdir(os.path.join(step_dir, LEGACY_ITEM))
+
+
+def _from_failed_read(unraisable) -> bool:
+  """True for an unraisable exception raised in orbax code, or asyncio's closed-loop error."""
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return True
+  tb = unraisable.exc_traceback
+  while tb is not None:
+    if 'orbax' in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
+@contextlib.contextmanager
+def _failed_read_noise_to_log():
+  """Keeps a failed orbax read's leftover errors off stderr while a restore runs.
+
+  When a damaged checkpoint makes an orbax restore fail, its other reads still finish. Their
+  errors ("Encountered error while reading array index") are never retrieved, and orbax closes
+  its asyncio loop under late callbacks ("Event loop is closed"). Python prints each one as an
+  "Exception ignored" traceback on stderr: 32-48 of them for one truncated DiT checkpoint, after
+  the one-line warning :meth:`Checkpointer.restore_items` gives. All of them fire before
+  ``restore_items`` returns (measured). So while it runs, the ones raised in orbax code, or the
+  closed-loop error, go to the INFO log as one line each (shown with ``--verbose``). Every other
+  one goes to the previous ``sys.unraisablehook`` at once. Each is handled when it fires: holding
+  them would keep their frames alive, and delay other coroutines' errors past the window.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if _from_failed_read(unraisable):
+      logging.info('checkpoint: late error of a restore: %s: %s',
+                   type(unraisable.exc_value).__name__, str(unraisable.exc_value)[:200])
+    else:
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    sys.unraisablehook = previous
+
+
+class Checkpointer:
+  """Thin wrapper over ``ocp.CheckpointManager`` for one workdir, with named items.
+
+  Args:
+    workdir: the run directory.
+    keep: number of checkpoints kept (older ones are deleted; >= 1).
+    save_every: steps between periodic saves (``save`` with ``force=True`` always saves).
+    create: create ``<workdir>/checkpoints`` (False for read-only uses such as sampling).
+
+  Raises:
+    ValueError: ``keep < 1``.
+  """
+
+  def __init__(self, workdir: str, keep: int = 3, save_every: int = 1, create: bool = True):
+    if keep < 1:
+      raise ValueError(f'checkpoint: keep={keep} must be >= 1 (0 would delete every checkpoint)')
+    self.workdir = workdir
+    self.directory = checkpoint_dir(workdir)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                 save_interval_steps=save_every, create=create)
+    self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS,
+                                         options=self._options)
+
+  def latest_step(self) -> Optional[int]:
+    """Step of the newest complete checkpoint, or None (half-written ones are ignored)."""
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, force: bool = False) -> bool:
+    """Saves the state's items asynchronously (periodic unless ``force``)."""
+    args = ocp.args.Composite(**{name: ocp.args.StandardSave(tree)
+                                 for name, tree in _items(state).items()})
+    return self.manager.save(step, args=args, force=force)
+
+  def _restore_step(self, step: int, template, items: Iterable[str]) -> dict:
+    step_dir = os.path.join(self.directory, str(step))
+    if is_legacy(step_dir):
+      legacy = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+          create=False, read_only=True))
+      try:
+        state = legacy.restore(step, args=ocp.args.StandardRestore(_abstract(template)))
+      finally:
+        legacy.close()
+      logging.warning('checkpoint %d in %s has the pre-named-items layout; read whole', step,
+                      self.directory)
+      return {name: tree for name, tree in _items(state).items() if name in items}
+    wanted = _items(template)
+    args = ocp.args.Composite(**{name: ocp.args.StandardRestore(_abstract(wanted[name]))
+                                 for name in items})
+    restored = self.manager.restore(step, args=args)
+    return {name: restored[name] for name in items}
+
+  def restore_items(self, template, items: Iterable[str] = ITEMS,
+                    step: Optional[int] = None, move_corrupt: bool = True) -> dict:
+    """Restores ``items`` into the structure and shardings of ``template`` (a TrainState or an
+    abstract one), from ``step`` or the newest readable checkpoint.
+
+    A checkpoint that fails to read is moved aside (``move_corrupt``) with a warning, and the one
+    before it is tried. Unfinished writes (orbax's temporary directories) are never considered.
+    The failed read leaves no "Exception ignored" tracebacks on stderr
+    (:func:`_failed_read_noise_to_log`).
+
+    Returns:
+      ``{item: tree}``; ``meta`` is ``{'step': int32, 'rng': uint32 key data}``.
+
+    Raises:
+      FileNotFoundError: there is no (readable) checkpoint.
+      ValueError: an unknown item name.
+    """
+    items = tuple(items)
+    unknown = set(items) - set(ITEMS)
+    if unknown:
+      raise ValueError(f'checkpoint: unknown items {sorted(unknown)}; items are {ITEMS}')
+    with _failed_read_noise_to_log():
+      return self._restore_items(template, items, step, move_corrupt)
+
+  def _restore_items(self, template, items: tuple, step: Optional[int],
+                     move_corrupt: bool) -> dict:
+    if step is not None:
+      return self._restore_step(step, template, items)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    for candidate in steps:
+      try:
+        return self._restore_step(candidate, template, items)
+      except Exception as error:  # orbax/tensorstore raise many types for damaged files.
+        if move_corrupt:
+          moved = self.move_aside(candidate)
+          logging.warning('checkpoint %d is unreadable (%s: %s); moved to %s, trying an older one',
+                          candidate, type(error).__name__, str(error)[:200], moved)
+          print(f'warning: checkpoint {candidate} is unreadable ({type(error).__name__}); moved '
+                f'to {moved}; continuing from an older one', flush=True)
+        else:
+          logging.warning('checkpoint %d in %s is unreadable (%s); trying an older one',
+                          candidate, self.directory, type(error).__name__)
+    raise FileNotFoundError(f'no readable checkpoint in {self.directory} (tried {steps})')
+
+  def restore(self, template, step: Optional[int] = None):
+    """The full train state (every item) shaped like ``template``; see :meth:`restore_items`."""
+    restored = self.restore_items(template, ITEMS, step)
+    meta = restored['meta']
+    return template.replace(step=meta['step'], rng=meta['rng'], params=restored['params'],
+                            ema_params=restored['ema_params'], opt_state=restored['opt_state'])
+
+  def move_aside(self, step: int) -> str:
+    """Renames ``<checkpoints>/<step>`` to ``checkpoints.corrupt/<step>-<time>``; returns it."""
+    destination_dir = corrupt_dir(self.workdir)
+    os.makedirs(destination_dir, exist_ok=True)
+    destination = os.path.join(destination_dir, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    shutil.move(os.path.join(self.directory, str(step)), destination)
+    self.manager.reload()
+    return destination
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+def restore_items(workdir: str, template, items: Iterable[str]) -> dict:
+  """``items`` of the latest readable checkpoint of ``workdir`` (read-only: nothing is moved)."""
+  if not has_checkpoint(workdir):
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  checkpointer = Checkpointer(workdir, create=False)
+  try:
+    return checkpointer.restore_items(template, items, move_corrupt=False)
+  finally:
+    checkpointer.close()
+
+
+def restore_latest(workdir: str, template):
+  """The latest full state of ``workdir`` shaped like ``template``."""
+  if not has_checkpoint(workdir):
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  checkpointer = Checkpointer(workdir, create=False)
+  try:
+    return checkpointer.restore(template)
+  finally:
+    checkpointer.close()
+
+
+def copy_latest(source: str, destination: str) -> int:
+  """Copies ``source``'s ``config.json`` and its newest checkpoint step into ``destination``
+  (a loadable run directory of one step; written to ``<destination>.tmp`` then renamed, so a
+  killed copy leaves no half run). Returns the step copied.
+
+  Raises:
+    FileNotFoundError: ``source`` has no config.json or no checkpoint.
+    FileExistsError: ``destination`` exists.
+  """
+  if os.path.exists(destination):
+    raise FileExistsError(f'{destination} exists')
+  load_config_dict(source)
+  steps = [s for s in _steps_on_disk(checkpoint_dir(source))
+           if os.path.isdir(os.path.join(checkpoint_dir(source), str(s)))]
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(source)}')
+  step = steps[0]
+  partial = destination + '.tmp'
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(os.path.join(partial, 'checkpoints'))
+  shutil.copy2(os.path.join(source, 'config.json'), os.path.join(partial, 'config.json'))
+  shutil.copytree(os.path.join(checkpoint_dir(source), str(step)),
+                  os.path.join(partial, 'checkpoints', str(step)))
+  os.rename(partial, destination)
+  return step
+
+
+def save_config(workdir: str, config) -> str:
+  """Writes ``config`` as ``<workdir>/config.json``; returns the path."""
+  path = os.path.join(workdir, 'config.json')
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  return path
+
+
+def load_config_dict(workdir: str) -> dict:
+  """The ``config.json`` of a run, as a dict.
+
+  Raises:
+    FileNotFoundError: the run has no config.json.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'no config.json in {workdir}: is it a phipd_jax workdir?')
+  with open(path) as f:
+    return json.load(f)
+
+
+# Config fields that change the shapes or meaning of the saved arrays: resuming with another
+# value would fail to restore or silently train a different model.
+SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes',
+                'model.in_context_len', 'model.param_dtype', 'rng_impl')
+# Fields that change the optimisation: resuming with another value silently trains a different
+# run (a changed schedule, other data, other noise). An error unless allowed.
+OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dropout', 'optim.',
+                         'data.', 'noise.', 'diffusion.', 'seed', 'model.', 'autoencoder.',
+                         'codec.')
+# Fields that change nothing of the saved run's numbers.
+COSMETIC_PREFIXES = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
+                     'sample.', 'data.tfds_dir', 'data.in_memory', 'init_from', 'distributed.',
+                     'mesh.', 'diffusion.lwd.log_bins', 'autoencoder.num_reconstruct',
+                     'codec.cache', 'model.remat', 'model.attention_impl')
+# Fields added after runs were saved without them: a saved run lacking one had this value.
+ADDED_FIELD_DEFAULTS = {'model.param_dtype': 'float32', 'model.remat': 'none',
+                        'model.attention_impl': 'auto', 'rng_impl': 'threefry2x32'}
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def check_resume_config(saved: dict, current: dict,
+                        allow_change: bool = False) -> list[str]:
+  """Compares the config a run was started with against the one it resumes with.
+
+  Args:
+    saved: the run's ``config.json`` as a dict.
+    current: the new config as a dict (``config.to_dict()``).
+    allow_change: accept changes to fields that change the optimisation (they are returned).
+
+  Returns:
+    The accepted differences, as ``'field: old -> new'`` lines (log them as a warning).
+
+  Raises:
+    ValueError: a field of :data:`SHAPE_FIELDS` differs (the checkpoint cannot be continued), or
+      a field that changes the optimisation differs without ``allow_change``.
+  """
+  old, new = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
+  for key, default in ADDED_FIELD_DEFAULTS.items():
+    if key in new and key not in old:
+      old[key] = default
+  differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k)}
+  line = lambda k: f'{k}: {differences[k][0]!r} -> {differences[k][1]!r}'
+  fatal = [line(k) for k in differences if k in SHAPE_FIELDS]
+  if fatal:
+    raise ValueError('cannot resume: config differs from the saved run in fields that change '
+                     'the checkpoint: ' + '; '.join(fatal) + ' (use a new --workdir, or '
+                     '--config.init_from to start from its parameters)')
+  cosmetic = lambda k: k.startswith(COSMETIC_PREFIXES)
+  changed = [line(k) for k in differences if not cosmetic(k)]
+  if changed and not allow_change:
+    raise ValueError('cannot resume: config differs from the saved run in fields that change the '
+                     'optimisation: ' + '; '.join(changed) + '. Pass --allow_config_change to '
+                     'continue anyway, or use a new --workdir')
+  return [line(k) for k in differences]

@@ -1,0 +1,418 @@
+"""The spectral-collapse benchmark: every structure-keeping method on spectrally sparse sources.
+
+Bourriez et al., "Spectral Collapse in Diffusion Inversion" (arXiv:2602.13303) translate a
+spectrally sparse source (an edge map, a x16 down-up-sampled image) by deterministic inversion
+with the source class and sampling with the target class, and correct the inversion with
+Orthogonal Variance Guidance (OVG). This module puts that family next to the library's other
+structure-keeping methods on the same inputs and metrics.
+
+Tasks (held-out records of ``data.eval_split``, never trained on; all of them are inputs):
+
+* ``edges``: edge map -> photo. Source class: the run's ``sample.inversion_classes[0]``.
+  Structure reference: the drawing's lines (edge F) and the drawing (gradient correlation).
+* ``down8``: the photo x8 nearest down- then up-sampled -> photo (super-resolution, the analogue
+  of the paper's x16 microscopy task). Source class: the index of ``'photo:down8'`` in
+  ``data.domains``. Structure reference: the paired photo (its Canny edges; gradient
+  correlation), since the input has no lines.
+
+Realism reference: :data:`REFERENCE_PHOTOS` training-split photos (centre crops), disjoint from
+the held-out inputs and targets, so the ``ground truth`` row (the held-out photos themselves) is
+the finite-sample floor of SWD and ``fd_vgg``. Methods (one row per setting):
+
+* ``sdedit``: Gaussian noise at a strength, sampled with the target class (multi-domain runs).
+* ``invert`` / ``ovg``: translation by inversion, plain or with OVG (multi-domain runs; OVG on
+  EDM and DDPM runs only).
+* ``phipd`` / ``structured_sdedit``: phi-PD from FSS noise at a radius, from noise or at a
+  strength (FSS-trained photo runs, unconditional).
+
+Every method of a run uses one key (common random numbers). Metrics per row: those of
+:func:`phipd_jax.evaluation.translation.metrics` plus ``lowpass_structure_corr`` (output vs
+input, library definition) and ``hf_texture_ratio`` (output vs the reference photos); inversion
+rows add the collapse diagnostics of their inverted noise (``noise_*``, every input's map,
+:func:`phipd_jax.evaluation.collapse.collapse_report`), with a Gaussian reference row of the same
+shape and count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from phipd_jax import writers
+from phipd_jax.evaluation import collapse, perceptual, structure, translation
+
+TASKS = ('edges', 'down8')
+PCA_BLOCKS = (4, 8, 16)  # Fig. 3: sources downsampled x4, x8 and x16.
+REFERENCE_PHOTOS = 500  # Training photos in the realism reference.
+
+
+def source_class(config, task: str) -> int:
+  """The class a run's model gives the inputs of ``task``.
+
+  Raises:
+    ValueError: the run is not a multi-domain run with that source.
+  """
+  if task == 'edges':
+    classes = tuple(config.sample.inversion_classes)
+    if not classes:
+      raise ValueError('inversion study: the run sets no sample.inversion_classes')
+    return int(classes[0])
+  domains = tuple(config.data.domains)
+  feature = f'{config.data.image_key}:down8'
+  if feature in domains:
+    return domains.index(feature)
+  raise ValueError(f'inversion study: task {task!r} needs a domain {feature!r} in data.domains '
+                   f'{domains}')
+
+
+def target_class(config) -> int:
+  return int(tuple(config.sample.inversion_classes)[1])
+
+
+def load_task(data_config, name: str, num: int,
+              num_reference: int = REFERENCE_PHOTOS) -> translation.Task:
+  """Task ``name`` (:data:`TASKS`) on the first ``num`` records of ``data.eval_split``, with the
+  first ``num_reference`` photos of ``data.train_split`` as the realism reference.
+
+  Raises:
+    ValueError: an unknown task.
+  """
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  if name not in TASKS:
+    raise ValueError(f'inversion study: task must be one of {TASKS}, got {name!r}')
+  split = data_config.eval_split
+  photos = pipeline.eval_images(data_config, split, data_config.image_key, num)
+  reference = pipeline.eval_images(data_config, data_config.train_split, data_config.image_key,
+                                   num_reference)
+  if name == 'edges':
+    drawings = pipeline.eval_images(data_config, split, 'edges', num)
+    return translation.Task(name, drawings, photos, drawings,
+                            structure.line_map(drawings, translation.LINE_THRESHOLD), reference,
+                            'lines')
+  inputs = pipeline.down_up(photos, 8)
+  return translation.Task(name, inputs, photos, photos, structure.canny_edges(photos), reference,
+                          'canny of the paired photo')
+
+
+def method_rows(kind: str, strengths: Sequence[float], radii: Sequence[float],
+                structured: Sequence[tuple[float, float]], ovg: bool) -> list[dict]:
+  """Rows ``{'method', 'radius', 'strength'}`` a run of ``kind`` contributes.
+
+  ``kind``: ``'multi_domain'`` (SDEdit at ``strengths``, inversion, OVG if ``ovg``) or
+  ``'phipd'`` (phi-PD from noise at ``radii``, structured SDEdit at ``structured``
+  ``(radius, strength)`` pairs).
+  """
+  if kind == 'multi_domain':
+    rows = [{'method': 'sdedit', 'radius': None, 'strength': float(s)} for s in strengths]
+    rows.append({'method': 'invert', 'radius': None, 'strength': 1.0})
+    if ovg:
+      rows.append({'method': 'ovg', 'radius': None, 'strength': 1.0})
+    return rows
+  rows = [{'method': 'phipd', 'radius': float(r), 'strength': 1.0} for r in radii]
+  rows += [{'method': 'structured_sdedit', 'radius': float(r), 'strength': float(s)}
+           for r, s in structured]
+  return rows
+
+
+def run_row(sampler, params, inputs: np.ndarray, key: jax.Array, row: dict,
+            classes: Optional[tuple[int, int]], guidance_scale: float,
+            batch_size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """``(outputs clipped to [-1, 1], inverted noise or None)`` of one row for every input."""
+  outputs, noise = [], []
+  for start in range(0, len(inputs), batch_size):
+    chunk = jnp.asarray(inputs[start:start + batch_size])
+    chunk_key = jax.random.fold_in(key, start)
+    if row['method'] in ('invert', 'ovg'):
+      images, inverted = sampler.translate_by_inversion(params, chunk, chunk_key, row['method'],
+                                                        *classes, guidance_scale)
+      noise.append(np.asarray(inverted))
+    elif row['method'] == 'sdedit':
+      images = sampler.translate(params, chunk, chunk_key, 'sdedit', strength=row['strength'],
+                                 label=classes[1] if classes else None,
+                                 guidance_scale=guidance_scale)
+    else:
+      images = sampler.translate(params, chunk, chunk_key, 'phipd', row['radius'],
+                                 row['strength'])
+    outputs.append(np.asarray(images))
+  return (np.clip(np.concatenate(outputs), -1.0, 1.0),
+          np.concatenate(noise) if noise else None)
+
+
+def output_metrics(outputs: np.ndarray, task: translation.Task, key: jax.Array,
+                   features: np.ndarray) -> dict:
+  """:func:`translation.metrics` plus ``lowpass_structure_corr`` and ``hf_texture_ratio``."""
+  result = translation.metrics(outputs, task, key, features)
+  result['lowpass_structure_corr'] = float(jnp.mean(collapse.lowpass_structure_corr(
+      jnp.asarray(outputs), jnp.asarray(task.inputs))))
+  result['hf_texture_ratio'] = float(jnp.mean(collapse.hf_texture_ratio(
+      jnp.asarray(outputs), jnp.asarray(task.reference))))
+  return result
+
+
+def noise_metrics(noise: np.ndarray, inputs: np.ndarray, scale: float) -> dict:
+  """The collapse diagnostics of inverted maps ``[M, H, W, C]``, keys prefixed ``noise_``."""
+  report = collapse.collapse_report(jnp.asarray(noise), jnp.asarray(inputs), scale)
+  return {f'noise_{name}': value for name, value in report.items()}
+
+
+def prior_scale(process) -> float:
+  """The prior std at the noise end (EDM: sigma_max; DDPM, flow: 1)."""
+  return float(process.sigma(process.time_grid(1)[0]))
+
+
+def run_study(multi_domain: Sequence[str], phipd: Sequence[str], *,
+              tasks: Sequence[str] = TASKS, num: int = 200,
+              strengths: Sequence[float] = (0.4, 0.6, 0.8),
+              radii: Sequence[float] = (2.0, 4.0, 8.0),
+              structured: Sequence[tuple[float, float]] = ((4.0, 0.6), (4.0, 0.8)),
+              batch_size: int = 100, seed: int = 0, steps: Optional[int] = None,
+              out_dir: Optional[str] = None, num_reference: int = REFERENCE_PHOTOS) -> dict:
+  """Runs the benchmark; returns the summary (and writes it, the table and figures to
+  ``out_dir``: ``ovg_study.json``, ``ovg_study.md``, ``frontier.png``, ``spectra_<task>.png``,
+  ``pca.png`` and a grid per (run, task)).
+
+  Args:
+    multi_domain: workdirs of class-conditional multi-domain runs (inversion, OVG, SDEdit).
+    phipd: workdirs of FSS-trained photo runs (phi-PD rows); may be empty.
+    tasks: of :data:`TASKS`.
+    num: held-out records per task (the noise diagnostics need at least 200 for the paper's
+      PCA).
+    strengths: SDEdit strengths; radii: phi-PD radii; structured: structured-SDEdit settings.
+    batch_size, seed, steps: sampling batch, key seed, sampler steps override.
+    num_reference: training photos in the realism reference.
+
+  Raises:
+    ValueError: no run, runs on different data or sizes, a multi-domain run without the
+      task's source domain.
+  """
+  from phipd_jax.evaluation import runs  # pylint: disable=g-import-not-at-top
+  if not multi_domain and not phipd:
+    raise ValueError('inversion study: give at least one run')
+  loaded = [(w, 'multi_domain') for w in multi_domain] + [(w, 'phipd') for w in phipd]
+  metric_key = jax.random.key(seed + 1)
+  task_data, rows, spectra, data_key = {}, [], {t: {} for t in tasks}, None
+  for workdir, kind in loaded:
+    config, sampler, params = runs.load(workdir, steps)
+    key_now = (config.data.name, config.data.image_size, config.data.eval_split)
+    if data_key is None:
+      data_key = key_now
+      for name in tasks:
+        task = load_task(config.data, name, num, num_reference)
+        task_data[name] = (task, perceptual.vgg_features(task.reference))
+    elif key_now != data_key:
+      raise ValueError(f'{workdir}: data {key_now} differs from the first run\'s {data_key}')
+    run = runs.describe_run(workdir, config)
+    run['process'] = config.diffusion.process
+    key = jax.random.key(seed)
+    for name, (task, features) in task_data.items():
+      classes = None
+      if kind == 'multi_domain':
+        classes = (source_class(config, name), target_class(config))
+      grid_rows = method_rows(kind, strengths, radii, structured,
+                              sampler.process.ovg_branch is not None)
+      shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
+      for setting in grid_rows:
+        start = time.perf_counter()
+        outputs, noise = run_row(sampler, params, task.inputs, key, setting, classes,
+                                 config.sample.guidance_scale, batch_size)
+        row = dict(run, task=name, kind=kind, setting=translation.setting_name(setting),
+                   guidance_scale=config.sample.guidance_scale if classes else None,
+                   sample_steps=sampler.num_steps, **setting)
+        row['sample_seconds'] = time.perf_counter() - start
+        row.update(output_metrics(outputs, task, metric_key, features))
+        if noise is not None:
+          scale = prior_scale(sampler.process)
+          row.update(noise_metrics(noise, task.inputs, scale))
+          row['noise_maps'] = len(noise)
+          spectra[name][f'{run["name"]} {setting["method"]}'] = np.asarray(
+              collapse.radial_log_amplitude(jnp.asarray(noise / scale), average=True))
+        logging.info('%s %s %s: grad_corr %.3f lowpass %.3f fd %.1f hf_tex %.2f', run['name'],
+                     name, row['setting'], row['gradient_correlation'],
+                     row['lowpass_structure_corr'], row['fd_vgg'], row['hf_texture_ratio'])
+        rows.append(row)
+        shown.append((_short(row), outputs[:8]))
+      if out_dir:
+        titles, arrays = zip(*shown)
+        writers.save_png(os.path.join(out_dir, f'{run["name"]}_{name}.png'),
+                         writers.image_grid(list(arrays), list(titles), upscale=2))
+  rows += reference_rows(task_data, metric_key)
+  summary = {'data': f'{data_key[0]}/{data_key[2]}@{data_key[1]}', 'num_inputs': num,
+             'num_reference': num_reference,
+             'seed': seed, 'tasks': list(tasks),
+             'structure': {n: t.structure_source for n, (t, _) in task_data.items()},
+             'rows': rows}
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'ovg_study.json'), 'w') as f:
+      json.dump(summary, f, indent=1)
+    with open(os.path.join(out_dir, 'ovg_study.md'), 'w') as f:
+      f.write(markdown(rows))
+    plot_frontier(rows, os.path.join(out_dir, 'frontier.png'))
+    shape = next(iter(task_data.values()))[0].inputs.shape[1:]
+    for name, curves in spectra.items():
+      if curves:
+        collapse.plot_radial_spectra(
+            curves, os.path.join(out_dir, f'spectra_{name}.png'),
+            title=f'{name}: inverted noise / prior std ({num} maps) vs N(0, I)',
+            prior_shape=shape)
+  return summary
+
+
+def reference_rows(task_data: dict, key: jax.Array) -> list[dict]:
+  """Per task: ground truth, mismatched ground truth and the input itself as outputs, and a
+  ``gaussian`` noise row (N(0, I) maps of the inputs' shape and count through the diagnostics)."""
+  rows = []
+  for name, (task, features) in task_data.items():
+    outputs = {'ground truth': task.target,
+               'mismatched ground truth': np.roll(task.target, 1, axis=0),
+               'input itself': task.inputs}
+    for label, images in outputs.items():
+      row = {'name': label, 'model': 'reference', 'task': name, 'method': 'reference',
+             'setting': label}
+      row.update(output_metrics(images, task, key, features))
+      rows.append(row)
+    gaussian = np.random.default_rng(0).standard_normal(task.inputs.shape).astype(np.float32)
+    row = {'name': 'N(0, I)', 'model': 'reference', 'task': name, 'method': 'gaussian noise',
+           'setting': 'N(0, I)', 'noise_maps': len(gaussian)}
+    row.update(noise_metrics(gaussian, task.inputs, 1.0))
+    rows.append(row)
+  return rows
+
+
+def _short(row: dict) -> str:
+  """A grid column title short enough for a 64-pixel column (the run is in the file name)."""
+  method = row['method']
+  name = {'invert': 'inversion', 'ovg': 'OVG'}.get(method, method)
+  if method == 'sdedit':
+    name = f'SDE s={row["strength"]:g}'
+  elif method == 'phipd':
+    name = f'PD r={row["radius"]:g}'
+  elif method == 'structured_sdedit':
+    name = f'sSDE {row["radius"]:g}/{row["strength"]:g}'
+  return name
+
+
+TABLE_COLUMNS = (
+    ('gradient_correlation', 'grad corr', '.3f'), ('edge_f', 'edge F', '.3f'),
+    ('lowpass_structure_corr', 'LF corr', '.3f'), ('swd_mean', 'SWD', '.1f'),
+    ('fd_vgg', 'FD-VGG', '.1f'), ('hf_texture_ratio', 'HF tex', '.2f'),
+    ('noise_hf_power_ratio', 'noise HF', '.3f'), ('noise_lf_power_ratio', 'noise LF', '.2f'),
+    ('noise_lag1_decorrelation', 'lag-1 dec', '.3f'),
+    ('noise_pca_effective_rank', 'PCA rank', '.3f'))
+
+
+def markdown(rows: Sequence[dict]) -> str:
+  """One table per task: a row per (run, setting), the columns of :data:`TABLE_COLUMNS`."""
+  lines = []
+  for task in dict.fromkeys(row['task'] for row in rows):
+    lines += [f'\n**{task}**\n', '| run | method | ' + ' | '.join(c[1] for c in TABLE_COLUMNS)
+              + ' |', '|---|---|' + '---:|' * len(TABLE_COLUMNS)]
+    for row in rows:
+      if row['task'] != task:
+        continue
+      cells = [format(row[k], f) if row.get(k) is not None else '' for k, _, f in TABLE_COLUMNS]
+      lines.append(f'| {row["name"]} | {row["setting"]} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_frontier(rows: Sequence[dict], path: str, structure_key: str = 'gradient_correlation',
+                  realism_key: str = 'fd_vgg') -> str:
+  """The structure-texture frontier: one panel per task, structure (x, higher keeps more) against
+  realism (y, ``fd_vgg``, lower is more photo-like), a marker per method family."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  tasks = list(dict.fromkeys(row['task'] for row in rows))
+  figure = Figure(figsize=(6.5 * len(tasks), 5.5))
+  FigureCanvasAgg(figure)
+  markers = {'sdedit': 'o', 'invert': 's', 'ovg': '*', 'phipd': '^', 'structured_sdedit': 'v',
+             'reference': 'x'}
+  for index, task in enumerate(tasks):
+    axis = figure.add_subplot(1, len(tasks), index + 1)
+    series = {}
+    for row in rows:
+      if row['task'] != task or row.get(realism_key) is None:
+        continue
+      label = row['name'] if row['method'] == 'reference' else (
+          f'{row.get("process", "")} {row["method"]}'.strip())
+      series.setdefault((label, row['method']), []).append(
+          (row[structure_key], row[realism_key], row))
+    for (label, method), points in series.items():
+      xs, ys, members = zip(*points)
+      axis.plot(xs, ys, marker=markers.get(method, 'o'), linestyle='-' if len(xs) > 1 else '',
+                label=label, markersize=9 if method == 'ovg' else 6)
+      for x, y, row in points:
+        if method in ('sdedit', 'structured_sdedit'):
+          axis.annotate(f's={row["strength"]:g}', (x, y), fontsize=7)
+        elif method == 'phipd':
+          axis.annotate(f'r={row["radius"]:g}', (x, y), fontsize=7)
+    axis.set_xlabel(f'structure: {structure_key} (higher keeps more)')
+    axis.set_ylabel(f'realism: {realism_key} (lower is better)')
+    axis.set_title(task)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  figure.tight_layout()
+  figure.savefig(path, format='png', dpi=100)
+  return path
+
+
+def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCKS,
+              batch_size: int = 100, seed: int = 0, steps: Optional[int] = None,
+              path: Optional[str] = None) -> dict:
+  """Fig. 3: PCA of the inverted noise of held-out photos downsampled x4, x8, x16.
+
+  Each photo is nearest down- then up-sampled by the block, inverted (plain, deterministic)
+  with the low-resolution class of the multi-domain run ``workdir`` (the ``down8`` task's
+  source class), and the ``num`` maps' cumulative explained variance is compared with N(0, I)
+  maps of the same count and shape.
+
+  Returns:
+    ``{'curves': {name: [min(M, d)] list}, 'effective_rank': {name: float}}``; the plot goes to
+    ``path`` when given.
+  """
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from phipd_jax.evaluation import runs  # pylint: disable=g-import-not-at-top
+  config, sampler, params = runs.load(workdir, steps)
+  photos = pipeline.eval_images(config.data, config.data.eval_split, config.data.image_key, num)
+  label = source_class(config, 'down8')
+  key = jax.random.key(seed)
+  curves, ranks = {}, {}
+  for block in blocks:
+    inputs = pipeline.down_up(photos, block)
+    maps = []
+    for start in range(0, len(inputs), batch_size):
+      maps.append(np.asarray(sampler.invert_source(
+          params, jnp.asarray(inputs[start:start + batch_size]), jax.random.fold_in(key, start),
+          'invert', label)))
+    maps = np.concatenate(maps)
+    curves[f'x{block} source, inverted'] = np.asarray(collapse.pca_cumulative_variance(maps))
+    ranks[f'x{block} source, inverted'] = float(collapse.pca_effective_rank(maps))
+  gaussian = np.random.default_rng(seed).standard_normal(photos.shape).astype(np.float32)
+  curves['N(0, I)'] = np.asarray(collapse.pca_cumulative_variance(gaussian))
+  ranks['N(0, I)'] = float(collapse.pca_effective_rank(gaussian))
+  if path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+    figure = Figure(figsize=(7, 5))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot(1, 1, 1)
+    for name, curve in curves.items():
+      axis.plot(np.arange(1, len(curve) + 1), curve,
+                'k--' if name == 'N(0, I)' else '-', label=f'{name} (rank {ranks[name]:.3f})')
+    axis.set_xlabel('principal components')
+    axis.set_ylabel('cumulative explained variance')
+    axis.set_title(f'{len(photos)} inverted noise maps ({os.path.basename(workdir)}, '
+                   f'class {label})')
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, format='png', dpi=100)
+  return {'curves': {k: v.tolist() for k, v in curves.items()}, 'effective_rank': ranks}

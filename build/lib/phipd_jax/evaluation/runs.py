@@ -1,0 +1,232 @@
+"""Evaluation runs over trained workdirs: generation metrics and the translation study.
+
+The logic behind ``evaluate.py`` (its command-line face). Generation: samples from Gaussian
+noise against the run's held-out split (SWD per pyramid level, spectrum distance, high-frequency
+share), with reference rows. Translation: the method grid of
+:mod:`phipd_jax.evaluation.translation` on every run and task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+from absl import logging
+from flax import nnx
+import jax
+import numpy as np
+
+from phipd_jax import models, saved_run, writers
+from phipd_jax.data import pipeline
+from phipd_jax.evaluation import distribution, spectra, translation
+from phipd_jax.evaluation import perceptual
+
+METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share')
+
+
+def load(workdir: str, steps: Optional[int] = None):
+  """``(config, sampler, ema_params)`` of a run's latest checkpoint (EMA item only)."""
+  config, exp, restored = saved_run.load_run(workdir, ('ema_params',), steps)
+  return config, exp.sampler(), restored['ema_params']
+
+
+def image_metrics(images: np.ndarray, reference: np.ndarray, key: jax.Array) -> dict:
+  """Every metric of ``images`` against ``reference`` (both ``[N, S, S, 3]`` in [-1, 1])."""
+  result = distribution.swd(images, reference, key)
+  spectrum = spectra.radial_power_spectrum(images)
+  result['spectrum_distance'] = spectra.spectrum_distance(
+      spectrum, spectra.radial_power_spectrum(reference))
+  result['high_frequency_share'] = spectra.high_frequency_share(spectrum)
+  return result
+
+
+def describe_run(workdir: str, config) -> dict:
+  """Identifying fields of a run: model, patch, Spectral Forcing, budget, last logged loss."""
+  rows = writers.read_metrics(workdir) if os.path.exists(
+      os.path.join(workdir, 'metrics.jsonl')) else []
+  losses = [r for r in rows if 'loss' in r]
+  model = config.model
+  return {
+      'name': os.path.basename(os.path.normpath(workdir)),
+      'workdir': workdir,
+      'model': f'{model.name}-{model.size}/{model.patch_size}',
+      'patch_size': model.patch_size,
+      'spectral_forcing': (model.get('spectral_forcing') or {}).get('schedule') or 'off',
+      'noise': config.noise.kind,
+      'train_steps': config.train.num_steps,
+      'batch_size': config.train.batch_size,
+      'final_train_loss': losses[-1]['loss'] if losses else None,
+      'sampler': f'{config.sample.sampler} x {config.sample.num_steps}',
+  }
+
+def generate(sampler, params, config, num: int, batch_size: int, seed: int) -> np.ndarray:
+  size = config.data.image_size
+  batches = []
+  for start in range(0, num, batch_size):
+    key = jax.random.fold_in(jax.random.key(seed), start)
+    count = min(batch_size, num - start)
+    batches.append(np.asarray(sampler.generate(params, key, (count, size, size, 3))))
+  return np.clip(np.concatenate(batches), -1.0, 1.0)
+
+def markdown_table(rows: list[dict]) -> str:
+  columns = ['name', 'model', 'spectral_forcing', 'train_steps', 'final_train_loss', 'swd_64',
+             'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share',
+             'sample_seconds']
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+  for row in rows:
+    cells = []
+    for column in columns:
+      value = row.get(column)
+      cells.append('' if value is None else f'{value:.3g}' if isinstance(value, float)
+                   else str(value))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+def grid_title(setting: dict) -> str:
+  """A column title that fits a 64-pixel column: 'PD r=4', 'sSDE s=.6', 'SDE s=.6', 'uncond'."""
+  strength = f'{setting["strength"]:g}'.lstrip('0')
+  if setting['method'] == 'phipd':
+    return f'PD r={setting["radius"]:g}'
+  return {'structured_sdedit': f'sSDE s={strength}', 'sdedit': f'SDE s={strength}',
+          'generate': 'uncond'}[setting['method']]
+
+def evaluate_translation(workdirs: Sequence[str], *, tasks: Sequence[str], num: int,
+                         radii: Sequence[float], structured_radii: Sequence[float],
+                         strengths: Sequence[float], batch_size: int = 64, seed: int = 0,
+                         steps: Optional[int] = None, json_path: Optional[str] = None,
+                         grids: Optional[str] = None, eval_dir: Optional[str] = None) -> dict:
+  """The translation study: every method of the grid on every run and task; returns the JSON
+  summary (written to ``json_path`` too) with one row per (run, task, method, setting) and the
+  reference rows per task. ``eval_dir``: evaluate on that folder (an AB folder or photos)
+  instead of the runs' held-out split; it is recorded in the summary."""
+  grid = translation.method_grid([float(r) for r in radii],
+                                 [float(r) for r in structured_radii],
+                                 [float(s) for s in strengths])
+  metric_key = jax.random.key(seed + 1)
+  task_names, rows, tasks, data_config = list(tasks), [], {}, None
+  for workdir in workdirs:
+    config, sampler, params = load(workdir, steps)
+    if data_config is None:
+      data_config = config.data
+      for name in task_names:
+        task = translation.load_task(data_config, name, num,
+                                     config.sample.flat_shade_segments, eval_dir)
+        tasks[name] = (task, perceptual.vgg_features(task.reference))
+        logging.info('task %s: %d inputs, %d reference photos, structure = %s', name,
+                     len(task.inputs), len(task.reference), task.structure_source)
+    elif (config.data.name, config.data.image_size) != (data_config.name,
+                                                        data_config.image_size):
+      raise ValueError(f'{workdir}: data {config.data.name}@{config.data.image_size} differs '
+                       f'from the first run\'s; evaluate them separately')
+    run = describe_run(workdir, config)
+    run['r0'] = config.noise.r0 if config.noise.kind != 'gaussian' else None
+    run['init_from'] = os.path.basename(os.path.normpath(config.init_from)) or None
+    key = jax.random.key(seed)
+    for name, (task, features) in tasks.items():
+      shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
+      for setting in grid:
+        start = time.perf_counter()
+        outputs = translation.run_method(sampler, params, task.inputs, key, setting,
+                                         batch_size)
+        seconds = time.perf_counter() - start
+        row = dict(run, task=name, setting=translation.setting_name(setting), **setting)
+        row.update(translation.metrics(outputs, task, metric_key, features))
+        row['sample_seconds'] = seconds
+        logging.info('%s %s %s: edge_f %.3f grad_corr %.3f lpips_input %.3f swd %.1f fd %.1f',
+                     run['name'], name, row['setting'], row['edge_f'],
+                     row['gradient_correlation'], row['lpips_input'], row['swd_mean'],
+                     row['fd_vgg'])
+        rows.append(row)
+        shown.append((grid_title(setting), outputs[:8]))
+      if grids:
+        titles, arrays = zip(*shown)
+        writers.save_png(os.path.join(grids, f'{run["name"]}_{name}.png'),
+                         writers.image_grid(list(arrays), list(titles), upscale=2))
+
+  train_photos = pipeline.eval_images(data_config, data_config.train_split,
+                                      data_config.image_key, 256)
+  mean_photo = train_photos.mean(axis=0, keepdims=True)
+  for name, (task, features) in tasks.items():
+    for label, outputs in translation.reference_outputs(task, mean_photo).items():
+      row = {'name': label, 'model': 'reference', 'task': name, 'method': 'reference',
+             'setting': label}
+      row.update(translation.metrics(outputs, task, metric_key, features))
+      rows.append(row)
+  where = eval_dir or f'{data_config.name}/{data_config.eval_split}'
+  summary = {'data': f'{where}@{data_config.image_size}', 'eval_dir': eval_dir,
+             'num_inputs': num, 'seed': seed,
+             'structure': {n: t.structure_source for n, (t, _) in tasks.items()},
+             'reference_images': {n: len(t.reference) for n, (t, _) in tasks.items()},
+             'rows': rows}
+  if json_path:
+    os.makedirs(os.path.dirname(json_path) or '.', exist_ok=True)
+    with open(json_path, 'w') as f:
+      json.dump(summary, f, indent=1)
+  return summary
+
+
+def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 64,
+                        seed: int = 0, steps: Optional[int] = None,
+                        json_path: Optional[str] = None, markdown: Optional[str] = None,
+                        grids: Optional[str] = None, eval_dir: Optional[str] = None) -> dict:
+  """Unconditional samples of every run against its held-out split (or the photos of
+  ``eval_dir``, an AB folder's left halves or a photo folder), plus reference rows;
+  returns the JSON summary (and writes it, the markdown table and the grids when asked)."""
+  metric_key = jax.random.key(seed + 1)
+  rows, reference, reference_config = [], None, None
+  for workdir in workdirs:
+    config, sampler, params = load(workdir, steps)
+    if reference is None:
+      reference_config = config.data
+      if eval_dir:
+        reference = translation.folder_images(eval_dir, config.data.image_size)[0]
+      else:
+        reference = pipeline.eval_images(config.data, config.data.eval_split,
+                                         config.data.image_key, 10**9)
+      logging.info('held-out reference: %d images of %s/%s', len(reference), config.data.name,
+                   config.data.eval_split)
+    elif (config.data.name, config.data.image_size) != (reference_config.name,
+                                                         reference_config.image_size):
+      raise ValueError(f'{workdir}: data {config.data.name}@{config.data.image_size} differs '
+                       f'from the first run\'s {reference_config.name}@'
+                       f'{reference_config.image_size}; evaluate them separately')
+    row = describe_run(workdir, config)
+    row['params'] = models.count_parameters(nnx.merge(sampler.graphdef, params))
+    start = time.perf_counter()
+    samples = generate(sampler, params, config, num, batch_size, seed)
+    row['sample_seconds'] = time.perf_counter() - start
+    row['num_samples'] = len(samples)
+    row.update(image_metrics(samples, reference, metric_key))
+    logging.info('%s: %s', row['name'], {k: row[k] for k in METRICS if k in row})
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    if grids:
+      writers.save_png(os.path.join(grids, f'{row["name"]}.png'),
+                       writers.sample_grid(samples[:64], upscale=1))
+
+  # Reference rows on the same metric key (same descriptors' random positions and directions).
+  train_photos = pipeline.eval_images(reference_config, reference_config.train_split,
+                                      reference_config.image_key, num)
+  mean_photo = np.broadcast_to(train_photos.mean(axis=0, keepdims=True), train_photos.shape)
+  for name, images in (('train photos', train_photos), ('mean photo', mean_photo)):
+    row = {'name': name, 'model': 'reference', 'num_samples': len(images)}
+    row.update(image_metrics(np.array(images), reference, metric_key))
+    rows.append(row)
+  held_out = spectra.radial_power_spectrum(reference)
+  summary = {'reference': eval_dir or f'{reference_config.name}/{reference_config.eval_split}',
+             'eval_dir': eval_dir,
+             'reference_images': len(reference),
+             'reference_high_frequency_share': spectra.high_frequency_share(held_out),
+             'seed': seed, 'rows': rows}
+  if json_path:
+    os.makedirs(os.path.dirname(json_path) or '.', exist_ok=True)
+    with open(json_path, 'w') as f:
+      json.dump(summary, f, indent=1)
+  table = markdown_table(rows)
+  if markdown:
+    with open(markdown, 'w') as f:
+      f.write(table)
+  print(table)
+  return summary

@@ -1,0 +1,618 @@
+"""The one reader of run configs: validates by building, and builds every object of a run.
+
+Data flows one way: config -> :func:`build` -> (model graphdef, process, noise function, loss
+function, optimizer, sampler settings) -> training / sampling / benchmarking, which never see a
+config. A bad value raises ``ValueError`` naming the config field, the value and what is allowed,
+before anything is written or loaded.
+
+Saved runs are rebuilt by :func:`phipd_jax.saved_run.load_run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from phipd_jax import defaults, latent, models, noise as noise_lib, sampling
+from phipd_jax import sharding as sharding_lib
+from phipd_jax import training
+from phipd_jax.diffusion import lwd, objectives, processes
+
+Array = jax.Array
+
+
+@contextlib.contextmanager
+def field(name: str, value: Any = None, allowed: str = ''):
+  """Re-raises a builder's ``ValueError``/``TypeError`` as one naming ``config.<name>``."""
+  try:
+    yield
+  except (ValueError, TypeError) as error:
+    message = str(error).split('\n-----')[0]  # Without JAX's traceback-filtering note.
+    if f'config.{name}' in message or message.startswith(name.split('.')[0] + '.'):
+      raise ValueError(message if message.startswith('config.') else f'config.{message}') from None
+    detail = f' ({allowed})' if allowed else ''
+    raise ValueError(f'config.{name}={value!r} is invalid{detail}: {message}') from None
+
+
+def _fail(name: str, value: Any, allowed: str):
+  raise ValueError(f'config.{name}={value!r} is invalid: {allowed}')
+
+
+def _positive_finite(name: str, value, allow_zero: bool = False):
+  ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+      value >= 0 if allow_zero else value > 0)
+  if not ok:
+    _fail(name, value, f'must be a finite number {">= 0" if allow_zero else "> 0"}')
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders of one part each.
+
+
+def build_process(diffusion: ml_collections.ConfigDict) -> processes.Process:
+  """The forward process of ``config.diffusion``."""
+  kind = diffusion.process
+  if kind not in processes.PROCESSES:
+    _fail('diffusion.process', kind, f'must be one of {sorted(processes.PROCESSES)}')
+  with field(f'diffusion ({kind})', None):
+    if kind == 'flow':
+      return processes.FlowMatching(time_sampler=diffusion.time_sampler,
+                                    logit_mean=diffusion.logit_mean,
+                                    logit_std=diffusion.logit_std, t_clamp=diffusion.t_clamp)
+    if kind == 'ddpm':
+      return processes.DDPM(schedule=diffusion.schedule, num_steps=diffusion.num_train_steps,
+                            beta_start=diffusion.beta_start, beta_end=diffusion.beta_end,
+                            spacing=diffusion.spacing)
+    return processes.EDM(**diffusion.edm.to_dict())
+
+
+def noise_settings(noise: ml_collections.ConfigDict) -> dict:
+  """The keyword arguments of :func:`phipd_jax.noise.noise_fn` of ``config.noise``."""
+  return dict(r0=noise.r0, rate=noise.rate, edge_width=noise.edge_width, mode=noise.mode,
+              magnitude=noise.magnitude, scale=noise.scale,
+              pad_factor=noise.pad_factor if noise.pad_factor else None)
+
+
+def build_noise_fn(noise: ml_collections.ConfigDict, kind: Optional[str] = None) -> Callable:
+  """``noise_fn(key, x0, radius=None)`` of ``config.noise`` (``kind`` overrides its kind)."""
+  kind = kind or noise.kind
+  if kind not in noise_lib.NOISE_KINDS:
+    _fail('noise.kind', kind, f'must be one of {noise_lib.NOISE_KINDS}')
+  for name in ('rate', 'edge_width', 'scale'):
+    _positive_finite(f'noise.{name}', noise[name])
+  _positive_finite('noise.r0', noise.r0, allow_zero=True)
+  with field('noise', noise.to_dict()):
+    return noise_lib.noise_fn(kind, **noise_settings(noise))
+
+
+def build_optimizer(optim: ml_collections.ConfigDict,
+                    num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup then cosine (or constant) decay, after global-norm clipping.
+
+  Returns:
+    ``(optimizer, learning-rate schedule)``.
+  """
+  _positive_finite('optim.learning_rate', optim.learning_rate)
+  _positive_finite('optim.grad_clip', optim.grad_clip)
+  _positive_finite('optim.weight_decay', optim.weight_decay, allow_zero=True)
+  if not 0 <= optim.final_lr_fraction <= 1:
+    _fail('optim.final_lr_fraction', optim.final_lr_fraction, 'must be in [0, 1]')
+  for name in ('b1', 'b2'):
+    if not 0 <= optim[name] < 1:
+      _fail(f'optim.{name}', optim[name], 'must be in [0, 1)')
+  if not 0 <= optim.ema_decay < 1:
+    _fail('optim.ema_decay', optim.ema_decay, 'must be in [0, 1)')
+  if not 0 <= optim.warmup_steps < num_steps:
+    _fail('optim.warmup_steps', optim.warmup_steps, f'must be in [0, train.num_steps={num_steps})')
+  rate = optim.learning_rate
+  if optim.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(0.0, rate, optim.warmup_steps, max(num_steps, 1),
+                                                  end_value=rate * optim.final_lr_fraction)
+  elif optim.schedule == 'constant':
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, rate, optim.warmup_steps),
+                                     optax.constant_schedule(rate)], [optim.warmup_steps])
+  else:
+    _fail('optim.schedule', optim.schedule, "must be 'cosine' or 'constant'")
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
+  return optimizer, schedule
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """``config.model`` without its name: the builder's keyword arguments."""
+  kwargs = config.model.to_dict()
+  kwargs.pop('name')
+  return kwargs
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, in_channels: int = 3,
+                image_size: Optional[int] = None) -> nnx.Module:
+  """The network of ``config.model`` (registry :data:`phipd_jax.models.MODELS`) for inputs of
+  ``image_size`` (default ``config.data.image_size``; the latent side of a latent run)."""
+  name = config.model.name
+  if name in models.SIZES and config.model.size not in models.SIZES[name]:
+    _fail('model.size', config.model.size,
+          f'must be one of {sorted(models.SIZES[name])} for model.name={name!r}')
+  with field('model', None):
+    return models.build(name, rngs=rngs, in_channels=in_channels,
+                        image_size=image_size or config.data.image_size, **model_kwargs(config))
+
+
+CODEC_DIR = 'codec'  # <workdir>/codec: the run's copy of its autoencoder (a loadable run dir).
+
+
+def codec_dir(workdir: str) -> str:
+  """Where a latent run keeps its copy of the autoencoder run."""
+  return os.path.join(workdir, CODEC_DIR)
+
+
+def _codec_experiment(config: ml_collections.ConfigDict, source: str) -> 'Experiment':
+  """The autoencoder experiment a latent run encodes with (built from ``source/config.json``).
+
+  Raises:
+    ValueError: ``source`` has no config.json, is not an autoencoder run, or its downsampling
+      factor does not divide ``data.image_size``.
+  """
+  from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  try:
+    codec_config = defaults.config_from_saved(checkpoint.load_config_dict(source))
+  except FileNotFoundError:
+    _fail('codec.workdir', config.codec.workdir,
+          f'{source!r} has no config.json: train an autoencoder first (python train.py '
+          '--config configs/autoencoder_lwd.py:cpu,f=4 --workdir ...)')
+  if codec_config.model.name != 'autoencoder':
+    _fail('codec.workdir', config.codec.workdir,
+          f'{source!r} is a model.name={codec_config.model.name!r} run, not an autoencoder')
+  with field('codec.workdir', config.codec.workdir):
+    codec_exp = build(codec_config)
+  factor = codec_config.model.downsample
+  if config.data.image_size % factor:
+    _fail('data.image_size', config.data.image_size,
+          f'must be a multiple of the codec\'s downsampling factor {factor} ({source})')
+  return codec_exp
+
+
+def lwd_log_sigmas(num_bins: int) -> tuple[float, ...]:
+  """Centres ``(k + 1/2) / num_bins`` of equal sigma bins on ``[0, 1]`` (flow time units)."""
+  return tuple((k + 0.5) / num_bins for k in range(num_bins))
+
+
+def lwd_metric_name(sigma: float) -> str:
+  """Metric name of the LWD mask fraction at noise level ``sigma``: ``lwd_mask_fraction_s0.90``."""
+  return f'lwd_mask_fraction_s{sigma:.2f}'
+
+
+def validate_lwd(settings: ml_collections.ConfigDict, process: processes.Process):
+  """Checks ``config.diffusion.lwd`` against the process (the mask's time units).
+
+  Raises:
+    ValueError: a field out of range, or ``enabled`` with a process whose time is not the flow
+      noise level in ``[0, 1]`` (DDPM steps and EDM sigmas would be masked in the wrong units).
+  """
+  if not isinstance(settings.enabled, bool):
+    _fail('diffusion.lwd.enabled', settings.enabled, 'must be True or False')
+  if not isinstance(settings.ell, (int, float)) or not math.isfinite(settings.ell) or (
+      settings.ell < 0):
+    _fail('diffusion.lwd.ell', settings.ell, 'must be a finite number >= 0 (the paper uses 0.3)')
+  if settings.normalize not in lwd.NORMALIZATIONS:
+    _fail('diffusion.lwd.normalize', settings.normalize,
+          f"must be one of {lwd.NORMALIZATIONS} ('all' = released code; 'mask' = deviation)")
+  if not isinstance(settings.log_bins, int) or settings.log_bins < 0:
+    _fail('diffusion.lwd.log_bins', settings.log_bins, 'must be an integer >= 0')
+  if settings.enabled and not process.flow_noise_level_time:
+    _fail('diffusion.lwd.enabled', settings.enabled,
+          f"LWD's mask compares the flow-matching noise level t in [0, 1]; it needs "
+          f"diffusion.process='flow' (got {type(process).__name__})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole experiment.
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Every object a run needs, built once from its config.
+
+  Attributes:
+    config: the validated config (kept for writing ``config.json`` and for the entry points).
+    graphdef: the model's ``nnx.GraphDef`` (parameters live in the train state).
+    process: the forward process.
+    noise_fn: ``noise_fn(key, x0, radius=None) -> eps`` of the run (training and sampling).
+    prediction: the network's prediction type.
+    optimizer: the optax transformation; ``learning_rate`` its schedule.
+    image_shape: ``(H, W, C)`` of the space the diffusion runs in (of the images, for an
+      autoencoder run).
+    objective: what trains the model, declared by its registry entry
+      (:data:`phipd_jax.models.OBJECTIVES`): ``'diffusion'`` or ``'autoencoder'``.
+    model_shape: ``(h, w, c)`` of the space the network sees: ``image_shape`` in pixel space,
+      the latent ``(H / f, W / f, latent_channels)`` with a codec.
+    codec_source: the autoencoder run a latent run encodes with (``''`` in pixel space).
+    codec_graphdef: that autoencoder's ``nnx.GraphDef`` (None in pixel space).
+    codec: the loaded :class:`~phipd_jax.latent.Codec` (:meth:`with_codec`; None until
+      loaded, which :func:`load_run` and the trainer do). The loss, the sampler and the
+      benchmark read it; unloaded means the identity (pixels).
+  """
+
+  config: ml_collections.ConfigDict
+  graphdef: nnx.GraphDef
+  process: processes.Process
+  noise_fn: Callable
+  prediction: str
+  optimizer: optax.GradientTransformation
+  learning_rate: optax.Schedule
+  image_shape: tuple[int, int, int]
+  objective: str = 'diffusion'
+  model_shape: Optional[tuple[int, int, int]] = None
+  codec_source: str = ''
+  codec_graphdef: Any = dataclasses.field(default=None, compare=False)
+  codec: Optional[latent.Codec] = dataclasses.field(default=None, compare=False)
+
+  @property
+  def is_latent(self) -> bool:
+    """True when the diffusion runs in an autoencoder's latent space."""
+    return bool(self.codec_source)
+
+  def load_codec(self, scale: Optional[float] = None) -> latent.Codec:
+    """The run's codec: the identity in pixel space, else the autoencoder of
+    :attr:`codec_source` (its EMA parameters, latest readable checkpoint) at ``scale``
+    (default ``config.codec.scale``; 0 = unscaled, for measuring the scale).
+
+    Raises:
+      FileNotFoundError: the autoencoder run has no readable checkpoint.
+    """
+    if not self.is_latent:
+      return latent.identity_codec(self.image_shape[-1])
+    from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
+    if not checkpoint.has_checkpoint(self.codec_source):
+      raise FileNotFoundError(f'config.codec.workdir: no checkpoint in {self.codec_source}')
+    codec_exp = _codec_experiment(self.config, self.codec_source)
+    template = training.abstract_train_state(codec_exp.init_params, codec_exp.optimizer,
+                                             sharding_lib.make_mesh(-1, 1), 0)
+    params = checkpoint.restore_items(self.codec_source, template, ('ema_params',))
+    scale = self.config.codec.scale if scale is None else scale
+    return latent.autoencoder_codec(self.codec_graphdef, params['ema_params'],
+                                    scale=float(scale) or 1.0)
+
+  def with_codec(self, codec: latent.Codec) -> 'Experiment':
+    """This experiment with its codec loaded (see :attr:`codec`).
+
+    Raises:
+      ValueError: the codec does not map ``image_shape`` to ``model_shape``.
+    """
+    if tuple(codec.latent_shape(self.image_shape)) != tuple(self.model_shape):
+      raise ValueError(f'codec maps {self.image_shape} to {codec.latent_shape(self.image_shape)}, '
+                       f'the model takes {self.model_shape}')
+    return dataclasses.replace(self, codec=codec)
+
+  def measure_codec_scale(self, codec: latent.Codec) -> float:
+    """``1 / std`` of the unscaled latents of ``config.codec.scale_images`` training images
+    (:func:`phipd_jax.latent.measure_latent_scale`; the first images of the train split)."""
+    from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    data = self.config.data
+    images = pipeline.eval_images(data, data.train_split, data.image_key,
+                                  self.config.codec.scale_images)
+    unscaled = dataclasses.replace(codec, scale=1.0, shift=0.0)
+    return latent.measure_latent_scale(jax.jit(unscaled.encode), images)
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.model.num_classes
+
+  def init_params(self, key: Array):
+    """Fresh model parameters (``nnx.State`` of ``nnx.Param``) from ``key``."""
+    return nnx.state(build_model(self.config, nnx.Rngs(key), self.model_shape[-1],
+                                 self.model_shape[0]), nnx.Param)
+
+  @property
+  def rng_impl(self) -> str:
+    """The PRNG of the run's key (``config.rng_impl``; runs saved before it: threefry)."""
+    return self.config.get('rng_impl', 'threefry2x32')
+
+  def apply_fn(self, params) -> Callable:
+    """``(x_in, t_in, y) -> output`` of the model with ``params`` (merged inside the trace)."""
+    return training.apply_model(self.graphdef, params)
+
+  def loss_fn(self, mesh=None) -> Callable:
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the run's objective.
+
+    The objective is the model's registry entry (:attr:`objective`): the diffusion loss
+    (:meth:`diffusion_loss_fn`) or the scale-consistent autoencoder loss
+    (:meth:`autoencoder_loss_fn`). ``constants`` is :meth:`loss_constants` (frozen arrays the
+    loss reads, passed through the jitted step as an argument); None uses cached copies.
+    """
+    builders = {'diffusion': self.diffusion_loss_fn, 'autoencoder': self.autoencoder_loss_fn}
+    return builders[self.objective](mesh)
+
+  def loss_constants(self):
+    """Frozen arrays the loss reads (a pytree or None): the LPIPS-VGG weights of an autoencoder
+    run with ``autoencoder.lam > 0`` (59 MB: an argument of the step, not compiled in)."""
+    if self.objective == 'autoencoder' and self.config.autoencoder.lam > 0:
+      return {'lpips': latent.lpips_vgg_weights()}
+    if self.is_latent:
+      return {'codec': self._loaded_codec().params}
+    return None
+
+  def _loaded_codec(self) -> latent.Codec:
+    if self.is_latent and self.codec is None:
+      raise ValueError('a latent run needs its codec loaded first: '
+                       'experiment.with_codec(experiment.load_codec())')
+    return self.codec or latent.identity_codec(self.image_shape[-1])
+
+  def autoencoder_loss_fn(self, mesh=None) -> Callable:
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)``: the scale-consistent
+    autoencoder loss of Latent Wavelet Diffusion (arXiv:2506.00433, Eq. 1) with
+    ``config.autoencoder.{alpha, beta, lam, scales}``
+    (:func:`phipd_jax.latent.scale_consistent_vae_loss`; ``key`` draws the pooling factor).
+
+    ``batch['image']``: float32 ``[B, H, W, 3]`` in ``[-1, 1]``. Metrics: ``rec_mse``,
+    ``scale_mse``, ``kl``, ``lpips``, ``scale_s``.
+    """
+    graphdef = self.graphdef
+    settings = self.config.autoencoder
+    weights = dict(alpha=float(settings.alpha), beta=float(settings.beta),
+                   lam=float(settings.lam), scales=tuple(int(s) for s in settings.scales))
+    constrain = _batch_constraint(mesh)
+
+    def loss_fn(params, batch, key, constants=None):
+      model = nnx.merge(graphdef, params)
+      encode = lambda x: tuple(constrain(v) for v in model.encode(constrain(x)))
+      decode = lambda z: constrain(model.decode(constrain(z)))
+      lpips_params = None if constants is None else constants['lpips']
+      return latent.scale_consistent_vae_loss(constrain(batch['image']), encode, decode, key,
+                                              lpips_params=lpips_params, **weights)
+
+    return loss_fn
+
+  def diffusion_loss_fn(self, mesh=None) -> Callable:
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the diffusion
+    objective.
+
+    ``batch`` holds ``'image'`` (float32 ``[B, H, W, C]`` in ``[-1, 1]``) and ``'label'``; the
+    label dropout for classifier-free guidance and the objective draw from ``key``. With a mesh,
+    activations are kept split over the batch axes. A latent run encodes the images with the
+    frozen codec first (``constants['codec']``, its parameters; :meth:`loss_constants`): the
+    diffusion, its noise and the LWD mask see only ``z = codec.encode(x)``. A batch that holds
+    ``'latent'`` instead of ``'image'`` (:class:`phipd_jax.latent.LatentCache`) is used as is.
+
+    With ``config.diffusion.lwd.enabled`` the squared error is masked by Latent Wavelet
+    Diffusion's mask of the noisy input (:func:`phipd_jax.diffusion.lwd.process_weight_fn`), and
+    the metrics hold ``lwd_mask_fraction_s<sigma>``: the supervised fraction at the centre of each
+    of ``lwd.log_bins`` sigma bins (:func:`~phipd_jax.diffusion.lwd.mask_fraction_at_sigmas`, on
+    the batch with a separate noise draw; it does not touch the loss).
+    """
+    process, noise_fn, prediction = self.process, self.noise_fn, self.prediction
+    loss_space = self.config.diffusion.loss_space
+    num_classes, dropout = self.num_classes, self.config.train.label_dropout
+    graphdef = self.graphdef
+    weight_fn, log_sigmas, ell = None, (), 0.0
+    settings = self.config.diffusion.lwd
+    if settings.enabled:
+      ell = settings.ell
+      weight_fn = lwd.process_weight_fn(process, ell, settings.normalize)
+      log_sigmas = lwd_log_sigmas(settings.log_bins)
+    constrain = _batch_constraint(mesh)
+    codec = self._loaded_codec() if self.is_latent else None
+
+    def loss_fn(params, batch, key, constants=None):
+      label_key, loss_key = jax.random.split(key)
+      labels = None
+      if num_classes:
+        drop = jax.random.uniform(label_key, batch['label'].shape) < dropout
+        labels = jnp.where(drop, num_classes, batch['label'])
+      model = training.apply_model(graphdef, params)
+      # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
+      apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
+      if 'latent' in batch:  # Encoded once, before training (config.codec.cache).
+        x0 = constrain(batch['latent'])
+      else:
+        x0 = constrain(batch['image'])
+      if codec is not None and 'latent' not in batch:  # Frozen: no gradient reaches it.
+        codec_params = codec.params if constants is None else constants['codec']
+        frozen = dataclasses.replace(codec, params=jax.lax.stop_gradient(codec_params))
+        x0 = constrain(frozen.encode(x0))
+      loss = objectives.diffusion_loss(process, apply_fn, x0, loss_key,
+                                       lambda k, x: noise_fn(k, x), prediction, labels,
+                                       loss_space, weight_fn=weight_fn)
+      metrics = {}
+      if log_sigmas:
+        eps = noise_fn(jax.random.fold_in(key, 1), x0)
+        fractions = lwd.mask_fraction_at_sigmas(x0, eps, log_sigmas, ell)
+        metrics = {lwd_metric_name(s): fractions[i] for i, s in enumerate(log_sigmas)}
+      return loss, metrics
+
+    return loss_fn
+
+  def sampler(self, num_steps: Optional[int] = None,
+              method: Optional[str] = None) -> sampling.Sampler:
+    """The :class:`~phipd_jax.sampling.Sampler` of the run's ``config.sample`` settings
+    (``num_steps`` and ``method`` override the config's)."""
+    sample = self.config.sample
+    return sampling.Sampler(
+        process=self.process, graphdef=self.graphdef, prediction=self.prediction,
+        method=method or sample.sampler, num_steps=num_steps or sample.num_steps,
+        noise_fn=build_noise_fn(self.config.noise, 'fss'),
+        gaussian_fn=build_noise_fn(self.config.noise, 'gaussian'),
+        null_label=self.num_classes or None,
+        guidance_interval=tuple(sample.guidance_interval) or None, clip_x0=sample.clip_x0,
+        ovg=sample.ovg.to_dict() if 'ovg' in sample else None,
+        codec=self._loaded_codec() if self.is_latent else None)
+
+  def create_train_state(self, mesh) -> training.TrainState:
+    """A train state at step 0, born sharded on ``mesh`` (see
+    :func:`phipd_jax.training.create_train_state`)."""
+    return training.create_train_state(self.init_params, self.optimizer, mesh, self.config.seed,
+                                       self.config.mesh.fsdp_min_size, self.rng_impl)
+
+  def train_step(self, mesh, state: training.TrainState) -> Callable:
+    """The jitted, sharded, state-donating ``train_step(state, batch) -> (state, metrics)``."""
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    return training.make_train_step(self.loss_fn(mesh), self.optimizer, shardings,
+                                    sharding_lib.batch_sharding(mesh),
+                                    ema_decay=self.config.optim.ema_decay,
+                                    learning_rate=self.learning_rate,
+                                    constants=self.loss_constants(), rng_impl=self.rng_impl)
+
+
+def _batch_constraint(mesh) -> Callable:
+  """``x -> x`` kept split over the mesh's batch axes (identity without a mesh): GSPMD may
+  otherwise follow the fsdp weights' sharding for the activations."""
+  if mesh is None:
+    return lambda x: x
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  return lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+
+
+def validate_autoencoder(config: ml_collections.ConfigDict):
+  """Checks ``config.autoencoder`` (the scale-consistent loss) against the image and latent
+  sizes.
+
+  Raises:
+    ValueError: a missing section, a negative or non-finite weight, bad ``scales``, a latent
+      side ``data.image_size / model.downsample`` not divisible by a scale, or
+      ``num_reconstruct < 1``.
+  """
+  if 'autoencoder' not in config:
+    _fail('autoencoder', None, "model.name='autoencoder' needs the config.autoencoder section "
+          '(phipd_jax.defaults.set_autoencoder_recipe)')
+  settings = config.autoencoder
+  for name in ('alpha', 'beta', 'lam'):
+    _positive_finite(f'autoencoder.{name}', settings[name], allow_zero=True)
+  scales = tuple(settings.scales)
+  if not scales or not all(isinstance(s, int) and s >= 1 for s in scales):
+    _fail('autoencoder.scales', scales, 'must be a non-empty tuple of integers >= 1 (paper (2, 4))')
+  side = config.data.image_size // config.model.downsample
+  if settings.alpha > 0 and any(side % s for s in scales):
+    _fail('autoencoder.scales', scales,
+          f'every scale must divide the latent side data.image_size / model.downsample = {side} '
+          '(or set autoencoder.alpha = 0)')
+  if not isinstance(settings.num_reconstruct, int) or settings.num_reconstruct < 1:
+    _fail('autoencoder.num_reconstruct', settings.num_reconstruct, 'must be an integer >= 1')
+
+
+def _validate_run_fields(config, data_parallel_size: int):
+  data, train, sample = config.data, config.train, config.sample
+  if data.image_size <= 0:
+    _fail('data.image_size', data.image_size, 'must be > 0 (pixels)')
+  if data.resize < data.image_size:
+    _fail('data.resize', data.resize, f'must be >= data.image_size={data.image_size}')
+  if train.batch_size <= 0 or train.batch_size % data_parallel_size:
+    _fail('train.batch_size', train.batch_size,
+          f'must be a positive multiple of the data-parallel size {data_parallel_size}')
+  for name in ('num_steps', 'checkpoint_every', 'log_every', 'keep_checkpoints'):
+    if not train[name] >= 1:
+      _fail(f'train.{name}', train[name], 'must be >= 1')
+  if not 0 <= train.label_dropout < 1:
+    _fail('train.label_dropout', train.label_dropout, 'must be in [0, 1)')
+  if sample.num_steps <= 0:
+    _fail('sample.num_steps', sample.num_steps, 'must be > 0')
+  for strength in tuple(sample.sdedit_strengths) + (sample.phipd_strength,):
+    if not 0 < strength <= 1:
+      _fail('sample.sdedit_strengths/phipd_strength', strength, 'must be in (0, 1]')
+  for radius in sample.radii:
+    if not radius >= 0:
+      _fail('sample.radii', tuple(sample.radii), 'every radius must be >= 0 (or inf)')
+  _positive_finite('sample.guidance_scale', sample.guidance_scale, allow_zero=True)
+  _positive_finite('sample.clip_x0', sample.clip_x0, allow_zero=True)
+  interval = tuple(sample.guidance_interval)
+  if interval and (len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1):
+    _fail('sample.guidance_interval', interval, '() or (low, high) with 0 <= low < high <= 1')
+  if config.model.num_classes < 0:
+    _fail('model.num_classes', config.model.num_classes, 'must be >= 0')
+  domains = tuple(data.get('domains', ()))
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  for domain in domains:
+    with field('data.domains', domains):
+      pipeline.parse_domain(domain)
+  if domains and config.model.num_classes < len(domains):
+    _fail('model.num_classes', config.model.num_classes,
+          f'must be >= len(data.domains) = {len(domains)} (one class per domain)')
+  classes = tuple(sample.get('inversion_classes', ()))
+  if classes and (len(classes) != 2 or not all(0 <= c < config.model.num_classes
+                                                for c in classes)):
+    _fail('sample.inversion_classes', classes,
+          f'() or (source, target) with classes in [0, model.num_classes='
+          f'{config.model.num_classes})')
+  if 'ovg' in sample:
+    ovg = sample.ovg
+    for name in ('eta_n', 'eta_c'):
+      _positive_finite(f'sample.ovg.{name}', ovg[name], allow_zero=True)
+    _positive_finite('sample.ovg.kappa', ovg.kappa)
+    if not 0 <= ovg.forward_fraction <= 1:
+      _fail('sample.ovg.forward_fraction', ovg.forward_fraction, 'must be in [0, 1]')
+
+
+def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
+          codec_source: Optional[str] = None) -> Experiment:
+  """Validates ``config`` by building every part of the run; cheap (no arrays are allocated).
+
+  Args:
+    config: a run config (:func:`phipd_jax.defaults.get_base_config` and its experiment
+      overrides).
+    data_parallel_size: the mesh's data-parallel size (the batch must divide over it).
+    codec_source: where a latent run's autoencoder is read (default ``config.codec.workdir``;
+      a saved run's own copy, :func:`codec_dir`, when it has one).
+
+  Raises:
+    ValueError: a field out of range, naming ``config.<field>``, its value and what is allowed.
+  """
+  _validate_run_fields(config, data_parallel_size)
+  training.check_rng_impl(config.get('rng_impl', 'threefry2x32'))
+  process = build_process(config.diffusion)
+  prediction = config.diffusion.prediction
+  with field('diffusion.prediction', prediction):
+    process.check_prediction(prediction)
+  with field('sample.sampler', config.sample.sampler):
+    process.check_sampler(config.sample.sampler)
+  if 'ovg' in config.sample and config.sample.ovg.forward_fraction and (
+      process.ovg_branch != 'ddim'):
+    _fail('sample.ovg.forward_fraction', config.sample.ovg.forward_fraction,
+          "must be 0 unless diffusion.process='ddpm' (it exists only in OVG's DDIM branch)")
+  loss_space = config.diffusion.loss_space
+  if loss_space not in objectives.LOSS_SPACES:
+    _fail('diffusion.loss_space', loss_space, f'must be one of {objectives.LOSS_SPACES}')
+  if loss_space == 'v' and not process.velocity_loss:
+    _fail('diffusion.loss_space', loss_space, "'v' needs diffusion.process='flow'")
+  validate_lwd(config.diffusion.lwd, process)
+  noise_fn = build_noise_fn(config.noise)
+  optimizer, schedule = build_optimizer(config.optim, config.train.num_steps)
+  channels = 3
+  image_shape = (config.data.image_size, config.data.image_size, channels)
+  model_shape, codec_graphdef = image_shape, None
+  objective = models.objective(config.model.name)
+  codec_source = codec_source or (config.codec.workdir if 'codec' in config else '')
+  if codec_source:
+    if objective != 'diffusion':
+      _fail('codec.workdir', config.codec.workdir, f'a codec needs a diffusion model, not '
+            f'model.name={config.model.name!r}')
+    _positive_finite('codec.scale', config.codec.scale, allow_zero=True)
+    if not (isinstance(config.codec.scale_images, int) and config.codec.scale_images >= 1):
+      _fail('codec.scale_images', config.codec.scale_images, 'must be an integer >= 1')
+    if config.codec.cache and config.data.resize != config.data.image_size:
+      _fail('codec.cache', config.codec.cache,
+            f'caching latents needs data.resize == data.image_size (no random crops; got '
+            f'{config.data.resize} and {config.data.image_size}); set it False to encode in '
+            'the train step')
+    codec_exp = _codec_experiment(config, codec_source)
+    codec_graphdef = codec_exp.graphdef
+    factor = codec_exp.config.model.downsample
+    model_shape = (image_shape[0] // factor, image_shape[1] // factor,
+                   codec_exp.config.model.latent_channels)
+  model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0), model_shape[-1],
+                                             model_shape[0]))
+  if objective == 'autoencoder':
+    validate_autoencoder(config)
+  graphdef, _ = nnx.split(model)
+  return Experiment(config=config, graphdef=graphdef, process=process, noise_fn=noise_fn,
+                    prediction=prediction, optimizer=optimizer, learning_rate=schedule,
+                    image_shape=image_shape, objective=objective, model_shape=model_shape,
+                    codec_source=codec_source, codec_graphdef=codec_graphdef)

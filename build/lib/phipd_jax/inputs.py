@@ -1,0 +1,79 @@
+"""Reading user images for sampling: a file or a folder, converted and sized for a model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from phipd_jax.data import pipeline
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+
+
+def list_images(path: str) -> list[str]:
+  """The image files of a folder (sorted; sub-folders and hidden files skipped), or ``[path]``.
+
+  Files without an extension are included (and reported if unreadable); other extensions are
+  skipped.
+
+  Raises:
+    FileNotFoundError: ``path`` does not exist.
+  """
+  if os.path.isdir(path):
+    names = sorted(n for n in os.listdir(path) if not n.startswith('.'))
+    files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+    return [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) or not os.path.splitext(f)[1]]
+  if os.path.exists(path):
+    return [path]
+  raise FileNotFoundError(f'{path} does not exist')
+
+
+def read_image(path: str, size: int, patch: int, *, resize: bool = False,
+               any_size: bool = False, max_pixels: Optional[int] = None) -> np.ndarray:
+  """One input as float32 ``[H, W, 3]`` in ``[-1, 1]``, converted and sized for the model.
+
+  Args:
+    path: an image file.
+    size: the model's training size (pixels, square).
+    patch: the model's patch size (pixels): ``any_size`` inputs must be multiples of it.
+    resize: resize the shorter side to ``size`` and centre-crop.
+    any_size: keep the image's own size.
+    max_pixels: with ``any_size``, refuse larger images (None: no limit).
+
+  Raises:
+    ValueError: unreadable file, or a size the model cannot take (with the fix in the message).
+  """
+  try:
+    with Image.open(path) as image:
+      image.load()
+      if image.mode != 'RGB':
+        print(f'warning: {path}: mode {image.mode} converted to RGB', file=sys.stderr)
+        image = image.convert('RGB')
+      array = np.asarray(image)
+  except (UnidentifiedImageError, OSError) as error:
+    raise ValueError(f'{path}: not a readable image ({error})') from error
+  height, width = array.shape[:2]
+  if resize:
+    array = pipeline.center_crop(pipeline.resize_short_side(array, size), size)
+  elif any_size:
+    if height % patch or width % patch:
+      raise ValueError(f'{path}: {height}x{width} is not a multiple of the patch size {patch}; '
+                       'pass --resize')
+    if max_pixels is not None and height * width > max_pixels:
+      raise ValueError(f'{path}: {height}x{width} = {height * width} pixels is above '
+                       f'--max_pixels={max_pixels} (time and memory grow with the pixel count); '
+                       'pass --force to run it anyway, or --resize')
+  elif (height, width) != (size, size):
+    raise ValueError(f'{path}: {height}x{width} differs from the training size {size}x{size}; '
+                     'pass --resize (resize and centre-crop) or --any_size')
+  return pipeline.to_model_range(array)
+
+
+def output_path(output: str, path: str) -> str:
+  """``<output>/<file name>``, with ``.png`` added to a name without an extension."""
+  name = os.path.basename(path)
+  return os.path.join(output, name if os.path.splitext(name)[1] else name + '.png')

@@ -1,0 +1,64 @@
+"""Saved runs: a ``train.py`` run directory read back as a built experiment and its arrays.
+
+A run directory holds ``config.json`` (every field of the run's config) and
+``checkpoints/<step>/`` (orbax items ``params``, ``ema_params``, ``opt_state``, ``meta``); a
+latent run also holds ``codec/``, its own copy of the autoencoder run it encodes with. The
+package's own defaults (:mod:`phipd_jax.defaults`) fill fields a run saved before they existed,
+and :func:`phipd_jax.defaults.migrate` rewrites fields whose meaning moved, so any run loads from
+any working directory with only the package installed (no ``configs/`` on the path).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import ml_collections
+
+from phipd_jax import checkpoint, defaults, experiment as experiment_lib, sharding, training
+
+
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's migrated ``config.json`` on today's defaults.
+
+  Raises:
+    FileNotFoundError: the workdir has no config.json.
+    ValueError: the saved config cannot be migrated.
+  """
+  return defaults.config_from_saved(checkpoint.load_config_dict(workdir))
+
+
+def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
+             num_steps: Optional[int] = None, mesh=None
+             ) -> tuple[ml_collections.ConfigDict, experiment_lib.Experiment, dict]:
+  """A saved run's ``(config, experiment, restored items)`` from its latest readable checkpoint.
+
+  Only ``items`` are read (``'params'``, ``'ema_params'``, ``'opt_state'``, ``'meta'``): a sampler
+  restores the EMA parameters and never builds Adam moments. A latent run's codec is built once,
+  from the run's own copy (``<workdir>/codec``), and loaded into the experiment.
+
+  Args:
+    workdir: a ``train.py`` run directory.
+    items: checkpoint items to restore.
+    num_steps: override of ``config.sample.num_steps``.
+    mesh: where the arrays land (default: every local device, replicated).
+
+  Raises:
+    FileNotFoundError: no config.json, or no readable checkpoint.
+    ValueError: the saved config no longer builds (with the field named).
+  """
+  config = run_config(workdir)
+  if num_steps is not None:
+    config.sample.num_steps = num_steps
+  own_codec = experiment_lib.codec_dir(workdir)
+  exp = experiment_lib.build(config, codec_source=own_codec if os.path.isdir(own_codec) else None)
+  if not checkpoint.has_checkpoint(workdir):
+    raise FileNotFoundError(f'no checkpoint in {checkpoint.checkpoint_dir(workdir)}: train the run '
+                            'first (python train.py --config ... --workdir ...)')
+  mesh = mesh or sharding.make_mesh(-1, 1)
+  template = training.abstract_train_state(exp.init_params, exp.optimizer, mesh, config.seed,
+                                           rng_impl=exp.rng_impl)
+  restored = checkpoint.restore_items(workdir, template, items)
+  if exp.is_latent:
+    exp = exp.with_codec(exp.load_codec())
+  return config, exp, restored
