@@ -15,7 +15,7 @@ products at the config's dtype, measured before the sections (``peak_source`` sa
       --what compare --torch_python /path/to/torch-venv/bin/python \
       --dit_repo /path/to/facebookresearch/DiT --noise_repo /path/to/structured-noise
 
-times the library side by side with its PyTorch originals (``phipd_jax/compare.py``).
+times the library side by side with its PyTorch originals (``benchmark_compare.py``).
 """
 
 import phipd_jax
@@ -31,12 +31,14 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from phipd_jax import benchmarking, compare, console
+from phipd_jax import benchmarking, console
+
+import benchmark_compare as compare
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WHAT = flags.DEFINE_string('what', 'all', 'Sections: all, or a comma-separated subset of noise, '
                             'sample, train; or compare (side by side with the PyTorch originals, '
-                            'see phipd_jax/compare.py).')
+                            'see benchmark_compare.py).')
 _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 _REPEATS = flags.DEFINE_integer(
     'repeats', 5, 'Timed calls per measurement (--what compare: at least 25 for the noise cases).')

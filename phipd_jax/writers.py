@@ -11,8 +11,6 @@ import functools
 
 from PIL import Image, ImageDraw, ImageFont
 
-from phipd_jax.data.pipeline import to_uint8
-
 
 @functools.lru_cache(maxsize=None)
 def _font():
@@ -59,6 +57,12 @@ def read_metrics(workdir: str) -> list[dict]:
   """The rows of ``<workdir>/metrics.jsonl``."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def to_uint8(images) -> np.ndarray:
+  """float ``[-1, 1]`` (clipped) -> uint8 ``[0, 255]``."""
+  images = np.asarray(images, np.float32)
+  return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
 def image_grid(columns: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None,

@@ -92,7 +92,7 @@ def test_compare_checks_its_references_and_runs_the_jax_worker(tmp_path):
   """benchmark.py --what compare: missing references fail before any timing; the JAX worker
   (a fresh process per case) prints its timings and peak memory as one JSON line."""
   import sys
-  from phipd_jax import compare
+  import benchmark_compare as compare
   with pytest.raises(ValueError, match='--torch_python'):
     compare.check_references(str(tmp_path / 'python'), '', '')
   with pytest.raises(ValueError, match='--dit_repo'):
@@ -100,7 +100,7 @@ def test_compare_checks_its_references_and_runs_the_jax_worker(tmp_path):
   (tmp_path / 'models.py').write_text('')
   with pytest.raises(ValueError, match='--noise_repo'):
     compare.check_references(sys.executable, str(tmp_path), str(tmp_path))
-  result = compare._run([sys.executable, '-m', 'phipd_jax.compare', '--case', 'noise',
+  result = compare._run([sys.executable, compare._JAX_SCRIPT, '--case', 'noise',
                          '--batch', '2', '--channels', '3', '--image', '16', '--repeats', '2',
                          '--warmup', '1'])
   assert result['side'] == 'jax' and len(result['calls_s']) == 2
@@ -195,7 +195,7 @@ def test_compare_times_both_sides_with_the_same_calls_and_more_for_the_noise(tmp
   """run_compare: each pair of workers gets the same --repeats; the noise cases (5-1300 ms per
   call) get at least NOISE_MIN_REPEATS, the DiT cases the --repeats asked for."""
   import sys
-  from phipd_jax import compare
+  import benchmark_compare as compare
   from configs import edges2shoes_gaussian
   (tmp_path / 'models.py').write_text('')
   (tmp_path / 'structured_noise').mkdir()

@@ -74,12 +74,6 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32) / 127.5 - 1.0
 
 
-def to_uint8(images) -> np.ndarray:
-  """float ``[-1, 1]`` (clipped) -> uint8 ``[0, 255]``."""
-  images = np.asarray(images, np.float32)
-  return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
-
-
 def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:
   """Bicubic (antialiased) resize so that the shorter side is ``size`` pixels."""
   height, width = image.shape[:2]

@@ -1,10 +1,10 @@
 r"""The PyTorch side of ``benchmark.py --what compare``: times the authors' code in this process.
 
-Run by :mod:`phipd_jax.compare` with the interpreter given as ``--torch_python`` (an environment
+Run by ``benchmark_compare.py`` with the interpreter given as ``--torch_python`` (an environment
 with torch and timm, never a dependency of the library), one case per fresh process so that the
 peak RSS is the case's own:
 
-  python phipd_jax/compare_torch.py --case dit_train --size S --patch 4 --batch 32 \
+  python benchmark_compare_torch.py --case dit_train --size S --patch 4 --batch 32 \
       --image 64 --repeats 7 --dit_repo /path/to/facebookresearch/DiT
 
 It imports no part of phipd_jax (the torch environment does not have jax) and copies none of the

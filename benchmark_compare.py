@@ -8,8 +8,8 @@ Times the library against the code it re-implements, on the same machine in one 
   ``zengxianyu/structured-noise`` at 64x3x64x64, 16x3x256x256 and 16x4x32x32 (NCHW).
 
 Each measurement is a fresh subprocess (so the peak RSS is the case's own): the torch side runs
-``phipd_jax/compare_torch.py`` under ``--torch_python`` (an interpreter with torch and timm; an
-optional extra, never a dependency), the JAX side ``python -m phipd_jax.compare`` under this
+``benchmark_compare_torch.py`` under ``--torch_python`` (an interpreter with torch and timm; an
+optional extra, never a dependency), the JAX side ``python benchmark_compare.py`` under this
 interpreter with the run's config. The pair of each case runs back to back; figures are medians
 of the timed calls after warm-up (JAX: compile excluded). ratio = torch time / ours (above 1:
 we are faster); memory ratio = torch peak RSS / ours (above 1: we use less).
@@ -37,7 +37,9 @@ NOISE_RADIUS = 8.0  # Library units (frequency index of the unpadded image).
 # Timed calls per side for the noise cases at least: a draw takes 3-1300 ms, and the median of 5
 # calls of a few ms moved by 30 % between runs on a shared 2-core machine.
 NOISE_MIN_REPEATS = 25
-_TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'compare_torch.py')
+# The workers, by path (beside this file at the repo root; not part of the phipd_jax package).
+_JAX_SCRIPT = os.path.abspath(__file__)
+_TORCH_SCRIPT = os.path.join(os.path.dirname(_JAX_SCRIPT), 'benchmark_compare_torch.py')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
       progress(f'compare: {name} {shape} ...')
       common = ['--case', case, '--repeats', str(calls)]
       theirs = _run([torch_python, _TORCH_SCRIPT] + common + torch_args, env=torch_env)
-      ours = _run([sys.executable, '-m', 'phipd_jax.compare'] + common + jax_args)
+      ours = _run([sys.executable, _JAX_SCRIPT] + common + jax_args)
       rows.append({'what': name, 'shape': shape,
                    'torch_ms': 1e3 * theirs['median_s'], 'ours_ms': 1e3 * ours['median_s'],
                    'ratio': theirs['median_s'] / ours['median_s'],
