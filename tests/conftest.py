@@ -106,9 +106,14 @@ def trained_run(tmp_path_factory, tfds_dir):
 def installed_package(tmp_path_factory):
   """The package installed the way a user installs it (``pip install .``, not editable) into a
   folder of its own: ``phipd_jax`` and nothing else from the repository (no ``configs/``)."""
+  source = tmp_path_factory.mktemp('source')  # setuptools builds in the source tree: a copy.
+  for name in ('pyproject.toml', 'README.md'):
+    shutil.copy(os.path.join(REPO_ROOT, name), source)
+  shutil.copytree(os.path.join(REPO_ROOT, 'phipd_jax'), source / 'phipd_jax',
+                  ignore=shutil.ignore_patterns('__pycache__'))
   site = str(tmp_path_factory.mktemp('site'))
   subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
-                  '--no-build-isolation', '--target', site, REPO_ROOT], check=True,
+                  '--no-build-isolation', '--target', site, str(source)], check=True,
                  capture_output=True)
   assert sorted(n for n in os.listdir(site) if not n.endswith('.dist-info')) == ['phipd_jax']
   return site
