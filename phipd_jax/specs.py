@@ -1,0 +1,265 @@
+"""Typed, frozen specs of a run's sections: what the builder hands below itself.
+
+:func:`phipd_jax.experiment.build` makes each spec once from its config section
+(``DataSpec(**config.data)``); the trainer, the data pipeline, the grid writer, the studies and
+the benchmark read these (or built objects), never a config. An unknown or missing field fails
+when the spec is made, naming the section.
+
+Each spec also carries the resume-compatibility rule of each of its fields (``resume`` in the
+field's metadata, :data:`SHAPE`, :data:`OPTIMISATION` or :data:`COSMETIC`): what may change
+when a run is resumed with another config (:func:`check_resume`). Specs have no defaults: those
+live in :mod:`phipd_jax.defaults`, and a saved run is read back onto them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+SHAPE = 'shape'  # Changes the saved arrays' shapes or meaning: resuming is impossible.
+OPTIMISATION = 'optimisation'  # Changes the numbers of the run: an error unless allowed.
+COSMETIC = 'cosmetic'  # Changes nothing of the saved run's numbers (logging, grids, devices).
+
+
+def _field(resume: str = OPTIMISATION):
+  """A required field with its resume rule (no default: the defaults live in
+  :mod:`phipd_jax.defaults`, and a missing field is an error)."""
+  return dataclasses.field(metadata={'resume': resume})
+
+
+def _cosmetic():
+  return _field(COSMETIC)
+
+
+class _Spec:
+  """Mixin: construction from a section dict with a named error, and per-field resume rules."""
+
+  SECTION = ''
+
+  @classmethod
+  def from_dict(cls, section: dict):
+    """The spec of a config section (a dict; nested sections stay dicts).
+
+    Raises:
+      ValueError: an unknown or missing field, naming ``config.<section>``.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - names)
+    if unknown:
+      raise ValueError(f'config.{cls.SECTION}: unknown field(s) {unknown}; known: {sorted(names)}')
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    try:
+      return cls(**values)
+    except TypeError as error:
+      raise ValueError(f'config.{cls.SECTION}: {error}') from None
+
+  @classmethod
+  def resume_rule(cls, name: str) -> str:
+    """The resume rule of field ``name`` (a dotted path inside a nested section counts as its
+    top field)."""
+    top = name.split('.')[0]
+    for f in dataclasses.fields(cls):
+      if f.name == top:
+        return f.metadata.get('resume', OPTIMISATION)
+    return OPTIMISATION
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec(_Spec):
+  """Top-level fields of a run."""
+  SECTION = ''
+  seed: int = _field()
+  rng_impl: str = _field(SHAPE)
+  init_from: str = _cosmetic()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec(_Spec):
+  """``config.data``: the dataset, its splits and features, the training crop (pixels)."""
+  SECTION = 'data'
+  name: str = _field()
+  dir: str = _field()
+  tfds_dir: str = _cosmetic()
+  train_split: str = _field()
+  eval_split: str = _field()
+  image_key: str = _field()
+  label_key: str = _field()
+  image_size: int = _field()
+  resize: int = _field()
+  flip: bool = _field()
+  in_memory: bool = _cosmetic()
+  domains: tuple = _field()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec(_Spec):
+  """``config.train``: batch (global), steps and the intervals of logs and checkpoints."""
+  SECTION = 'train'
+  batch_size: int = _field()
+  num_steps: int = _field()
+  log_every: int = _cosmetic()
+  checkpoint_every: int = _cosmetic()
+  keep_checkpoints: int = _cosmetic()
+  label_dropout: float = _field()
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec(_Spec):
+  """``config.sample``: the run's sampler and its checkpoint grids (all cosmetic on resume).
+
+  ``radii`` in frequency-index units of the model space; strengths in ``(0, 1]``; ``ovg`` the
+  Orthogonal Variance Guidance step sizes (``eta_n``, ``eta_c``, ``kappa``,
+  ``forward_fraction``).
+  """
+  SECTION = 'sample'
+  write_grids: bool = _cosmetic()
+  sampler: str = _cosmetic()
+  num_steps: int = _cosmetic()
+  num_generate: int = _cosmetic()
+  guidance_scale: float = _cosmetic()
+  guidance_interval: tuple = _cosmetic()
+  clip_x0: float = _cosmetic()
+  translate_source: str = _cosmetic()
+  translate_reference: str = _cosmetic()
+  num_translate: int = _cosmetic()
+  radii: tuple = _cosmetic()
+  phipd_strength: float = _cosmetic()
+  sdedit_strengths: tuple = _cosmetic()
+  flat_shade_segments: int = _cosmetic()
+  inversion_classes: tuple = _cosmetic()
+  ovg: Optional[dict] = _cosmetic()
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecSpec(_Spec):
+  """``config.codec``: the autoencoder run of a latent run (``workdir=''``: pixel space)."""
+  SECTION = 'codec'
+  workdir: str = _field()
+  scale: float = _field()
+  scale_images: int = _field()
+  cache: bool = _cosmetic()
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec(_Spec):
+  """``config.mesh``: device mesh sizes (-1 = the rest) and the FSDP size floor (elements)."""
+  SECTION = 'mesh'
+  data: int = _cosmetic()
+  fsdp: int = _cosmetic()
+  fsdp_min_size: int = _cosmetic()
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedSpec(_Spec):
+  """``config.distributed``: ``jax.distributed.initialize`` arguments ('' / 0 / -1 = detect)."""
+  SECTION = 'distributed'
+  enabled: bool = _cosmetic()
+  coordinator_address: str = _cosmetic()
+  num_processes: int = _cosmetic()
+  process_id: int = _cosmetic()
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderSpec(_Spec):
+  """``config.autoencoder``: the scale-consistent loss's weights (Latent Wavelet Diffusion,
+  arXiv:2506.00433, Eq. 1) and the reconstruction grid's size."""
+  SECTION = 'autoencoder'
+  alpha: float = _field()
+  beta: float = _field()
+  lam: float = _field()
+  scales: tuple = _field()
+  num_reconstruct: int = _cosmetic()
+
+
+class ModelRules:
+  """``config.model`` is the model builder's keyword arguments (any registry entry); these are
+  the resume rules of its fields."""
+  SHAPE_FIELDS = ('name', 'size', 'patch_size', 'num_classes', 'in_context_len', 'param_dtype',
+                  'downsample', 'latent_channels')
+  COSMETIC_FIELDS = ('remat', 'attention_impl')
+  ADDED = {'param_dtype': 'float32', 'remat': 'none', 'attention_impl': 'auto'}
+
+  @classmethod
+  def resume_rule(cls, name: str) -> str:
+    top = name.split('.')[0]
+    if top in cls.SHAPE_FIELDS:
+      return SHAPE
+    return COSMETIC if top in cls.COSMETIC_FIELDS else OPTIMISATION
+
+
+class DiffusionRules:
+  """``config.diffusion`` builds the process; every field changes the run but the LWD mask
+  fraction's logging bins."""
+
+  @classmethod
+  def resume_rule(cls, name: str) -> str:
+    return COSMETIC if name == 'lwd.log_bins' else OPTIMISATION
+
+
+# Section -> the rules of its fields ('' = the top-level fields). Sections not named here
+# (optim, noise) change the optimisation in every field.
+RULES = {'': RunSpec, 'data': DataSpec, 'train': TrainSpec, 'sample': SampleSpec,
+         'codec': CodecSpec, 'mesh': MeshSpec, 'distributed': DistributedSpec,
+         'autoencoder': AutoencoderSpec, 'model': ModelRules, 'diffusion': DiffusionRules}
+
+
+def resume_rule(key: str) -> str:
+  """The resume rule of a flattened config key (``'train.log_every'``, ``'seed'``)."""
+  section, _, name = key.partition('.')
+  if not name:
+    return RunSpec.resume_rule(section)
+  rules = RULES.get(section)
+  return rules.resume_rule(name) if rules is not None else OPTIMISATION
+
+
+def _added_defaults() -> dict:
+  """Flattened keys of fields added after runs were saved, with the value such runs had."""
+  added = {f'model.{k}': v for k, v in ModelRules.ADDED.items()}
+  added['rng_impl'] = 'threefry2x32'
+  return added
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def check_resume(saved: dict, current: dict, allow_change: bool = False) -> list[str]:
+  """Compares the config a run was started with against the one it resumes with.
+
+  Args:
+    saved: the run's ``config.json`` as a dict.
+    current: the new config as a dict.
+    allow_change: accept changes to fields that change the optimisation (they are returned).
+
+  Returns:
+    The accepted differences, as ``'field: old -> new'`` lines (log them as a warning).
+
+  Raises:
+    ValueError: a :data:`SHAPE` field differs (the checkpoint cannot be continued), or an
+      :data:`OPTIMISATION` field differs without ``allow_change``.
+  """
+  old, new = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
+  for key, default in _added_defaults().items():
+    if key in new and key not in old:
+      old[key] = default
+  differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k)}
+  line = lambda k: f'{k}: {differences[k][0]!r} -> {differences[k][1]!r}'
+  fatal = [line(k) for k in differences if resume_rule(k) == SHAPE]
+  if fatal:
+    raise ValueError('cannot resume: config differs from the saved run in fields that change '
+                     'the checkpoint: ' + '; '.join(fatal) + ' (use a new --workdir, or '
+                     '--config.init_from to start from its parameters)')
+  changed = [line(k) for k in differences if resume_rule(k) == OPTIMISATION]
+  if changed and not allow_change:
+    raise ValueError('cannot resume: config differs from the saved run in fields that change the '
+                     'optimisation: ' + '; '.join(changed) + '. Pass --allow_config_change to '
+                     'continue anyway, or use a new --workdir')
+  return [line(k) for k in differences]
