@@ -19,7 +19,7 @@ if __name__ == '__main__':  # First: re-executes once, before JAX loads.
 from absl import flags
 from ml_collections import config_flags
 
-from phipd_jax import console, trainer
+from phipd_jax import console, experiment, specs, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -37,8 +37,10 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   console.configure(_VERBOSE.value)
-  trainer.initialize_distributed(_CONFIG.value)
-  trainer.train(_CONFIG.value, _WORKDIR.value, _STOP_AFTER.value, _ALLOW_CHANGE.value)
+  config = _CONFIG.value
+  trainer.initialize_distributed(specs.DistributedSpec.from_dict(config.distributed.to_dict()))
+  exp = experiment.build(config)  # Validates every field before anything is read or written.
+  trainer.train(exp, _WORKDIR.value, _STOP_AFTER.value, _ALLOW_CHANGE.value)
 
 
 if __name__ == '__main__':

@@ -283,12 +283,12 @@ def copy_latest(source: str, destination: str) -> int:
   return step
 
 
-def save_config(workdir: str, config) -> str:
-  """Writes ``config`` as ``<workdir>/config.json``; returns the path."""
+def save_config(workdir: str, config: dict) -> str:
+  """Writes ``config`` (a run config as a dict) as ``<workdir>/config.json``; returns the path."""
   path = os.path.join(workdir, 'config.json')
   os.makedirs(workdir, exist_ok=True)
   with open(path, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    json.dump(config, f, indent=2, sort_keys=True)
   return path
 
 
@@ -303,69 +303,3 @@ def load_config_dict(workdir: str) -> dict:
     raise FileNotFoundError(f'no config.json in {workdir}: is it a phipd_jax workdir?')
   with open(path) as f:
     return json.load(f)
-
-
-# Config fields that change the shapes or meaning of the saved arrays: resuming with another
-# value would fail to restore or silently train a different model.
-SHAPE_FIELDS = ('model.name', 'model.size', 'model.patch_size', 'model.num_classes',
-                'model.in_context_len', 'model.param_dtype', 'rng_impl')
-# Fields that change the optimisation: resuming with another value silently trains a different
-# run (a changed schedule, other data, other noise). An error unless allowed.
-OPTIMISATION_PREFIXES = ('train.num_steps', 'train.batch_size', 'train.label_dropout', 'optim.',
-                         'data.', 'noise.', 'diffusion.', 'seed', 'model.', 'autoencoder.',
-                         'codec.')
-# Fields that change nothing of the saved run's numbers.
-COSMETIC_PREFIXES = ('train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
-                     'sample.', 'data.tfds_dir', 'data.in_memory', 'init_from', 'distributed.',
-                     'mesh.', 'diffusion.lwd.log_bins', 'autoencoder.num_reconstruct',
-                     'codec.cache', 'model.remat', 'model.attention_impl')
-# Fields added after runs were saved without them: a saved run lacking one had this value.
-ADDED_FIELD_DEFAULTS = {'model.param_dtype': 'float32', 'model.remat': 'none',
-                        'model.attention_impl': 'auto', 'rng_impl': 'threefry2x32'}
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
-  return flat
-
-
-def check_resume_config(saved: dict, current: dict,
-                        allow_change: bool = False) -> list[str]:
-  """Compares the config a run was started with against the one it resumes with.
-
-  Args:
-    saved: the run's ``config.json`` as a dict.
-    current: the new config as a dict (``config.to_dict()``).
-    allow_change: accept changes to fields that change the optimisation (they are returned).
-
-  Returns:
-    The accepted differences, as ``'field: old -> new'`` lines (log them as a warning).
-
-  Raises:
-    ValueError: a field of :data:`SHAPE_FIELDS` differs (the checkpoint cannot be continued), or
-      a field that changes the optimisation differs without ``allow_change``.
-  """
-  old, new = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
-  for key, default in ADDED_FIELD_DEFAULTS.items():
-    if key in new and key not in old:
-      old[key] = default
-  differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-                 if old.get(k) != new.get(k)}
-  line = lambda k: f'{k}: {differences[k][0]!r} -> {differences[k][1]!r}'
-  fatal = [line(k) for k in differences if k in SHAPE_FIELDS]
-  if fatal:
-    raise ValueError('cannot resume: config differs from the saved run in fields that change '
-                     'the checkpoint: ' + '; '.join(fatal) + ' (use a new --workdir, or '
-                     '--config.init_from to start from its parameters)')
-  cosmetic = lambda k: k.startswith(COSMETIC_PREFIXES)
-  changed = [line(k) for k in differences if not cosmetic(k)]
-  if changed and not allow_change:
-    raise ValueError('cannot resume: config differs from the saved run in fields that change the '
-                     'optimisation: ' + '; '.join(changed) + '. Pass --allow_config_change to '
-                     'continue anyway, or use a new --workdir')
-  return [line(k) for k in differences]

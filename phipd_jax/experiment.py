@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from phipd_jax import defaults, latent, models, noise as noise_lib, sampling
-from phipd_jax import sharding as sharding_lib
+from phipd_jax import sharding as sharding_lib, specs
 from phipd_jax import training
 from phipd_jax.diffusion import lwd, objectives, processes
 
@@ -224,7 +224,9 @@ class Experiment:
   """Every object a run needs, built once from its config.
 
   Attributes:
-    config: the validated config (kept for writing ``config.json`` and for the entry points).
+    config: the validated config (the builder's own; written as ``config.json``). Code below the
+      builder reads :attr:`spec` instead.
+    spec: the typed specs of the run's sections (:class:`phipd_jax.specs.RunSpec`).
     graphdef: the model's ``nnx.GraphDef`` (parameters live in the train state).
     process: the forward process.
     noise_fn: ``noise_fn(key, x0, radius=None) -> eps`` of the run (training and sampling).
@@ -237,13 +239,14 @@ class Experiment:
     model_shape: ``(h, w, c)`` of the space the network sees: ``image_shape`` in pixel space,
       the latent ``(H / f, W / f, latent_channels)`` with a codec.
     codec_source: the autoencoder run a latent run encodes with (``''`` in pixel space).
-    codec_graphdef: that autoencoder's ``nnx.GraphDef`` (None in pixel space).
+    codec_experiment: that autoencoder's experiment, built once (None in pixel space).
     codec: the loaded :class:`~phipd_jax.latent.Codec` (:meth:`with_codec`; None until
       loaded, which :func:`load_run` and the trainer do). The loss, the sampler and the
       benchmark read it; unloaded means the identity (pixels).
   """
 
   config: ml_collections.ConfigDict
+  spec: specs.RunSpec
   graphdef: nnx.GraphDef
   process: processes.Process
   noise_fn: Callable
@@ -254,7 +257,7 @@ class Experiment:
   objective: str = 'diffusion'
   model_shape: Optional[tuple[int, int, int]] = None
   codec_source: str = ''
-  codec_graphdef: Any = dataclasses.field(default=None, compare=False)
+  codec_experiment: Any = dataclasses.field(default=None, compare=False)
   codec: Optional[latent.Codec] = dataclasses.field(default=None, compare=False)
 
   @property
@@ -275,12 +278,12 @@ class Experiment:
     from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
     if not checkpoint.has_checkpoint(self.codec_source):
       raise FileNotFoundError(f'config.codec.workdir: no checkpoint in {self.codec_source}')
-    codec_exp = _codec_experiment(self.config, self.codec_source)
+    codec_exp = self.codec_experiment
     template = training.abstract_train_state(codec_exp.init_params, codec_exp.optimizer,
                                              sharding_lib.make_mesh(-1, 1), 0)
     params = checkpoint.restore_items(self.codec_source, template, ('ema_params',))
     scale = self.config.codec.scale if scale is None else scale
-    return latent.autoencoder_codec(self.codec_graphdef, params['ema_params'],
+    return latent.autoencoder_codec(codec_exp.graphdef, params['ema_params'],
                                     scale=float(scale) or 1.0)
 
   def with_codec(self, codec: latent.Codec) -> 'Experiment':
@@ -293,6 +296,24 @@ class Experiment:
       raise ValueError(f'codec maps {self.image_shape} to {codec.latent_shape(self.image_shape)}, '
                        f'the model takes {self.model_shape}')
     return dataclasses.replace(self, codec=codec)
+
+  def with_codec_source(self, source: str) -> 'Experiment':
+    """This latent run reading its autoencoder from ``source`` (the run's own copy, identical
+    to ``config.codec.workdir``: the built codec experiment is kept)."""
+    return dataclasses.replace(self, codec_source=source)
+
+  def with_codec_scale(self, scale: float) -> 'Experiment':
+    """This experiment with ``config.codec.scale = scale`` (the scale measured at the start,
+    stored in the run's config.json)."""
+    config = ml_collections.ConfigDict(self.config.to_dict())
+    config.codec.scale = float(scale)
+    return dataclasses.replace(self, config=config,
+                               spec=dataclasses.replace(self.spec, codec=dataclasses.replace(
+                                   self.spec.codec, scale=float(scale))))
+
+  def saved_config(self) -> dict:
+    """The run's config as a JSON-ready dict: what ``config.json`` holds."""
+    return self.config.to_dict()
 
   def measure_codec_scale(self, codec: latent.Codec) -> float:
     """``1 / std`` of the unscaled latents of ``config.codec.scale_images`` training images
@@ -551,20 +572,25 @@ def _validate_run_fields(config, data_parallel_size: int):
       _fail('sample.ovg.forward_fraction', ovg.forward_fraction, 'must be in [0, 1]')
 
 
-def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
+def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] = None,
           codec_source: Optional[str] = None) -> Experiment:
   """Validates ``config`` by building every part of the run; cheap (no arrays are allocated).
 
   Args:
     config: a run config (:func:`phipd_jax.defaults.get_base_config` and its experiment
       overrides).
-    data_parallel_size: the mesh's data-parallel size (the batch must divide over it).
+    data_parallel_size: the mesh's data-parallel size (the batch must divide over it;
+      default: that of ``config.mesh`` on this process's devices).
     codec_source: where a latent run's autoencoder is read (default ``config.codec.workdir``;
       a saved run's own copy, :func:`codec_dir`, when it has one).
 
   Raises:
     ValueError: a field out of range, naming ``config.<field>``, its value and what is allowed.
   """
+  spec = specs.from_config_dict(config.to_dict())
+  if data_parallel_size is None:
+    data_parallel_size = sharding_lib.data_parallel_size(
+        sharding_lib.make_mesh(spec.mesh.data, spec.mesh.fsdp))
   _validate_run_fields(config, data_parallel_size)
   training.check_rng_impl(config.get('rng_impl', 'threefry2x32'))
   process = build_process(config.diffusion)
@@ -587,7 +613,7 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
   optimizer, schedule = build_optimizer(config.optim, config.train.num_steps)
   channels = 3
   image_shape = (config.data.image_size, config.data.image_size, channels)
-  model_shape, codec_graphdef = image_shape, None
+  model_shape, codec_exp = image_shape, None
   objective = models.objective(config.model.name)
   codec_source = codec_source or (config.codec.workdir if 'codec' in config else '')
   if codec_source:
@@ -603,7 +629,6 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
             f'{config.data.resize} and {config.data.image_size}); set it False to encode in '
             'the train step')
     codec_exp = _codec_experiment(config, codec_source)
-    codec_graphdef = codec_exp.graphdef
     factor = codec_exp.config.model.downsample
     model_shape = (image_shape[0] // factor, image_shape[1] // factor,
                    codec_exp.config.model.latent_channels)
@@ -612,7 +637,7 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: int = 1,
   if objective == 'autoencoder':
     validate_autoencoder(config)
   graphdef, _ = nnx.split(model)
-  return Experiment(config=config, graphdef=graphdef, process=process, noise_fn=noise_fn,
+  return Experiment(config=config, spec=spec, graphdef=graphdef, process=process, noise_fn=noise_fn,
                     prediction=prediction, optimizer=optimizer, learning_rate=schedule,
                     image_shape=image_shape, objective=objective, model_shape=model_shape,
-                    codec_source=codec_source, codec_graphdef=codec_graphdef)
+                    codec_source=codec_source, codec_experiment=codec_exp)

@@ -66,8 +66,8 @@ class _Spec:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec(_Spec):
-  """Top-level fields of a run."""
+class TopSpec(_Spec):
+  """Top-level fields of a run: the seed, the PRNG implementation, the ``init_from`` run."""
   SECTION = ''
   seed: int = _field()
   rng_impl: str = _field(SHAPE)
@@ -172,6 +172,21 @@ class AutoencoderSpec(_Spec):
   num_reconstruct: int = _cosmetic()
 
 
+@dataclasses.dataclass(frozen=True)
+class NoiseSpec(_Spec):
+  """``config.noise``: the kind and settings of :func:`phipd_jax.noise.noise_fn` (radii in
+  frequency-index units of the model space)."""
+  SECTION = 'noise'
+  kind: str = _field()
+  r0: float = _field()
+  rate: float = _field()
+  edge_width: float = _field()
+  mode: str = _field()
+  magnitude: str = _field()
+  scale: float = _field()
+  pad_factor: float = _field()
+
+
 class ModelRules:
   """``config.model`` is the model builder's keyword arguments (any registry entry); these are
   the resume rules of its fields."""
@@ -199,16 +214,60 @@ class DiffusionRules:
 
 # Section -> the rules of its fields ('' = the top-level fields). Sections not named here
 # (optim, noise) change the optimisation in every field.
-RULES = {'': RunSpec, 'data': DataSpec, 'train': TrainSpec, 'sample': SampleSpec,
+RULES = {'': TopSpec, 'data': DataSpec, 'train': TrainSpec, 'sample': SampleSpec,
          'codec': CodecSpec, 'mesh': MeshSpec, 'distributed': DistributedSpec,
          'autoencoder': AutoencoderSpec, 'model': ModelRules, 'diffusion': DiffusionRules}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """Every spec of a run, made once by the builder (:func:`from_config_dict`).
+
+  ``model`` is the registry entry's name and keyword arguments (a copy; the model's own builder
+  checks them); ``autoencoder`` is None unless the run trains an autoencoder.
+  """
+  top: TopSpec
+  data: DataSpec
+  train: TrainSpec
+  sample: SampleSpec
+  codec: CodecSpec
+  noise: NoiseSpec
+  mesh: MeshSpec
+  distributed: DistributedSpec
+  model: dict
+  autoencoder: Optional[AutoencoderSpec] = None
+
+  @property
+  def seed(self) -> int:
+    return self.top.seed
+
+
+def from_config_dict(config: dict) -> RunSpec:
+  """The specs of a whole run config (``config.to_dict()``).
+
+  Raises:
+    ValueError: a section is missing, or has an unknown or missing field (named).
+  """
+  def section(cls, name):
+    if name not in config:
+      raise ValueError(f'config.{name}: missing section')
+    return cls.from_dict(config[name])
+  top = TopSpec.from_dict({f.name: config[f.name] for f in dataclasses.fields(TopSpec)
+                           if f.name in config})
+  return RunSpec(top=top, data=section(DataSpec, 'data'), train=section(TrainSpec, 'train'),
+                 sample=section(SampleSpec, 'sample'), codec=section(CodecSpec, 'codec'),
+                 noise=section(NoiseSpec, 'noise'), mesh=section(MeshSpec, 'mesh'),
+                 distributed=section(DistributedSpec, 'distributed'),
+                 model=dict(config['model']),
+                 autoencoder=(section(AutoencoderSpec, 'autoencoder')
+                              if 'autoencoder' in config else None))
 
 
 def resume_rule(key: str) -> str:
   """The resume rule of a flattened config key (``'train.log_every'``, ``'seed'``)."""
   section, _, name = key.partition('.')
   if not name:
-    return RunSpec.resume_rule(section)
+    return TopSpec.resume_rule(section)
   rules = RULES.get(section)
   return rules.resume_rule(name) if rules is not None else OPTIMISATION
 
@@ -234,7 +293,8 @@ def check_resume(saved: dict, current: dict, allow_change: bool = False) -> list
   """Compares the config a run was started with against the one it resumes with.
 
   Args:
-    saved: the run's ``config.json`` as a dict.
+    saved: the run's ``config.json`` as a dict (a field it lacks counts as unchanged, but for
+      the fields of :func:`_added_defaults`, which it had at their old default).
     current: the new config as a dict.
     allow_change: accept changes to fields that change the optimisation (they are returned).
 
@@ -249,6 +309,8 @@ def check_resume(saved: dict, current: dict, allow_change: bool = False) -> list
   for key, default in _added_defaults().items():
     if key in new and key not in old:
       old[key] = default
+  # Other fields the saved run lacks (sections added since, with their defaults) match.
+  old = {**new, **old}
   differences = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                  if old.get(k) != new.get(k)}
   line = lambda k: f'{k}: {differences[k][0]!r} -> {differences[k][1]!r}'

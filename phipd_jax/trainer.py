@@ -22,11 +22,11 @@ from flax import nnx
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tqdm
 
 from phipd_jax import checkpoint, defaults, experiment as experiment_lib, latent, sampling, sharding
+from phipd_jax import specs
 from phipd_jax import training
 from phipd_jax import writers
 from phipd_jax.data import pipeline
@@ -55,13 +55,12 @@ class Summary:
             f'samples/ in {self.workdir}')
 
 
-def initialize_distributed(config):
+def initialize_distributed(settings: specs.DistributedSpec):
   """``jax.distributed.initialize`` for multi-process runs (before any other JAX call).
 
-  Runs when ``config.distributed.enabled`` or on a multi-host TPU slice (``TPU_WORKER_HOSTNAMES``
-  lists several hosts); empty fields are auto-detected by JAX (TPU, SLURM, ...).
+  Runs when ``settings.enabled`` or on a multi-host TPU slice (``TPU_WORKER_HOSTNAMES`` lists
+  several hosts); empty fields are auto-detected by JAX (TPU, SLURM, ...).
   """
-  settings = config.distributed
   hosts = [h for h in os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]
   if not (settings.enabled or len(hosts) > 1):
     return
@@ -130,13 +129,13 @@ def check_finite(pending: list[dict], first_step: int, checkpointer):
 def write_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, params, step: int,
                   workdir: str, translation) -> list[str]:
   """Generation grid and the fixed translation grid of this step; returns the PNG paths."""
-  config = exp.config
-  key = jax.random.key(config.seed + 1)  # The same noise at every checkpoint: comparable grids.
+  sample = exp.spec.sample
+  key = jax.random.key(exp.spec.seed + 1)  # The same noise at every checkpoint: comparable grids.
   labels = None
   if exp.num_classes:
-    labels = jnp.arange(config.sample.num_generate, dtype=jnp.int32) % exp.num_classes
-  samples = np.asarray(sampler.generate(params, key, (config.sample.num_generate,) +
-                                        exp.image_shape, labels, config.sample.guidance_scale))
+    labels = jnp.arange(sample.num_generate, dtype=jnp.int32) % exp.num_classes
+  samples = np.asarray(sampler.generate(params, key, (sample.num_generate,) +
+                                        exp.image_shape, labels, sample.guidance_scale))
   sample_dir = os.path.join(workdir, 'samples')
   paths = [os.path.join(sample_dir, f'generate_{step:06d}.png')]
   writers.save_png(paths[0], writers.sample_grid(samples))
@@ -145,13 +144,12 @@ def write_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, par
     return paths
   inputs, references = translation
   columns = sampling.translation_columns(
-      sampler, params, jnp.asarray(inputs), key, config.sample.radii,
-      config.sample.phipd_strength, config.sample.sdedit_strengths,
-      tuple(config.sample.get('inversion_classes', ())), config.sample.guidance_scale)
+      sampler, params, jnp.asarray(inputs), key, sample.radii, sample.phipd_strength,
+      sample.sdedit_strengths, sample.inversion_classes, sample.guidance_scale)
   titles = ['input'] + [name for name, _ in columns]
   arrays = [inputs] + [np.asarray(c) for _, c in columns]
   if references is not None:
-    titles.append(config.sample.translate_reference)
+    titles.append(sample.translate_reference)
     arrays.append(references)
   paths.append(os.path.join(sample_dir, f'translate_{step:06d}.png'))
   size = exp.image_shape[0]
@@ -196,13 +194,13 @@ def grid_inputs(exp: experiment_lib.Experiment):
   """The fixed inputs of the checkpoint grids (read before the workdir is touched): the
   translation batch of a diffusion run, the held-out photos of an autoencoder run
   (``autoencoder.num_reconstruct`` of ``data.eval_split``); None without grids."""
-  config = exp.config
-  if not config.sample.write_grids:
+  spec = exp.spec
+  if not spec.sample.write_grids:
     return None
   if exp.objective == 'autoencoder':
-    return pipeline.eval_images(config.data, config.data.eval_split, config.data.image_key,
-                                config.autoencoder.num_reconstruct)
-  return sampling.translation_inputs(config.data, config.sample)
+    return pipeline.eval_images(spec.data, spec.data.eval_split, spec.data.image_key,
+                                spec.autoencoder.num_reconstruct)
+  return sampling.translation_inputs(spec.data, spec.sample)
 
 
 def grid_writer(exp: experiment_lib.Experiment, workdir: str, inputs):
@@ -213,8 +211,7 @@ def grid_writer(exp: experiment_lib.Experiment, workdir: str, inputs):
   return lambda params, step: write_samples(exp, sampler, params, step, workdir, inputs)
 
 
-def prepare_codec(exp: experiment_lib.Experiment, workdir: str, data_parallel_size: int,
-                  is_main: bool) -> experiment_lib.Experiment:
+def prepare_codec(exp: experiment_lib.Experiment, workdir: str, is_main: bool) -> experiment_lib.Experiment:
   """A latent run's experiment with its codec loaded from the run's own copy.
 
   At the first start, the autoencoder run ``config.codec.workdir`` (config.json and its newest
@@ -223,21 +220,21 @@ def prepare_codec(exp: experiment_lib.Experiment, workdir: str, data_parallel_si
   moves. A ``config.codec.scale`` of 0 is measured on the first ``codec.scale_images`` training
   images (``1 / std`` of the latents) and stored in the run's config.json.
   """
-  config = exp.config
+  source = exp.spec.codec.workdir
   own = experiment_lib.codec_dir(workdir)
   if is_main and not os.path.isdir(own):
-    step = checkpoint.copy_latest(config.codec.workdir, own)
-    print(f'codec: copied {config.codec.workdir} (step {step}) to {own}', flush=True)
+    step = checkpoint.copy_latest(source, own)
+    print(f'codec: copied {source} (step {step}) to {own}', flush=True)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('codec copied')
-  exp = experiment_lib.build(config, data_parallel_size, codec_source=own)
+  exp = exp.with_codec_source(own)
   codec = exp.load_codec()
-  if not config.codec.scale:
-    config.codec.scale = exp.measure_codec_scale(codec)
-    codec = dataclasses.replace(codec, scale=config.codec.scale)
+  if not exp.spec.codec.scale:
+    exp = exp.with_codec_scale(exp.measure_codec_scale(codec))
+    codec = dataclasses.replace(codec, scale=exp.spec.codec.scale)
   if is_main:
     print(f'codec: latents {"x".join(map(str, exp.model_shape))} from '
-          f'{"x".join(map(str, exp.image_shape))} images; scale {config.codec.scale:.4f} '
+          f'{"x".join(map(str, exp.image_shape))} images; scale {exp.spec.codec.scale:.4f} '
           f'(1 / std of the latents)', flush=True)
   return exp.with_codec(codec)
 
@@ -246,7 +243,7 @@ def cache_latents(exp: experiment_lib.Experiment, is_main: bool) -> latent.Laten
   """The latents of every training image the augmentation can produce, encoded once
   (``config.codec.cache``; :func:`phipd_jax.data.pipeline.augmented_images`)."""
   started = time.perf_counter()
-  data = exp.config.data
+  data = exp.spec.data
   cache = latent.LatentCache(exp.codec, pipeline.augmented_images(data, data.train_split))
   if is_main:
     print(f'codec: encoded {len(cache)} training images (flips included) once in '
@@ -254,22 +251,20 @@ def cache_latents(exp: experiment_lib.Experiment, is_main: bool) -> latent.Laten
   return cache
 
 
-def _resume_check(config, workdir: str, allow_config_change: bool):
-  saved = ml_collections.ConfigDict(config.to_dict())
-  saved.update(defaults.migrate(checkpoint.load_config_dict(workdir)))
-  for line in checkpoint.check_resume_config(saved.to_dict(), config.to_dict(),
-                                             allow_config_change):
+def _resume_check(current: dict, workdir: str, allow_config_change: bool):
+  saved = defaults.migrate(checkpoint.load_config_dict(workdir))
+  for line in specs.check_resume(saved, current, allow_config_change):
     logging.warning('config differs from the saved run: %s', line)
     print(f'warning: config differs from the saved run: {line}', flush=True)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None,
+def train(exp: experiment_lib.Experiment, workdir: str, stop_after: Optional[int] = None,
           allow_config_change: bool = False) -> Summary:
-  """Trains (or resumes) the run of ``config`` in ``workdir``.
+  """Trains (or resumes) the run of ``exp`` (:func:`phipd_jax.experiment.build`) in ``workdir``.
 
   Args:
-    config: the run config.
-    workdir: the run directory (created after the config and the data are checked).
+    exp: the built experiment (its config was validated when it was built).
+    workdir: the run directory (created after the data is checked).
     stop_after: end this invocation after this many steps, with a checkpoint.
     allow_config_change: resume even if fields that change the optimisation differ from the
       saved run's (they are printed as warnings).
@@ -278,68 +273,70 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[
     A :class:`Summary` (its ``state`` is the final train state).
 
   Raises:
-    ValueError: an invalid config, data that cannot be read, or a config that cannot continue
-      the saved run.
-    FileNotFoundError: ``config.init_from`` has no checkpoint.
+    ValueError: data that cannot be read, a config that cannot continue the saved run, or
+      ``stop_after < 1``.
+    FileNotFoundError: ``init_from`` has no checkpoint.
     FloatingPointError: a NaN/Inf loss or gradient (nothing is saved past the last good step).
   """
   started = time.perf_counter()
   with StopRequest() as stop_request:  # From the start: a signal at any moment exits cleanly.
-    summary = _train(config, workdir, stop_after, allow_config_change, stop_request)
+    summary = _train(exp, workdir, stop_after, allow_config_change, stop_request)
   summary.seconds = time.perf_counter() - started
   if jax.process_index() == 0:
     print(summary.line(), flush=True)
   return summary
 
 
-def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Summary:
+def _train(exp, workdir, stop_after, allow_config_change, stop_request) -> Summary:
   is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  exp = experiment_lib.build(config, sharding.data_parallel_size(mesh))
+  spec = exp.spec
+  mesh = sharding.make_mesh(spec.mesh.data, spec.mesh.fsdp)
   if stop_after is not None and stop_after < 1:
     raise ValueError(f'--stop_after={stop_after} must be >= 1')
-  if config.init_from and not checkpoint.has_checkpoint(config.init_from):
-    raise FileNotFoundError(f'config.init_from={config.init_from!r} has no checkpoint in '
-                            f'{checkpoint.checkpoint_dir(config.init_from)}')
-  source = pipeline.check_source(config.data)  # Read-only: a bad data.dir fails before any write.
+  init_from = spec.top.init_from
+  if init_from and not checkpoint.has_checkpoint(init_from):
+    raise FileNotFoundError(f'config.init_from={init_from!r} has no checkpoint in '
+                            f'{checkpoint.checkpoint_dir(init_from)}')
+  source = pipeline.check_source(spec.data)  # Read-only: a bad data.dir fails before any write.
   if is_main:
     print(f'data: {source}', flush=True)
   resuming = checkpoint.has_checkpoint(workdir)
   if resuming and os.path.exists(os.path.join(workdir, 'config.json')):
-    if exp.is_latent and not config.codec.scale:  # The scale measured when the run started.
-      config.codec.scale = checkpoint.load_config_dict(workdir).get('codec', {}).get('scale', 0.0)
-    _resume_check(config, workdir, allow_config_change)
+    if exp.is_latent and not spec.codec.scale:  # The scale measured when the run started.
+      exp = exp.with_codec_scale(
+          checkpoint.load_config_dict(workdir).get('codec', {}).get('scale', 0.0))
+    _resume_check(exp.saved_config(), workdir, allow_config_change)
   # The data before the workdir: a missing or corrupt source fails here, with nothing written.
   if jax.process_count() > 1:  # Process 0 prepares a shipped dataset; the others then open it.
     if is_main:
-      pipeline.data_source(config.data, config.data.train_split)
+      pipeline.data_source(spec.data, spec.data.train_split)
     multihost_utils.sync_global_devices('dataset prepared')
-  dataset = pipeline.train_dataset(config.data, config.train.batch_size, config.seed,
-                                   config.train.num_steps, jax.process_index(),
+  dataset = pipeline.train_dataset(spec.data, spec.train.batch_size, spec.seed,
+                                   spec.train.num_steps, jax.process_index(),
                                    jax.process_count())
   grids = grid_inputs(exp)
   if exp.is_latent:
-    exp = prepare_codec(exp, workdir, sharding.data_parallel_size(mesh), is_main)
-    if config.codec.cache:
+    exp = prepare_codec(exp, workdir, is_main)
+    if spec.codec.cache:
       dataset = dataset.map(cache_latents(exp, is_main))
   logging.info('devices: %s, mesh: %s', jax.devices(), dict(mesh.shape))
 
   state = exp.create_train_state(mesh)
-  checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints,
-                                         config.train.checkpoint_every)
+  checkpointer = checkpoint.Checkpointer(workdir, spec.train.keep_checkpoints,
+                                         spec.train.checkpoint_every)
   try:
     if checkpointer.latest_step() is not None:
       state = checkpointer.restore(state)
       if is_main:
         print(f'resumed from {checkpointer.directory} at step {int(state.step)}', flush=True)
-    elif config.init_from:
-      source = checkpoint.restore_items(config.init_from, state, ('params', 'ema_params'))
+    elif init_from:
+      source = checkpoint.restore_items(init_from, state, ('params', 'ema_params'))
       state = state.replace(params=source['params'], ema_params=source['ema_params'])
       if is_main:
-        print(f'initialised params and EMA from {config.init_from}', flush=True)
+        print(f'initialised params and EMA from {init_from}', flush=True)
     check_same_parameters(state.params)
     if is_main:
-      checkpoint.save_config(workdir, config)
+      checkpoint.save_config(workdir, exp.saved_config())
     summary = _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
                     stop_request, is_main)
   finally:  # Let an in-flight asynchronous save finish (signals still caught), even on error.
@@ -350,9 +347,9 @@ def _train(config, workdir, stop_after, allow_config_change, stop_request) -> Su
 
 def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
           stop_request, is_main) -> Summary:
-  config = exp.config
+  train_spec, write_grids_enabled = exp.spec.train, exp.spec.sample.write_grids
   start = int(state.step)
-  num_steps = config.train.num_steps
+  num_steps = train_spec.num_steps
   end = num_steps if stop_after is None else min(num_steps, start + stop_after)
   summary = Summary(workdir, start, start, num_steps, None, 0.0)
   if start >= num_steps:
@@ -373,8 +370,8 @@ def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
       done = step + 1
       stop = stop_request.requested()
       last = done in (num_steps, end) or stop
-      log = done % config.train.log_every == 0 or last
-      save = done % config.train.checkpoint_every == 0 or last
+      log = done % train_spec.log_every == 0 or last
+      save = done % train_spec.checkpoint_every == 0 or last
       if log or save:
         pending = jax.device_get(pending)
         check_finite(pending, done - len(pending), checkpointer)
@@ -382,7 +379,7 @@ def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
         elapsed = time.perf_counter() - window_start
         scalars = {name: float(np.mean([m[name] for m in pending])) for name in pending[0]}
         scalars['steps_per_second'] = window_steps / elapsed
-        scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
+        scalars['images_per_second'] = window_steps * train_spec.batch_size / elapsed
         writer.write_scalars(done, scalars)
         summary.final_loss = scalars['loss']
         progress.set_postfix(loss=f"{scalars['loss']:.4f}",
@@ -391,7 +388,7 @@ def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
       if save:
         checkpointer.save(done, state, force=True)
         message = f'step {done}: checkpoint saved'
-        if is_main and config.sample.write_grids and not stop:
+        if is_main and write_grids_enabled and not stop:
           paths = write_grids(state.ema_params, done)
           message += f'; samples: {", ".join(paths)}'
         progress.write(message)

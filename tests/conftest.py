@@ -88,7 +88,7 @@ def tiny_config(tfds_dir):
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory, tfds_dir):
   """A 4-step quickstart run at 16 px with grids: the run the CLI tests sample from."""
-  from phipd_jax import trainer
+  from phipd_jax import experiment, trainer
   from configs import quickstart
   config = quickstart.get_config('runlocal')
   config.data.tfds_dir = tfds_dir
@@ -98,7 +98,7 @@ def trained_run(tmp_path_factory, tfds_dir):
   config.optim.warmup_steps = 1
   config.sample.num_steps, config.sample.num_generate, config.sample.num_translate = 2, 4, 3
   workdir = str(tmp_path_factory.mktemp('run'))
-  trainer.train(config, workdir)
+  trainer.train(experiment.build(config), workdir)
   return workdir
 
 

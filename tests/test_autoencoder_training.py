@@ -80,7 +80,7 @@ def test_loss_fn_is_the_scale_consistent_loss(ae_config):
 
 def test_autoencoder_run_lowers_reconstruction_writes_grids_and_loads_back(ae_config, tmp_path):
   workdir = str(tmp_path / 'run')
-  state = trainer.train(ae_config, workdir).state
+  state = trainer.train(experiment.build(ae_config), workdir).state
   assert int(state.step) == 20
   rows = writers.read_metrics(workdir)
   assert [r['step'] for r in rows] == [5, 10, 15, 20]

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import pytest
 
-from phipd_jax import checkpoint, experiment, sharding
+from phipd_jax import checkpoint, experiment, sharding, specs
 import helpers
 
 
@@ -116,22 +116,22 @@ def test_resume_config_check_separates_cosmetic_and_optimisation_fields(tiny_con
   saved = tiny_config.to_dict()
   cosmetic = tiny_config.copy_and_resolve_references()
   cosmetic.train.log_every = 3
-  assert checkpoint.check_resume_config(saved, cosmetic.to_dict()) == ['train.log_every: 2 -> 3']
+  assert specs.check_resume(saved, cosmetic.to_dict()) == ['train.log_every: 2 -> 3']
   changed = tiny_config.copy_and_resolve_references()
   changed.train.num_steps = 60
   with pytest.raises(ValueError, match='train.num_steps.*--allow_config_change'):
-    checkpoint.check_resume_config(saved, changed.to_dict())
-  lines = checkpoint.check_resume_config(saved, changed.to_dict(), allow_change=True)
+    specs.check_resume(saved, changed.to_dict())
+  lines = specs.check_resume(saved, changed.to_dict(), allow_change=True)
   assert lines == ['train.num_steps: 6 -> 60']
   shape = tiny_config.copy_and_resolve_references()
   shape.model.patch_size = 2
   with pytest.raises(ValueError, match='model.patch_size'):
-    checkpoint.check_resume_config(saved, shape.to_dict(), allow_change=True)
+    specs.check_resume(saved, shape.to_dict(), allow_change=True)
   # A run saved before a field existed resumes when the field holds the value it had.
   older = {k: v for k, v in saved.items() if k != 'rng_impl'}
   older['model'] = {k: v for k, v in saved['model'].items() if k not in ('remat', 'param_dtype')}
-  assert checkpoint.check_resume_config(older, cosmetic.to_dict()) == ['train.log_every: 2 -> 3']
+  assert specs.check_resume(older, cosmetic.to_dict()) == ['train.log_every: 2 -> 3']
   bf16 = cosmetic.copy_and_resolve_references()
   bf16.model.param_dtype = 'bfloat16'
   with pytest.raises(ValueError, match='model.param_dtype'):
-    checkpoint.check_resume_config(older, bf16.to_dict())
+    specs.check_resume(older, bf16.to_dict())

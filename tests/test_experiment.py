@@ -66,7 +66,7 @@ def test_every_shipped_config_validates(name, variant, tmp_path):
   config = importlib.import_module(f'configs.{name}').get_config(variant)
   if config.codec.workdir:  # A latent run: its autoencoder run's config.json (no weights).
     ae_config = importlib.import_module('configs.autoencoder_lwd').get_config(variant)
-    checkpoint.save_config(str(tmp_path), ae_config)
+    checkpoint.save_config(str(tmp_path), ae_config.to_dict())
     config.codec.workdir = str(tmp_path)
   pod = name.startswith('imagenet') and variant is None
   devices = 64 if pod else 1  # The pod configs are sized for a v5e-64 slice.

@@ -59,7 +59,7 @@ def ae_run(tmp_path_factory, small_ab):
   config.optim.ema_decay = 0.0  # The reconstructions of the last step.
   config.sample.write_grids = False
   workdir = str(tmp_path_factory.mktemp('ae'))
-  trainer.train(config, workdir)
+  trainer.train(experiment.build(config), workdir)
   return workdir
 
 
@@ -129,10 +129,10 @@ def _check_latent_phipd(workdir, latent_config):
 
 def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_keeps_phase(
     latent_config, ae_run, installed_package, tmp_path):
-  uninterrupted = trainer.train(latent_config, str(tmp_path / 'a')).state
+  uninterrupted = trainer.train(experiment.build(latent_config), str(tmp_path / 'a')).state
   interrupted = str(tmp_path / 'b')
-  trainer.train(latent_config, interrupted, stop_after=4)
-  resumed = trainer.train(latent_config, interrupted).state
+  trainer.train(experiment.build(latent_config), interrupted, stop_after=4)
+  resumed = trainer.train(experiment.build(latent_config), interrupted).state
   assert_trees_equal(resumed, uninterrupted)  # params, EMA, optimizer state, step, key.
   # The run's own codec: the autoencoder's config and newest step, and the measured scale.
   own = os.path.join(interrupted, 'codec')
@@ -175,7 +175,7 @@ def test_a_bad_codec_workdir_fails_before_anything_is_written(latent_config, tra
                                                               tmp_path, target, message):
   latent_config.codec.workdir = str(tmp_path / 'nowhere') if target == 'missing' else trained_run
   with pytest.raises(ValueError, match=message):
-    trainer.train(latent_config, str(tmp_path / 'run'))
+    trainer.train(experiment.build(latent_config), str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
 
 
@@ -191,7 +191,7 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   config.sample.num_generate, config.sample.num_translate = 4, 2
   config.sample.translate_source, config.sample.translate_reference = 'edges', 'photo'
   workdir = str(tmp_path / 'run')
-  trainer.train(config, workdir)
+  trainer.train(experiment.build(config), workdir)
   rows = writers.read_metrics(workdir)
   assert rows[-1]['loss'] < 0.8 * rows[0]['loss']
   assert rows[-1]['lwd_mask_fraction_s0.10'] == 1.0 > rows[-1]['lwd_mask_fraction_s0.90']

@@ -69,7 +69,7 @@ def test_lwd_run_trains_and_logs_mask_fractions_per_sigma_bin(tiny_config, tmp_p
   config = tiny_config
   config.diffusion.lwd.enabled = True
   config.train.num_steps, config.train.checkpoint_every = 4, 4
-  state = trainer.train(config, str(tmp_path)).state
+  state = trainer.train(experiment.build(config), str(tmp_path)).state
   assert int(state.step) == 4
   rows = writers.read_metrics(str(tmp_path))
   assert [r['step'] for r in rows] == [2, 4]

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from phipd_jax import checkpoint, experiment, sharding, trainer, writers
+from phipd_jax import checkpoint, experiment, sharding, specs, trainer, writers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def _restore(workdir, config):
 
 def run(config, workdir, **kwargs):
   """``trainer.train`` returning the final state."""
-  return trainer.train(config, str(workdir), **kwargs).state
+  return trainer.train(experiment.build(config), str(workdir), **kwargs).state
 
 
 def _assert_trees_equal(a, b):
@@ -230,7 +230,7 @@ def test_resume_checks_the_saved_config(tiny_config, tmp_path):
   harmless = tiny_config.copy_and_resolve_references()
   harmless.train.log_every = 3
   saved = checkpoint.load_config_dict(str(tmp_path))
-  assert checkpoint.check_resume_config(saved, harmless.to_dict()) == ['train.log_every: 2 -> 3']
+  assert specs.check_resume(saved, harmless.to_dict()) == ['train.log_every: 2 -> 3']
   assert int(run(harmless, str(tmp_path)).step) == 6
 
 
@@ -238,7 +238,7 @@ TWO_PROCESS_SCRIPT = '''
     import sys, jax
     jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
     import numpy as np
-    from phipd_jax import trainer
+    from phipd_jax import experiment, trainer
     from configs import quickstart
     config = quickstart.get_config('runlocal')
     config.data.tfds_dir = sys.argv[3]
@@ -246,7 +246,7 @@ TWO_PROCESS_SCRIPT = '''
     config.train.num_steps, config.train.checkpoint_every, config.train.log_every = 4, 4, 2
     config.optim.warmup_steps, config.sample.write_grids = 2, False
     assert jax.process_count() == 2 and jax.device_count() == 4
-    state = trainer.train(config, sys.argv[4]).state
+    state = trainer.train(experiment.build(config), sys.argv[4]).state
     checksum = sum(float(np.sum(np.asarray(x.addressable_shards[0].data, np.float64)))
                    for x in jax.tree.leaves(state.params))
     print(f'CHECKSUM {checksum!r}')
@@ -342,7 +342,7 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_the_run_finishes(tiny_conf
 SIGTERM_IN_FINAL_SAVE = '''
     import os, signal, sys
     from configs import quickstart
-    from phipd_jax import checkpoint, trainer
+    from phipd_jax import checkpoint, experiment, trainer
     config = quickstart.get_config('runlocal')
     config.data.tfds_dir = sys.argv[1]
     config.data.image_size, config.data.resize, config.train.batch_size = 16, 48, 8
@@ -353,7 +353,7 @@ SIGTERM_IN_FINAL_SAVE = '''
       os.kill(os.getpid(), signal.SIGTERM)  # A signal while the final save is in flight.
       wait(self)
     checkpoint.Checkpointer.wait = wait_after_a_signal
-    summary = trainer.train(config, sys.argv[2])
+    summary = trainer.train(experiment.build(config), sys.argv[2])
     print('FINISHED', summary.end_step)
 '''
 
@@ -371,7 +371,7 @@ def test_resume_with_a_changed_schedule_is_an_error_unless_allowed(tiny_config, 
   longer = tiny_config.copy_and_resolve_references()
   longer.train.num_steps = 9  # Changes the cosine schedule of the steps already taken.
   with pytest.raises(ValueError, match=r'train.num_steps: 6 -> 9.*--allow_config_change'):
-    trainer.train(longer, str(tmp_path))
+    trainer.train(experiment.build(longer), str(tmp_path))
   assert int(run(longer, tmp_path, allow_config_change=True).step) == 9
 
 
@@ -379,14 +379,14 @@ def test_a_finished_run_says_so(tiny_config, tmp_path, capsys):
   tiny_config.train.num_steps = 3
   run(tiny_config, tmp_path)
   capsys.readouterr()
-  summary = trainer.train(tiny_config, str(tmp_path))
+  summary = trainer.train(experiment.build(tiny_config), str(tmp_path))
   assert summary.end_step == 3 and 'run already complete' in capsys.readouterr().out
 
 
 def test_init_from_a_missing_run_fails_before_anything_is_written(tiny_config, tmp_path):
   tiny_config.init_from = str(tmp_path / 'no_such_run')
   with pytest.raises(FileNotFoundError, match='config.init_from'):
-    trainer.train(tiny_config, str(tmp_path / 'run'))
+    trainer.train(experiment.build(tiny_config), str(tmp_path / 'run'))
   assert not (tmp_path / 'no_such_run').exists() and not (tmp_path / 'run').exists()
 
 
@@ -394,5 +394,5 @@ def test_a_missing_data_dir_fails_before_the_workdir_is_touched(tiny_config, tmp
   tiny_config.data.name, tiny_config.data.image_key = 'edges2shoes_handbags', 'photo'
   tiny_config.data.dir = str(tmp_path / 'no_such_folder')
   with pytest.raises(FileNotFoundError, match='no_such_folder'):
-    trainer.train(tiny_config, str(tmp_path / 'run'))
+    trainer.train(experiment.build(tiny_config), str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()

@@ -143,7 +143,7 @@ def test_two_domain_run_learns_and_sample_ovg_writes_outputs_and_diagnostics(
   config.train.batch_size = 24
   config.sample.num_steps, config.sample.num_translate, config.sample.num_generate = 3, 2, 3
   workdir = tmp_path / 'run'
-  trainer.train(config, str(workdir))
+  trainer.train(experiment.build(config), str(workdir))
   losses = [json.loads(line)['loss'] for line in open(workdir / 'metrics.jsonl')
             if '"loss"' in line]
   assert losses[-1] < 0.7 * losses[0], losses

@@ -110,7 +110,7 @@ def data_source(data_config, split: str):
   name = data_config.name
   data_dir = os.path.expanduser(data_config.tfds_dir)
   if name in builders.BUILDERS:
-    builder = builders.prepared_builder(name, data_dir, data_config.get('dir') or None)
+    builder = builders.prepared_builder(name, data_dir, data_config.dir or None)
     return builder.as_data_source(split)
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir)
@@ -136,7 +136,7 @@ def check_source(data_config) -> str:
   and be non-empty.
 
   Args:
-    data_config: ``config.data``.
+    data_config: the data spec (:class:`phipd_jax.specs.DataSpec`).
 
   Returns:
     One line saying what will be used, e.g. ``edges2shoes_handbags: 2000 images in
@@ -150,7 +150,7 @@ def check_source(data_config) -> str:
   """
   name = data_config.name
   data_dir = os.path.expanduser(data_config.tfds_dir)
-  manual_dir = data_config.get('dir') or None
+  manual_dir = data_config.dir or None
   if manual_dir and builders.BUILDERS.get(name, (None, None))[1] is None:
     raise ValueError(f'data.dir={manual_dir!r} is set but data.name={name!r} reads no folder '
                      f'(folder datasets: {_folder_builders()}); clear data.dir or change data.name')
@@ -201,7 +201,7 @@ def _split_names(spec: str) -> list[str]:
 def _check_splits(data_config, counts: dict, where: str) -> None:
   """``data.train_split`` and ``data.eval_split`` name splits of ``counts`` with examples."""
   for field in ('train_split', 'eval_split'):
-    spec = data_config.get(field)
+    spec = getattr(data_config, field)
     for split in _split_names(spec) if spec else []:
       if split not in counts:
         raise ValueError(f'data.{field}={spec!r}: {where} has no split {split!r} '
@@ -253,13 +253,13 @@ def _check_catalog(data_config, name: str, data_dir: str) -> str:
 
 def _decode(record, data_config) -> Example:
   image = as_rgb(np.asarray(record[data_config.image_key]))
-  label = int(record[data_config.label_key]) if data_config.get('label_key') else 0
+  label = int(record[data_config.label_key]) if data_config.label_key else 0
   return Example(image, label)
 
 
 def _decode_domains(record, data_config) -> list[Example]:
   """One example per ``data.domains`` entry (label = its index), or the one of ``_decode``."""
-  domains = tuple(data_config.get('domains', ()))
+  domains = tuple(data_config.domains)
   if not domains:
     return [_decode(record, data_config)]
   examples = []
@@ -325,7 +325,7 @@ def train_dataset(data_config, global_batch: int, seed: int, num_steps: int,
   """Training batches: element ``s`` is this process's slice of the global batch of step ``s``.
 
   Args:
-    data_config: ``config.data`` (``name``, ``image_size``, ``resize``, ``flip``, keys, dirs).
+    data_config: the data spec (:class:`phipd_jax.specs.DataSpec`).
     global_batch: global batch size (divisible by ``process_count``).
     seed: shuffle and augmentation seed (the same on every process).
     num_steps: number of steps the dataset must cover.
@@ -338,9 +338,9 @@ def train_dataset(data_config, global_batch: int, seed: int, num_steps: int,
     raise ValueError(f'batch_size={global_batch} must be divisible by the process count '
                      f'{process_count}')
   local_batch = global_batch // process_count
-  if data_config.get('domains') and not data_config.get('in_memory', True):
+  if data_config.domains and not data_config.in_memory:
     raise ValueError(f'data.domains={tuple(data_config.domains)} needs data.in_memory=True')
-  if data_config.get('in_memory', True):
+  if data_config.in_memory:
     dataset = grain.MapDataset.source(load_examples(data_config, data_config.train_split,
                                                     data_config.resize))
   else:
