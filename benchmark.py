@@ -31,7 +31,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from phipd_jax import benchmarking, console
+from phipd_jax import benchmarking, console, experiment
 
 import benchmark_compare as compare
 
@@ -69,8 +69,8 @@ def main(argv):
     _write(results, benchmarking.format_table(results['compare'], compare.COMPARE_COLUMNS,
                                               markdown=True))
     return
-  results = benchmarking.run_benchmarks(_CONFIG.value, _WHAT.value, _REPEATS.value, _BATCH.value,
-                                        _FRAMES.value, _PEAK.value)
+  results = benchmarking.run_benchmarks(experiment.build(_CONFIG.value), _WHAT.value,
+                                        _REPEATS.value, _BATCH.value, _FRAMES.value, _PEAK.value)
   print(benchmarking.report(results))
   _write(results, benchmarking.report(results, markdown=True))
 

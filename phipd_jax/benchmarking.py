@@ -257,9 +257,9 @@ def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[
   image batch at random times); it runs once per network evaluation, so its share counts
   ``num_steps`` calls (the Euler run's evaluations), where a noise constructor counts one.
   """
-  config = exp.config
-  radius = float(config.sample.radii[0])
-  settings = experiment_lib.noise_settings(config.noise)
+  spec = exp.spec
+  radius = float(spec.sample.radii[0])
+  settings = experiment_lib.noise_settings(spec.noise)
   constructors = {
       'gaussian': noise_lib.noise_fn('gaussian', **settings),
       'phase_preserving': noise_lib.noise_fn('phase_preserving', **settings),
@@ -268,8 +268,8 @@ def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[
                                                     'magnitude': 'gaussian'}),
   }
   forcing = None
-  if config.model.name == 'jit':
-    forcing = models.spectral_forcing_from_settings(config.model.spectral_forcing.to_dict())
+  if spec.model['name'] == 'jit':
+    forcing = models.spectral_forcing_from_settings(dict(spec.model['spectral_forcing']))
   batch, size = image_shape[0], image_shape[1]
   shapes = {'image': image_shape, 'video': (batch, frames, size, size, image_shape[-1])}
   rows = []
@@ -284,7 +284,7 @@ def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[
       row = {'noise': name, 'shape': 'x'.join(map(str, shape)), **timing.summary()}
       if shape_name == 'image' and run_ms:
         # Noise is drawn once per run; Spectral Forcing runs at each of the run's evaluations.
-        calls = config.sample.num_steps if name == 'spectral_forcing' else 1
+        calls = spec.sample.num_steps if name == 'spectral_forcing' else 1
         row['share_of_sampling_run'] = calls * timing.median_s * 1e3 / run_ms
       rows.append(row)
   return rows
@@ -294,12 +294,12 @@ def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: fl
                    repeats: int) -> list[dict]:
   """Every sampler of the process, from Gaussian noise (SDEdit path) or phi-PD noise, through
   the run's own :class:`~phipd_jax.sampling.Sampler` (so a guided config is timed guided)."""
-  config = exp.config
+  sample = exp.spec.sample
   process = exp.process
   methods = process.samplers
   x_input = random_images(jax.random.key(3), image_shape)
   batch = image_shape[0]
-  guided = bool(exp.num_classes) and config.sample.guidance_scale != 1
+  guided = bool(exp.num_classes) and sample.guidance_scale != 1
   labels = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
   # FLOPs of one network evaluation on this batch (the sampler loop body), guided if the run is.
   t = jnp.full((batch * (2 if guided else 1),), 0.5, jnp.float32)
@@ -312,24 +312,24 @@ def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: fl
   # MFU counts model FLOPs (the network's matrix products); XLA's count is reported beside.
   flops_per_evaluation = matmul_flops(network, params, x_net, t, y_net) / batch
   hardware_flops_per_evaluation = (one_call.flops or 0.0) / batch
-  radius = jnp.float32(config.sample.radii[0])
+  radius = jnp.float32(sample.radii[0])
   rows = []
   for method in methods:
     for start in ('gaussian', 'phipd'):
       # Compile time at twice the steps once (it must not grow: the loop is a lax.scan).
-      doubled = (2 * config.sample.num_steps,) if not rows else ()
-      for steps in (config.sample.num_steps,) + doubled:
+      doubled = (2 * sample.num_steps,) if not rows else ()
+      for steps in (sample.num_steps,) + doubled:
         sampler = exp.sampler(steps, method=method)
 
         def run(x, key, sampler=sampler, start=start):
           eps = sampler.noise_fn(key, x, radius) if start == 'phipd' else sampler.gaussian_fn(key, x)
           return sampler._sample_from(params, x, eps, 1.0, labels,  # pylint: disable=protected-access
-                                      jnp.float32(config.sample.guidance_scale))
+                                      jnp.float32(sample.guidance_scale))
 
         timing = time_compiled(run, (x_input, jax.random.key(4)),
-                               repeats if steps == config.sample.num_steps else 1,
+                               repeats if steps == sample.num_steps else 1,
                                f'{method}/{start}')
-        if steps != config.sample.num_steps:
+        if steps != sample.num_steps:
           rows[-1]['compile_s_at_2x_steps'] = timing.compile_s
           continue
         evaluations = samplers.network_evaluations(process, method, steps)
@@ -349,11 +349,10 @@ def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: fl
 
 
 def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: int) -> dict:
-  """Train step on a random batch of ``config.train.batch_size``: ms/step, images/s, MFU."""
-  config = exp.config
+  """Train step on a random batch of ``train.batch_size``: ms/step, images/s, MFU."""
   state = exp.create_train_state(mesh)
   step = exp.train_step(mesh, state)
-  batch = config.train.batch_size
+  batch = exp.spec.train.batch_size
   images = random_images(jax.random.key(5), (batch,) + exp.image_shape)
   data = sharding.global_batch({'image': jax.device_get(images),
                                 'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}, mesh)
@@ -400,21 +399,21 @@ def sections(what: str) -> set[str]:
   return wanted
 
 
-def run_benchmarks(config, what: str = 'all', repeats: int = 5, batch: int = 8, frames: int = 8,
-                   given_peak: float = 0.0) -> dict:
-  """The requested sections for ``config`` (see :func:`sections`); returns JSON-ready results."""
+def run_benchmarks(exp: experiment_lib.Experiment, what: str = 'all', repeats: int = 5,
+                   batch: int = 8, frames: int = 8, given_peak: float = 0.0) -> dict:
+  """The requested sections for the built experiment ``exp`` (see :func:`sections`); returns
+  JSON-ready results."""
   wanted = sections(what)
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  exp = experiment_lib.build(config, sharding.data_parallel_size(mesh))
+  mesh = sharding.make_mesh(exp.spec.mesh.data, exp.spec.mesh.fsdp)
   if exp.is_latent:  # Sampling and noise are timed in the latent space; training encodes.
     exp = exp.with_codec(exp.load_codec())
   image_shape = (batch,) + exp.model_shape
-  peak, peak_source = peak_flops(given_peak, jnp.dtype(config.model.dtype))
+  peak, peak_source = peak_flops(given_peak, jnp.dtype(exp.spec.model['dtype']))
   results = {'device': device_description(), 'host': platform.processor() or
-             platform.machine(), 'jax': jax.__version__, 'config': config.to_dict(),
+             platform.machine(), 'jax': jax.__version__, 'config': exp.saved_config(),
              'repeats': repeats, 'peak_flops': peak, 'peak_source': peak_source}
   if 'sample' in wanted:
-    params = exp.init_params(jax.random.key(config.seed))
+    params = exp.init_params(jax.random.key(exp.spec.seed))
     results['sample'] = sample_section(exp, params, image_shape, peak, repeats)
   if 'noise' in wanted:
     run_ms = None

@@ -75,8 +75,8 @@ def build_process(diffusion: ml_collections.ConfigDict) -> processes.Process:
     return processes.EDM(**diffusion.edm.to_dict())
 
 
-def noise_settings(noise: ml_collections.ConfigDict) -> dict:
-  """The keyword arguments of :func:`phipd_jax.noise.noise_fn` of ``config.noise``."""
+def noise_settings(noise: specs.NoiseSpec) -> dict:
+  """The keyword arguments of :func:`phipd_jax.noise.noise_fn` of the noise spec (or section)."""
   return dict(r0=noise.r0, rate=noise.rate, edge_width=noise.edge_width, mode=noise.mode,
               magnitude=noise.magnitude, scale=noise.scale,
               pad_factor=noise.pad_factor if noise.pad_factor else None)
@@ -341,7 +341,7 @@ class Experiment:
 
   def apply_fn(self, params) -> Callable:
     """``(x_in, t_in, y) -> output`` of the model with ``params`` (merged inside the trace)."""
-    return training.apply_model(self.graphdef, params)
+    return models.apply_model(self.graphdef, params)
 
   def loss_fn(self, mesh=None) -> Callable:
     """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the run's objective.
@@ -430,7 +430,7 @@ class Experiment:
       if num_classes:
         drop = jax.random.uniform(label_key, batch['label'].shape) < dropout
         labels = jnp.where(drop, num_classes, batch['label'])
-      model = training.apply_model(graphdef, params)
+      model = models.apply_model(graphdef, params)
       # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
       apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
       if 'latent' in batch:  # Encoded once, before training (config.codec.cache).

@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 import ml_collections
 
-from phipd_jax import checkpoint, defaults, experiment as experiment_lib, sharding, training
+from phipd_jax import checkpoint, defaults, experiment as experiment_lib, sharding, specs
+from phipd_jax import training
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -26,6 +27,16 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
     ValueError: the saved config cannot be migrated.
   """
   return defaults.config_from_saved(checkpoint.load_config_dict(workdir))
+
+
+def load_spec(workdir: str) -> specs.RunSpec:
+  """The typed specs of a saved run (cheap: reads config.json only).
+
+  Raises:
+    FileNotFoundError: the workdir has no config.json.
+    ValueError: the saved config has unknown fields or cannot be migrated.
+  """
+  return specs.from_config_dict(run_config(workdir).to_dict())
 
 
 def load_run(workdir: str, items: Sequence[str] = ('ema_params',),

@@ -223,8 +223,9 @@ RULES = {'': TopSpec, 'data': DataSpec, 'train': TrainSpec, 'sample': SampleSpec
 class RunSpec:
   """Every spec of a run, made once by the builder (:func:`from_config_dict`).
 
-  ``model`` is the registry entry's name and keyword arguments (a copy; the model's own builder
-  checks them); ``autoencoder`` is None unless the run trains an autoencoder.
+  ``model`` is the registry entry's name and keyword arguments and ``diffusion`` the process's
+  settings (copies; the model's and the process's builders check them); ``autoencoder`` is None
+  unless the run trains an autoencoder.
   """
   top: TopSpec
   data: DataSpec
@@ -235,6 +236,7 @@ class RunSpec:
   mesh: MeshSpec
   distributed: DistributedSpec
   model: dict
+  diffusion: dict
   autoencoder: Optional[AutoencoderSpec] = None
 
   @property
@@ -258,7 +260,7 @@ def from_config_dict(config: dict) -> RunSpec:
                  sample=section(SampleSpec, 'sample'), codec=section(CodecSpec, 'codec'),
                  noise=section(NoiseSpec, 'noise'), mesh=section(MeshSpec, 'mesh'),
                  distributed=section(DistributedSpec, 'distributed'),
-                 model=dict(config['model']),
+                 model=dict(config['model']), diffusion=dict(config['diffusion']),
                  autoencoder=(section(AutoencoderSpec, 'autoencoder')
                               if 'autoencoder' in config else None))
 

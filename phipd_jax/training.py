@@ -14,7 +14,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from phipd_jax import sharding as sharding_lib
 
@@ -104,12 +103,6 @@ def abstract_train_state(init_params, optimizer, mesh, seed: int,
                                         rng_impl)
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
                       shardings)
-
-
-def apply_model(graphdef: nnx.GraphDef, params) -> Callable:
-  """``(x_t, t, y) -> prediction`` for parameters ``params`` (merged inside the trace)."""
-  model = nnx.merge(graphdef, params)
-  return lambda x_t, t, y: model(x_t, t, y)
 
 
 def ema_decay_at(step: Array, decay: float) -> Array:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import autoencoder_lwd, common
+from configs import autoencoder_lwd
 from phipd_jax import experiment, latent, saved_run, models, trainer, writers
 from phipd_jax.models.autoencoder import Autoencoder
 

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from phipd_jax import benchmarking
+from phipd_jax import benchmarking, experiment
 
 
 def test_benchmark_sections_and_json(tiny_config, tmp_path):
@@ -21,7 +21,7 @@ def test_benchmark_sections_and_json(tiny_config, tmp_path):
   tiny_config.model.spectral_forcing.schedule = 'linear'
   tiny_config.optim.warmup_steps = 2
   tiny_config.sample.num_steps = 2
-  results = benchmarking.run_benchmarks(tiny_config, 'all', repeats=2, batch=2, frames=2,
+  results = benchmarking.run_benchmarks(experiment.build(tiny_config), 'all', repeats=2, batch=2, frames=2,
                                      given_peak=1e11)
   assert results['peak_source'].startswith('given') and results['peak_flops'] == 1e11
   samplers = {(r['sampler'], r['start']) for r in results['sample']}

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import autoencoder_lwd, common, quickstart
-from phipd_jax import experiment, latent, saved_run, noise as noise_lib, trainer, training, writers
+from configs import autoencoder_lwd, quickstart
+from phipd_jax import experiment, latent, models, saved_run, noise as noise_lib, trainer, writers
 from phipd_jax.diffusion import objectives
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import lwd_study
@@ -154,7 +154,7 @@ def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_
   z = loaded.codec.encode(jnp.asarray(batch['image']))
   _, loss_key = jax.random.split(key)
   expected_loss = objectives.diffusion_loss(
-      loaded.process, training.apply_model(loaded.graphdef, uninterrupted.params), z, loss_key,
+      loaded.process, models.apply_model(loaded.graphdef, uninterrupted.params), z, loss_key,
       lambda k, x: loaded.noise_fn(k, x), loaded.prediction)
   np.testing.assert_allclose(float(loss), float(expected_loss), rtol=1e-5)
   _check_latent_phipd(interrupted, latent_config)

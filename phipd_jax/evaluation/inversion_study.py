@@ -53,27 +53,27 @@ PCA_BLOCKS = (4, 8, 16)  # Fig. 3: sources downsampled x4, x8 and x16.
 REFERENCE_PHOTOS = 500  # Training photos in the realism reference.
 
 
-def source_class(config, task: str) -> int:
+def source_class(spec, task: str) -> int:
   """The class a run's model gives the inputs of ``task``.
 
   Raises:
     ValueError: the run is not a multi-domain run with that source.
   """
   if task == 'edges':
-    classes = tuple(config.sample.inversion_classes)
+    classes = tuple(spec.sample.inversion_classes)
     if not classes:
       raise ValueError('inversion study: the run sets no sample.inversion_classes')
     return int(classes[0])
-  domains = tuple(config.data.domains)
-  feature = f'{config.data.image_key}:down8'
+  domains = tuple(spec.data.domains)
+  feature = f'{spec.data.image_key}:down8'
   if feature in domains:
     return domains.index(feature)
   raise ValueError(f'inversion study: task {task!r} needs a domain {feature!r} in data.domains '
                    f'{domains}')
 
 
-def target_class(config) -> int:
-  return int(tuple(config.sample.inversion_classes)[1])
+def target_class(spec) -> int:
+  return int(tuple(spec.sample.inversion_classes)[1])
 
 
 def load_task(data_config, name: str, num: int,
@@ -199,31 +199,31 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], *,
   metric_key = jax.random.key(seed + 1)
   task_data, rows, spectra, data_key = {}, [], {t: {} for t in tasks}, None
   for workdir, kind in loaded:
-    config, sampler, params = runs.load(workdir, steps)
-    key_now = (config.data.name, config.data.image_size, config.data.eval_split)
+    spec, sampler, params = runs.load(workdir, steps)
+    key_now = (spec.data.name, spec.data.image_size, spec.data.eval_split)
     if data_key is None:
       data_key = key_now
       for name in tasks:
-        task = load_task(config.data, name, num, num_reference)
+        task = load_task(spec.data, name, num, num_reference)
         task_data[name] = (task, perceptual.vgg_features(task.reference))
     elif key_now != data_key:
       raise ValueError(f'{workdir}: data {key_now} differs from the first run\'s {data_key}')
-    run = runs.describe_run(workdir, config)
-    run['process'] = config.diffusion.process
+    run = runs.describe_run(workdir, spec)
+    run['process'] = spec.diffusion['process']
     key = jax.random.key(seed)
     for name, (task, features) in task_data.items():
       classes = None
       if kind == 'multi_domain':
-        classes = (source_class(config, name), target_class(config))
+        classes = (source_class(spec, name), target_class(spec))
       grid_rows = method_rows(kind, strengths, radii, structured,
                               sampler.process.ovg_branch is not None)
       shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
       for setting in grid_rows:
         start = time.perf_counter()
         outputs, noise = run_row(sampler, params, task.inputs, key, setting, classes,
-                                 config.sample.guidance_scale, batch_size)
+                                 spec.sample.guidance_scale, batch_size)
         row = dict(run, task=name, kind=kind, setting=translation.setting_name(setting),
-                   guidance_scale=config.sample.guidance_scale if classes else None,
+                   guidance_scale=spec.sample.guidance_scale if classes else None,
                    sample_steps=sampler.num_steps, **setting)
         row['sample_seconds'] = time.perf_counter() - start
         row.update(output_metrics(outputs, task, metric_key, features))
@@ -379,9 +379,9 @@ def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCK
   """
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from phipd_jax.evaluation import runs  # pylint: disable=g-import-not-at-top
-  config, sampler, params = runs.load(workdir, steps)
-  photos = pipeline.eval_images(config.data, config.data.eval_split, config.data.image_key, num)
-  label = source_class(config, 'down8')
+  spec, sampler, params = runs.load(workdir, steps)
+  photos = pipeline.eval_images(spec.data, spec.data.eval_split, spec.data.image_key, num)
+  label = source_class(spec, 'down8')
   key = jax.random.key(seed)
   curves, ranks = {}, {}
   for block in blocks:

@@ -45,10 +45,11 @@ def held_out_photos(data_config, num: int) -> np.ndarray:
 
 
 def _load_autoencoder(workdir: str):
-  config, exp, restored = saved_run.load_run(workdir, ('ema_params',))
+  _, exp, restored = saved_run.load_run(workdir, ('ema_params',))
   if exp.objective != 'autoencoder':
-    raise ValueError(f'{workdir} is a model.name={config.model.name!r} run, not an autoencoder')
-  return config, nnx.merge(exp.graphdef, restored['ema_params'])
+    raise ValueError(f"{workdir} is a model.name={exp.spec.model['name']!r} run, not an "
+                     'autoencoder')
+  return exp.spec, nnx.merge(exp.graphdef, restored['ema_params'])
 
 
 def _encode_decode(model, photos: np.ndarray, batch_size: int):
@@ -83,16 +84,16 @@ def autoencoder_report(workdir: str, photos: np.ndarray, batch_size: int = 50,
   Raises:
     ValueError: the run is not an autoencoder.
   """
-  config, model = _load_autoencoder(workdir)
+  spec, model = _load_autoencoder(workdir)
   latents, outputs = _encode_decode(model, photos, batch_size)
   extra_outputs = None if extra is None else _encode_decode(model, extra, batch_size)[1]
   scale = 1.0 / float(np.std(latents))
   spectrum = np.asarray(spectra.radial_power_spectrum(latents * scale))
   row = {
       'name': os.path.basename(os.path.normpath(workdir)), 'workdir': workdir,
-      'alpha': config.autoencoder.alpha, 'beta': config.autoencoder.beta,
-      'lam': config.autoencoder.lam, 'downsample': config.model.downsample,
-      'train_steps': config.train.num_steps, 'num_images': len(photos),
+      'alpha': spec.autoencoder.alpha, 'beta': spec.autoencoder.beta,
+      'lam': spec.autoencoder.lam, 'downsample': spec.model['downsample'],
+      'train_steps': spec.train.num_steps, 'num_images': len(photos),
       'psnr': float(np.mean(structure.psnr(outputs, photos))),
       'ssim': float(np.mean(structure.ssim(outputs, photos))),
       'lpips': float(np.mean(perceptual.lpips(outputs, photos))),
@@ -128,16 +129,16 @@ def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Arra
   """
   rows, samples_by_name = [], {}
   for workdir in workdirs:
-    config, sampler, params = runs.load(workdir, steps)
-    if config.data.image_size != reference.shape[1]:
-      raise ValueError(f'{workdir}: image size {config.data.image_size} differs from the '
+    spec, sampler, params = runs.load(workdir, steps)
+    if spec.data.image_size != reference.shape[1]:
+      raise ValueError(f'{workdir}: image size {spec.data.image_size} differs from the '
                        f'reference photos\' {reference.shape[1]}')
-    row = runs.describe_run(workdir, config)
-    row.update(autoencoder=os.path.basename(os.path.normpath(config.codec.workdir)) or 'pixels',
-               lwd=bool(config.diffusion.lwd.enabled),
-               ell=config.diffusion.lwd.ell if config.diffusion.lwd.enabled else None)
+    row = runs.describe_run(workdir, spec)
+    row.update(autoencoder=os.path.basename(os.path.normpath(spec.codec.workdir)) or 'pixels',
+               lwd=bool(spec.diffusion['lwd']['enabled']),
+               ell=spec.diffusion['lwd']['ell'] if spec.diffusion['lwd']['enabled'] else None)
     started = time.perf_counter()
-    samples = runs.generate(sampler, params, config, num, batch_size, seed)
+    samples = runs.generate(sampler, params, spec, num, batch_size, seed)
     row['sample_seconds'] = time.perf_counter() - started
     row.update(runs.image_metrics(samples, reference, key))
     row['fd_vgg'] = perceptual.fd_vgg(samples, reference)
@@ -211,7 +212,7 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
   if not autoencoders and not workdirs:
     raise ValueError('lwd study: give autoencoder runs, latent diffusion runs, or both')
   first = workdirs[0] if workdirs else autoencoders[0]
-  data = saved_run.run_config(first).data
+  data = saved_run.load_spec(first).data
   photos = held_out_photos(data, num)
   key = jax.random.key(seed + 1)
   train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)

@@ -27,9 +27,10 @@ METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_
 
 
 def load(workdir: str, steps: Optional[int] = None):
-  """``(config, sampler, ema_params)`` of a run's latest checkpoint (EMA item only)."""
-  config, exp, restored = saved_run.load_run(workdir, ('ema_params',), steps)
-  return config, exp.sampler(), restored['ema_params']
+  """``(spec, sampler, ema_params)`` of a run's latest checkpoint (EMA item only); ``spec`` is
+  the run's :class:`phipd_jax.specs.RunSpec`."""
+  _, exp, restored = saved_run.load_run(workdir, ('ema_params',), steps)
+  return exp.spec, exp.sampler(), restored['ema_params']
 
 
 def image_metrics(images: np.ndarray, reference: np.ndarray, key: jax.Array) -> dict:
@@ -42,27 +43,27 @@ def image_metrics(images: np.ndarray, reference: np.ndarray, key: jax.Array) -> 
   return result
 
 
-def describe_run(workdir: str, config) -> dict:
+def describe_run(workdir: str, spec) -> dict:
   """Identifying fields of a run: model, patch, Spectral Forcing, budget, last logged loss."""
   rows = writers.read_metrics(workdir) if os.path.exists(
       os.path.join(workdir, 'metrics.jsonl')) else []
   losses = [r for r in rows if 'loss' in r]
-  model = config.model
+  model = spec.model
   return {
       'name': os.path.basename(os.path.normpath(workdir)),
       'workdir': workdir,
-      'model': f'{model.name}-{model.size}/{model.patch_size}',
-      'patch_size': model.patch_size,
+      'model': f"{model['name']}-{model['size']}/{model.get('patch_size')}",
+      'patch_size': model.get('patch_size'),
       'spectral_forcing': (model.get('spectral_forcing') or {}).get('schedule') or 'off',
-      'noise': config.noise.kind,
-      'train_steps': config.train.num_steps,
-      'batch_size': config.train.batch_size,
+      'noise': spec.noise.kind,
+      'train_steps': spec.train.num_steps,
+      'batch_size': spec.train.batch_size,
       'final_train_loss': losses[-1]['loss'] if losses else None,
-      'sampler': f'{config.sample.sampler} x {config.sample.num_steps}',
+      'sampler': f'{spec.sample.sampler} x {spec.sample.num_steps}',
   }
 
-def generate(sampler, params, config, num: int, batch_size: int, seed: int) -> np.ndarray:
-  size = config.data.image_size
+def generate(sampler, params, spec, num: int, batch_size: int, seed: int) -> np.ndarray:
+  size = spec.data.image_size
   batches = []
   for start in range(0, num, batch_size):
     key = jax.random.fold_in(jax.random.key(seed), start)
@@ -107,22 +108,22 @@ def evaluate_translation(workdirs: Sequence[str], *, tasks: Sequence[str], num: 
   metric_key = jax.random.key(seed + 1)
   task_names, rows, tasks, data_config = list(tasks), [], {}, None
   for workdir in workdirs:
-    config, sampler, params = load(workdir, steps)
+    spec, sampler, params = load(workdir, steps)
     if data_config is None:
-      data_config = config.data
+      data_config = spec.data
       for name in task_names:
         task = translation.load_task(data_config, name, num,
-                                     config.sample.flat_shade_segments, eval_dir)
+                                     spec.sample.flat_shade_segments, eval_dir)
         tasks[name] = (task, perceptual.vgg_features(task.reference))
         logging.info('task %s: %d inputs, %d reference photos, structure = %s', name,
                      len(task.inputs), len(task.reference), task.structure_source)
-    elif (config.data.name, config.data.image_size) != (data_config.name,
+    elif (spec.data.name, spec.data.image_size) != (data_config.name,
                                                         data_config.image_size):
-      raise ValueError(f'{workdir}: data {config.data.name}@{config.data.image_size} differs '
+      raise ValueError(f'{workdir}: data {spec.data.name}@{spec.data.image_size} differs '
                        f'from the first run\'s; evaluate them separately')
-    run = describe_run(workdir, config)
-    run['r0'] = config.noise.r0 if config.noise.kind != 'gaussian' else None
-    run['init_from'] = os.path.basename(os.path.normpath(config.init_from)) or None
+    run = describe_run(workdir, spec)
+    run['r0'] = spec.noise.r0 if spec.noise.kind != 'gaussian' else None
+    run['init_from'] = os.path.basename(os.path.normpath(spec.top.init_from)) or None
     key = jax.random.key(seed)
     for name, (task, features) in tasks.items():
       shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
@@ -177,25 +178,25 @@ def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 
   metric_key = jax.random.key(seed + 1)
   rows, reference, reference_config = [], None, None
   for workdir in workdirs:
-    config, sampler, params = load(workdir, steps)
+    spec, sampler, params = load(workdir, steps)
     if reference is None:
-      reference_config = config.data
+      reference_config = spec.data
       if eval_dir:
-        reference = translation.folder_images(eval_dir, config.data.image_size)[0]
+        reference = translation.folder_images(eval_dir, spec.data.image_size)[0]
       else:
-        reference = pipeline.eval_images(config.data, config.data.eval_split,
-                                         config.data.image_key, 10**9)
-      logging.info('held-out reference: %d images of %s/%s', len(reference), config.data.name,
-                   config.data.eval_split)
-    elif (config.data.name, config.data.image_size) != (reference_config.name,
+        reference = pipeline.eval_images(spec.data, spec.data.eval_split,
+                                         spec.data.image_key, 10**9)
+      logging.info('held-out reference: %d images of %s/%s', len(reference), spec.data.name,
+                   spec.data.eval_split)
+    elif (spec.data.name, spec.data.image_size) != (reference_config.name,
                                                          reference_config.image_size):
-      raise ValueError(f'{workdir}: data {config.data.name}@{config.data.image_size} differs '
+      raise ValueError(f'{workdir}: data {spec.data.name}@{spec.data.image_size} differs '
                        f'from the first run\'s {reference_config.name}@'
                        f'{reference_config.image_size}; evaluate them separately')
-    row = describe_run(workdir, config)
+    row = describe_run(workdir, spec)
     row['params'] = models.count_parameters(nnx.merge(sampler.graphdef, params))
     start = time.perf_counter()
-    samples = generate(sampler, params, config, num, batch_size, seed)
+    samples = generate(sampler, params, spec, num, batch_size, seed)
     row['sample_seconds'] = time.perf_counter() - start
     row['num_samples'] = len(samples)
     row.update(image_metrics(samples, reference, metric_key))

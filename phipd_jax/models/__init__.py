@@ -148,3 +148,10 @@ def register(name: str, builder: Callable[..., nnx.Module], objective: str = 'di
   the objective that trains it (``'diffusion'`` or ``'autoencoder'``)."""
   MODELS[name] = builder
   OBJECTIVES[name] = objective
+
+
+def apply_model(graphdef: nnx.GraphDef, params) -> Callable:
+  """``(x_t, t, y) -> prediction`` of the model ``graphdef`` with ``params`` (an ``nnx.State``),
+  merged where it is called (inside a trace: one compiled function over the parameters)."""
+  model = nnx.merge(graphdef, params)
+  return lambda x_t, t, y: model(x_t, t, y)
