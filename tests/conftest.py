@@ -19,9 +19,9 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 
-# End-to-end tests that take tens of seconds each on 2 cores. They are marked `slow` and run
-# first, so that pytest-xdist's two workers finish together instead of one running the long
-# tail alone (they always run; `-m "not slow"` skips them locally).
+# End-to-end tests that take tens of seconds each on 2 cores: the `slow` tier. The README's test
+# command runs the rest (`-m "not slow"`); .ci/run runs both tiers. Within a tier the slow ones
+# run first, longest first, so that pytest-xdist's two workers finish together.
 SLOW_TESTS = (  # Longest first (measured on 2 cores): xdist hands them out in this order.
     'test_benchmark_sections', 'test_two_domain_run_learns', 'test_latent_lwd_run',
     'test_study_reference_rows', 'test_latent_run_copies',
@@ -33,6 +33,7 @@ SLOW_TESTS = (  # Longest first (measured on 2 cores): xdist hands them out in t
     'test_sigterm_during_the_final_save', 'test_adam_training_lowers', 'test_checkpoint_saved_on_8',
     'test_non_finite_loss', 'test_resume_checks_the_saved_config', 'test_invert_writes',
     'test_translate_folder_with_a_bad_file', 'test_help_exits_0',
+    'test_a_pixel_run_loads_and_samples_from_a_non_editable_install',
 )
 
 
