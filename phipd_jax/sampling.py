@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phipd_jax import latent as latent_lib
-from phipd_jax import training
+from phipd_jax import models
 from phipd_jax.diffusion import guidance, inversion, processes, samplers
 
 Array = jax.Array
@@ -106,7 +106,7 @@ class Sampler:
                guidance_scale: float | Array = 1.0) -> samplers.Denoiser:
     """``denoise(x_t, t)`` of ``params``: labels bound, guidance (a traced ``guidance_scale``
     always runs the doubled batch for a conditional model), then the x0 clip."""
-    apply_fn = training.apply_model(self.graphdef, params)
+    apply_fn = models.apply_model(self.graphdef, params)
     if self.null_label is None:  # An unconditional model: labels, if any, are not guidance.
       guidance_scale = 1.0
     denoise = samplers.denoiser(self.process, apply_fn, self.prediction, labels, guidance_scale,
