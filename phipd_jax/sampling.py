@@ -273,26 +273,3 @@ def translation_columns(sampler: Sampler, params, inputs: Array, key: Array, rad
                                                   *inversion_classes, guidance_scale)
       columns.append((title, outputs))
   return columns
-
-
-def translation_inputs(data, sample):
-  """Fixed translation batch of a run: ``(inputs, references or None)``, float32 ``[N, S, S, 3]``.
-
-  Args:
-    data: ``config.data``; sample: ``config.sample`` (read by the trainer, passed here).
-
-  ``sample.translate_source``: ``'photo'`` (the trained feature of the eval split),
-  ``'flat_shaded'`` (those photos rendered flat-shaded) or another feature name (``'edges'``).
-  ``sample.translate_reference``: a feature shown beside the outputs, or ``''``.
-  """
-  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  count = sample.num_translate
-  source = sample.translate_source
-  reference = None
-  if sample.translate_reference:
-    reference = pipeline.eval_images(data, data.eval_split, sample.translate_reference, count)
-  if source == 'flat_shaded':
-    photos = pipeline.eval_images(data, data.eval_split, data.image_key, count)
-    return pipeline.flat_shaded(photos, sample.flat_shade_segments), reference
-  key = data.image_key if source == 'photo' else source
-  return pipeline.eval_images(data, data.eval_split, key, count), reference

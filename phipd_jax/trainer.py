@@ -200,7 +200,9 @@ def grid_inputs(exp: experiment_lib.Experiment):
   if exp.objective == 'autoencoder':
     return pipeline.eval_images(spec.data, spec.data.eval_split, spec.data.image_key,
                                 spec.autoencoder.num_reconstruct)
-  return sampling.translation_inputs(spec.data, spec.sample)
+  sample = spec.sample
+  return pipeline.held_out_inputs(spec.data, sample.translate_source, sample.num_translate,
+                                  sample.flat_shade_segments, sample.translate_reference)
 
 
 def grid_writer(exp: experiment_lib.Experiment, workdir: str, inputs):

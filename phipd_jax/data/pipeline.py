@@ -432,3 +432,26 @@ def flat_shaded(images: np.ndarray, segments: int) -> np.ndarray:
                                start_label=0, channel_axis=-1)  # slic expects [0, 1].
     out.append(color.label2rgb(labels, image, kind='avg', bg_label=-1))
   return np.stack(out).astype(np.float32)
+
+
+def held_out_inputs(data_config, source: str, count: int, flat_shade_segments: int = 48,
+                    reference: str = '') -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """A fixed batch of held-out inputs (``data.eval_split``) and their references.
+
+  Args:
+    data_config: the data spec (:class:`phipd_jax.specs.DataSpec`).
+    source: ``'photo'`` (the trained feature), ``'flat_shaded'`` (those photos rendered
+      flat-shaded, :func:`flat_shaded`) or another feature name (``'edges'``).
+    count: the first ``count`` records.
+    flat_shade_segments: superpixels of the ``'flat_shaded'`` rendering.
+    reference: a feature to show beside the outputs, or ``''``.
+
+  Returns:
+    ``(inputs, references or None)``: float32 ``[N, S, S, 3]`` in ``[-1, 1]``.
+  """
+  shown = eval_images(data_config, data_config.eval_split, reference, count) if reference else None
+  if source == 'flat_shaded':
+    photos = eval_images(data_config, data_config.eval_split, data_config.image_key, count)
+    return flat_shaded(photos, flat_shade_segments), shown
+  key = data_config.image_key if source == 'photo' else source
+  return eval_images(data_config, data_config.eval_split, key, count), shown
