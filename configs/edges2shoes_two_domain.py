@@ -49,8 +49,8 @@ def get_config(arg=None):
   if arg.ddim:
     config.diffusion.process = 'ddpm'
     config.diffusion.prediction = 'eps'
-    config.diffusion.schedule = 'scaled_linear'
-    config.diffusion.beta_start, config.diffusion.beta_end = 0.00085, 0.012
+    config.diffusion.ddpm.schedule = 'scaled_linear'
+    config.diffusion.ddpm.beta_start, config.diffusion.ddpm.beta_end = 0.00085, 0.012
     config.sample.sampler = 'ddim'
     config.sample.ovg.forward_fraction = 0.02
   else:

@@ -56,15 +56,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   diffusion.process = 'flow'  # 'flow' (t = 0 data), 'ddpm' or 'edm' (t = sigma).
   diffusion.prediction = 'v'  # 'v', 'x', 'eps'; EDM: 'edm' (preconditioned), 'x', 'eps'.
   diffusion.loss_space = 'prediction'  # 'prediction' or 'v' (JiT: x-prediction, v-loss).
-  diffusion.t_clamp = 1e-3  # Flow: min t divided by in x/eps -> v conversions (JiT 0.05).
-  diffusion.time_sampler = 'logit_normal'  # Flow: 'uniform' or 'logit_normal'.
-  diffusion.logit_mean = 0.0
-  diffusion.logit_std = 1.0
-  diffusion.schedule = 'cosine'  # DDPM alpha_bar: 'cosine', 'linear' or 'scaled_linear'.
-  diffusion.num_train_steps = 1000  # DDPM K.
-  diffusion.beta_start = 1e-4  # DDPM linear / scaled_linear betas (SD: 0.00085, 0.012).
-  diffusion.beta_end = 0.02
-  diffusion.spacing = 'linspace'  # DDIM grid: 'linspace' or 'trailing'.
+  # Each process's settings: the keyword arguments of its class (diffusion/processes.py), the
+  # section named by diffusion.process is the one used.
+  diffusion.flow = flow = ml_collections.ConfigDict()  # Flow matching, t in [0, 1].
+  flow.t_clamp = 1e-3  # Min t divided by in x/eps -> v conversions (JiT 0.05).
+  flow.time_sampler = 'logit_normal'  # 'uniform' or 'logit_normal'.
+  flow.logit_mean = 0.0
+  flow.logit_std = 1.0
+  diffusion.ddpm = ddpm = ml_collections.ConfigDict()  # DDPM / DDIM, integer steps.
+  ddpm.schedule = 'cosine'  # alpha_bar: 'cosine', 'linear' or 'scaled_linear'.
+  ddpm.num_steps = 1000  # K.
+  ddpm.beta_start = 1e-4  # linear / scaled_linear betas (SD: 0.00085, 0.012).
+  ddpm.beta_end = 0.02
+  ddpm.spacing = 'linspace'  # DDIM grid: 'linspace' or 'trailing'.
   diffusion.edm = edm = ml_collections.ConfigDict()  # Karras et al. 2022.
   edm.sigma_data = 0.5
   edm.sigma_min = 0.002
@@ -184,8 +188,9 @@ def set_jit_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   forcing.window = 0  # 0 = one DCT over the image; w = per w x w tile.
   diffusion = config.diffusion
   diffusion.process, diffusion.prediction, diffusion.loss_space = 'flow', 'x', 'v'
-  diffusion.t_clamp = 0.05
-  diffusion.time_sampler, diffusion.logit_mean, diffusion.logit_std = 'logit_normal', 0.8, 0.8
+  flow = diffusion.flow
+  flow.t_clamp = 0.05
+  flow.time_sampler, flow.logit_mean, flow.logit_std = 'logit_normal', 0.8, 0.8
   config.noise.kind, config.noise.scale = 'gaussian', 1.0
   optim = config.optim
   optim.schedule, optim.b1, optim.b2, optim.weight_decay = 'constant', 0.9, 0.95, 0.0
@@ -231,7 +236,9 @@ def migrate(saved: dict) -> dict:
   """A saved ``config.json`` (any version) as today's fields.
 
   Turn-1 runs stored the JiT-only ``model.in_context_len`` / ``model.spectral_forcing`` for
-  every model; a DiT run's copies (which it never used) are dropped.
+  every model; a DiT run's copies (which it never used) are dropped. Runs saved before the
+  process sections kept flow matching's and DDPM's settings flat in ``diffusion``; they move
+  into ``diffusion.flow`` and ``diffusion.ddpm`` (``num_train_steps`` -> ``ddpm.num_steps``).
 
   Raises:
     ValueError: a non-JiT run saved with a Spectral Forcing schedule (it cannot have trained so).
@@ -245,7 +252,22 @@ def migrate(saved: dict) -> dict:
       raise ValueError(f'saved run: model.spectral_forcing={forcing} on model.name='
                        f'{model.get("name")!r}')
   saved['model'] = model
+  diffusion = dict(saved.get('diffusion', {}))
+  for section, fields in _FLAT_PROCESS_FIELDS.items():
+    moved = {new: diffusion.pop(old) for old, new in fields.items() if old in diffusion}
+    if moved:
+      diffusion[section] = {**diffusion.get(section, {}), **moved}
+  saved['diffusion'] = diffusion
   return saved
+
+
+# Flat ``diffusion`` fields of older runs -> (section, field).
+_FLAT_PROCESS_FIELDS = {
+    'flow': {'t_clamp': 't_clamp', 'time_sampler': 'time_sampler', 'logit_mean': 'logit_mean',
+             'logit_std': 'logit_std'},
+    'ddpm': {'schedule': 'schedule', 'num_train_steps': 'num_steps', 'beta_start': 'beta_start',
+             'beta_end': 'beta_end', 'spacing': 'spacing'},
+}
 
 
 def config_from_saved(saved: dict) -> ml_collections.ConfigDict:

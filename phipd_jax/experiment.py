@@ -63,16 +63,8 @@ def build_process(diffusion: ml_collections.ConfigDict) -> processes.Process:
   kind = diffusion.process
   if kind not in processes.PROCESSES:
     _fail('diffusion.process', kind, f'must be one of {sorted(processes.PROCESSES)}')
-  with field(f'diffusion ({kind})', None):
-    if kind == 'flow':
-      return processes.FlowMatching(time_sampler=diffusion.time_sampler,
-                                    logit_mean=diffusion.logit_mean,
-                                    logit_std=diffusion.logit_std, t_clamp=diffusion.t_clamp)
-    if kind == 'ddpm':
-      return processes.DDPM(schedule=diffusion.schedule, num_steps=diffusion.num_train_steps,
-                            beta_start=diffusion.beta_start, beta_end=diffusion.beta_end,
-                            spacing=diffusion.spacing)
-    return processes.EDM(**diffusion.edm.to_dict())
+  with field(f'diffusion.{kind}', None):
+    return processes.build(kind, diffusion[kind].to_dict())
 
 
 def noise_settings(noise: specs.NoiseSpec) -> dict:

@@ -102,3 +102,25 @@ def test_turn_one_config_json_migrates(tiny_config, tmp_path):
   config = saved_run.run_config(str(tmp_path))
   experiment.build(config)
   assert 'in_context_len' not in config.model and config.noise.pad_factor == 0.0
+
+
+def test_flat_process_fields_of_older_runs_move_into_their_sections(tiny_config, tmp_path):
+  """Runs saved with flow matching's and DDPM's settings flat in ``diffusion`` load with them in
+  ``diffusion.flow`` / ``diffusion.ddpm``, and build the same process."""
+  saved = tiny_config.to_dict()
+  flow, ddpm = saved['diffusion'].pop('flow'), saved['diffusion'].pop('ddpm')
+  saved['diffusion'].update(flow, t_clamp=0.05, logit_mean=0.8)
+  saved['diffusion'].update({k: v for k, v in ddpm.items() if k != 'num_steps'},
+                            num_train_steps=500, schedule='linear')
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  config = saved_run.run_config(str(tmp_path))
+  assert 't_clamp' not in config.diffusion and 'num_train_steps' not in config.diffusion
+  assert (config.diffusion.flow.t_clamp, config.diffusion.flow.logit_mean) == (0.05, 0.8)
+  assert (config.diffusion.ddpm.num_steps, config.diffusion.ddpm.schedule) == (500, 'linear')
+  assert experiment.build(config).process.t_clamp == 0.05
+  config.diffusion.process, config.diffusion.prediction = 'ddpm', 'eps'
+  config.sample.sampler = 'ddim'
+  assert experiment.build(config).process.num_steps == 500
+  config.diffusion.ddpm.beta_stop = 0.1  # Not a DDPM keyword: the section is named.
+  with pytest.raises(ValueError, match='config.diffusion.ddpm'):
+    experiment.build(config)

@@ -512,3 +512,17 @@ def _check_steps(num_steps):
 
 
 PROCESSES = {'flow': FlowMatching, 'ddpm': DDPM, 'edm': EDM}
+
+
+def build(kind: str, settings: dict) -> Process:
+  """``PROCESSES[kind](**settings)``: the process named ``kind`` with its section's settings.
+
+  Raises:
+    ValueError: an unknown kind, or settings the process does not take or rejects.
+  """
+  if kind not in PROCESSES:
+    raise ValueError(f'process {kind!r} must be one of {sorted(PROCESSES)}')
+  try:
+    return PROCESSES[kind](**settings)
+  except TypeError as error:
+    raise ValueError(f'{kind}: {error}') from None
