@@ -17,12 +17,11 @@ import os
 from typing import Any, Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import nnx
 
-from phipd_jax import defaults, latent, models, noise as noise_lib, sampling
+from phipd_jax import defaults, latent, losses, models, noise as noise_lib, sampling
 from phipd_jax import sharding as sharding_lib, specs
 from phipd_jax import training
 from phipd_jax.diffusion import lwd, objectives, processes
@@ -43,15 +42,7 @@ def field(name: str, value: Any = None, allowed: str = ''):
     raise ValueError(f'config.{name}={value!r} is invalid{detail}: {message}') from None
 
 
-def _fail(name: str, value: Any, allowed: str):
-  raise ValueError(f'config.{name}={value!r} is invalid: {allowed}')
-
-
-def _positive_finite(name: str, value, allow_zero: bool = False):
-  ok = isinstance(value, (int, float)) and math.isfinite(value) and (
-      value >= 0 if allow_zero else value > 0)
-  if not ok:
-    _fail(name, value, f'must be a finite number {">= 0" if allow_zero else "> 0"}')
+_fail, _positive_finite = specs.fail, specs.check_number
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,9 +70,6 @@ def build_noise_fn(noise: ml_collections.ConfigDict, kind: Optional[str] = None)
   kind = kind or noise.kind
   if kind not in noise_lib.NOISE_KINDS:
     _fail('noise.kind', kind, f'must be one of {noise_lib.NOISE_KINDS}')
-  for name in ('rate', 'edge_width', 'scale'):
-    _positive_finite(f'noise.{name}', noise[name])
-  _positive_finite('noise.r0', noise.r0, allow_zero=True)
   with field('noise', noise.to_dict()):
     return noise_lib.noise_fn(kind, **noise_settings(noise))
 
@@ -172,16 +160,6 @@ def _codec_experiment(config: ml_collections.ConfigDict, source: str) -> 'Experi
     _fail('data.image_size', config.data.image_size,
           f'must be a multiple of the codec\'s downsampling factor {factor} ({source})')
   return codec_exp
-
-
-def lwd_log_sigmas(num_bins: int) -> tuple[float, ...]:
-  """Centres ``(k + 1/2) / num_bins`` of equal sigma bins on ``[0, 1]`` (flow time units)."""
-  return tuple((k + 0.5) / num_bins for k in range(num_bins))
-
-
-def lwd_metric_name(sigma: float) -> str:
-  """Metric name of the LWD mask fraction at noise level ``sigma``: ``lwd_mask_fraction_s0.90``."""
-  return f'lwd_mask_fraction_s{sigma:.2f}'
 
 
 def validate_lwd(settings: ml_collections.ConfigDict, process: processes.Process):
@@ -336,15 +314,24 @@ class Experiment:
     return models.apply_model(self.graphdef, params)
 
   def loss_fn(self, mesh=None) -> Callable:
-    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the run's objective.
-
-    The objective is the model's registry entry (:attr:`objective`): the diffusion loss
-    (:meth:`diffusion_loss_fn`) or the scale-consistent autoencoder loss
-    (:meth:`autoencoder_loss_fn`). ``constants`` is :meth:`loss_constants` (frozen arrays the
-    loss reads, passed through the jitted step as an argument); None uses cached copies.
-    """
-    builders = {'diffusion': self.diffusion_loss_fn, 'autoencoder': self.autoencoder_loss_fn}
-    return builders[self.objective](mesh)
+    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the run's objective:
+    the model's registry entry (:attr:`objective`) picks :func:`phipd_jax.losses.diffusion_loss_fn`
+    or :func:`phipd_jax.losses.autoencoder_loss_fn`. ``constants`` is :meth:`loss_constants`
+    (frozen arrays the loss reads, passed through the jitted step as an argument); None uses
+    cached copies. With a mesh, activations are kept split over its batch axes."""
+    if self.objective == 'autoencoder':
+      ae = self.spec.autoencoder
+      return losses.autoencoder_loss_fn(self.graphdef, alpha=ae.alpha, beta=ae.beta, lam=ae.lam,
+                                        scales=ae.scales, mesh=mesh)
+    diffusion, lwd_settings = self.spec.diffusion, None
+    if diffusion['lwd']['enabled']:
+      lwd_settings = losses.LwdSettings(diffusion['lwd']['ell'], diffusion['lwd']['normalize'],
+                                        diffusion['lwd']['log_bins'])
+    return losses.diffusion_loss_fn(
+        self.graphdef, self.process, self.noise_fn, self.prediction,
+        loss_space=diffusion['loss_space'], num_classes=self.num_classes,
+        label_dropout=self.spec.train.label_dropout, lwd_settings=lwd_settings,
+        codec=self._loaded_codec() if self.is_latent else None, mesh=mesh)
 
   def loss_constants(self):
     """Frozen arrays the loss reads (a pytree or None): the LPIPS-VGG weights of an autoencoder
@@ -360,90 +347,6 @@ class Experiment:
       raise ValueError('a latent run needs its codec loaded first: '
                        'experiment.with_codec(experiment.load_codec())')
     return self.codec or latent.identity_codec(self.image_shape[-1])
-
-  def autoencoder_loss_fn(self, mesh=None) -> Callable:
-    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)``: the scale-consistent
-    autoencoder loss of Latent Wavelet Diffusion (arXiv:2506.00433, Eq. 1) with
-    ``config.autoencoder.{alpha, beta, lam, scales}``
-    (:func:`phipd_jax.latent.scale_consistent_vae_loss`; ``key`` draws the pooling factor).
-
-    ``batch['image']``: float32 ``[B, H, W, 3]`` in ``[-1, 1]``. Metrics: ``rec_mse``,
-    ``scale_mse``, ``kl``, ``lpips``, ``scale_s``.
-    """
-    graphdef = self.graphdef
-    settings = self.config.autoencoder
-    weights = dict(alpha=float(settings.alpha), beta=float(settings.beta),
-                   lam=float(settings.lam), scales=tuple(int(s) for s in settings.scales))
-    constrain = _batch_constraint(mesh)
-
-    def loss_fn(params, batch, key, constants=None):
-      model = nnx.merge(graphdef, params)
-      encode = lambda x: tuple(constrain(v) for v in model.encode(constrain(x)))
-      decode = lambda z: constrain(model.decode(constrain(z)))
-      lpips_params = None if constants is None else constants['lpips']
-      return latent.scale_consistent_vae_loss(constrain(batch['image']), encode, decode, key,
-                                              lpips_params=lpips_params, **weights)
-
-    return loss_fn
-
-  def diffusion_loss_fn(self, mesh=None) -> Callable:
-    """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the diffusion
-    objective.
-
-    ``batch`` holds ``'image'`` (float32 ``[B, H, W, C]`` in ``[-1, 1]``) and ``'label'``; the
-    label dropout for classifier-free guidance and the objective draw from ``key``. With a mesh,
-    activations are kept split over the batch axes. A latent run encodes the images with the
-    frozen codec first (``constants['codec']``, its parameters; :meth:`loss_constants`): the
-    diffusion, its noise and the LWD mask see only ``z = codec.encode(x)``. A batch that holds
-    ``'latent'`` instead of ``'image'`` (:class:`phipd_jax.latent.LatentCache`) is used as is.
-
-    With ``config.diffusion.lwd.enabled`` the squared error is masked by Latent Wavelet
-    Diffusion's mask of the noisy input (:func:`phipd_jax.diffusion.lwd.process_weight_fn`), and
-    the metrics hold ``lwd_mask_fraction_s<sigma>``: the supervised fraction at the centre of each
-    of ``lwd.log_bins`` sigma bins (:func:`~phipd_jax.diffusion.lwd.mask_fraction_at_sigmas`, on
-    the batch with a separate noise draw; it does not touch the loss).
-    """
-    process, noise_fn, prediction = self.process, self.noise_fn, self.prediction
-    loss_space = self.config.diffusion.loss_space
-    num_classes, dropout = self.num_classes, self.config.train.label_dropout
-    graphdef = self.graphdef
-    weight_fn, log_sigmas, ell = None, (), 0.0
-    settings = self.config.diffusion.lwd
-    if settings.enabled:
-      ell = settings.ell
-      weight_fn = lwd.process_weight_fn(process, ell, settings.normalize)
-      log_sigmas = lwd_log_sigmas(settings.log_bins)
-    constrain = _batch_constraint(mesh)
-    codec = self._loaded_codec() if self.is_latent else None
-
-    def loss_fn(params, batch, key, constants=None):
-      label_key, loss_key = jax.random.split(key)
-      labels = None
-      if num_classes:
-        drop = jax.random.uniform(label_key, batch['label'].shape) < dropout
-        labels = jnp.where(drop, num_classes, batch['label'])
-      model = models.apply_model(graphdef, params)
-      # Keep activations split over the batch (GSPMD may otherwise follow the fsdp weights).
-      apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
-      if 'latent' in batch:  # Encoded once, before training (config.codec.cache).
-        x0 = constrain(batch['latent'])
-      else:
-        x0 = constrain(batch['image'])
-      if codec is not None and 'latent' not in batch:  # Frozen: no gradient reaches it.
-        codec_params = codec.params if constants is None else constants['codec']
-        frozen = dataclasses.replace(codec, params=jax.lax.stop_gradient(codec_params))
-        x0 = constrain(frozen.encode(x0))
-      loss = objectives.diffusion_loss(process, apply_fn, x0, loss_key,
-                                       lambda k, x: noise_fn(k, x), prediction, labels,
-                                       loss_space, weight_fn=weight_fn)
-      metrics = {}
-      if log_sigmas:
-        eps = noise_fn(jax.random.fold_in(key, 1), x0)
-        fractions = lwd.mask_fraction_at_sigmas(x0, eps, log_sigmas, ell)
-        metrics = {lwd_metric_name(s): fractions[i] for i, s in enumerate(log_sigmas)}
-      return loss, metrics
-
-    return loss_fn
 
   def sampler(self, num_steps: Optional[int] = None,
               method: Optional[str] = None) -> sampling.Sampler:
@@ -476,92 +379,26 @@ class Experiment:
                                     constants=self.loss_constants(), rng_impl=self.rng_impl)
 
 
-def _batch_constraint(mesh) -> Callable:
-  """``x -> x`` kept split over the mesh's batch axes (identity without a mesh): GSPMD may
-  otherwise follow the fsdp weights' sharding for the activations."""
-  if mesh is None:
-    return lambda x: x
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  return lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
-
-
-def validate_autoencoder(config: ml_collections.ConfigDict):
-  """Checks ``config.autoencoder`` (the scale-consistent loss) against the image and latent
-  sizes.
-
-  Raises:
-    ValueError: a missing section, a negative or non-finite weight, bad ``scales``, a latent
-      side ``data.image_size / model.downsample`` not divisible by a scale, or
-      ``num_reconstruct < 1``.
-  """
-  if 'autoencoder' not in config:
-    _fail('autoencoder', None, "model.name='autoencoder' needs the config.autoencoder section "
-          '(phipd_jax.defaults.set_autoencoder_recipe)')
-  settings = config.autoencoder
-  for name in ('alpha', 'beta', 'lam'):
-    _positive_finite(f'autoencoder.{name}', settings[name], allow_zero=True)
-  scales = tuple(settings.scales)
-  if not scales or not all(isinstance(s, int) and s >= 1 for s in scales):
-    _fail('autoencoder.scales', scales, 'must be a non-empty tuple of integers >= 1 (paper (2, 4))')
-  side = config.data.image_size // config.model.downsample
-  if settings.alpha > 0 and any(side % s for s in scales):
-    _fail('autoencoder.scales', scales,
-          f'every scale must divide the latent side data.image_size / model.downsample = {side} '
-          '(or set autoencoder.alpha = 0)')
-  if not isinstance(settings.num_reconstruct, int) or settings.num_reconstruct < 1:
-    _fail('autoencoder.num_reconstruct', settings.num_reconstruct, 'must be an integer >= 1')
-
-
-def _validate_run_fields(config, data_parallel_size: int):
-  data, train, sample = config.data, config.train, config.sample
-  if data.image_size <= 0:
-    _fail('data.image_size', data.image_size, 'must be > 0 (pixels)')
-  if data.resize < data.image_size:
-    _fail('data.resize', data.resize, f'must be >= data.image_size={data.image_size}')
-  if train.batch_size <= 0 or train.batch_size % data_parallel_size:
-    _fail('train.batch_size', train.batch_size,
+def _validate_across_sections(config, spec: specs.RunSpec, data_parallel_size: int):
+  """What no single section's spec can check: fields that constrain each other."""
+  if spec.train.batch_size % data_parallel_size:
+    _fail('train.batch_size', spec.train.batch_size,
           f'must be a positive multiple of the data-parallel size {data_parallel_size}')
-  for name in ('num_steps', 'checkpoint_every', 'log_every', 'keep_checkpoints'):
-    if not train[name] >= 1:
-      _fail(f'train.{name}', train[name], 'must be >= 1')
-  if not 0 <= train.label_dropout < 1:
-    _fail('train.label_dropout', train.label_dropout, 'must be in [0, 1)')
-  if sample.num_steps <= 0:
-    _fail('sample.num_steps', sample.num_steps, 'must be > 0')
-  for strength in tuple(sample.sdedit_strengths) + (sample.phipd_strength,):
-    if not 0 < strength <= 1:
-      _fail('sample.sdedit_strengths/phipd_strength', strength, 'must be in (0, 1]')
-  for radius in sample.radii:
-    if not radius >= 0:
-      _fail('sample.radii', tuple(sample.radii), 'every radius must be >= 0 (or inf)')
-  _positive_finite('sample.guidance_scale', sample.guidance_scale, allow_zero=True)
-  _positive_finite('sample.clip_x0', sample.clip_x0, allow_zero=True)
-  interval = tuple(sample.guidance_interval)
-  if interval and (len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1):
-    _fail('sample.guidance_interval', interval, '() or (low, high) with 0 <= low < high <= 1')
-  if config.model.num_classes < 0:
-    _fail('model.num_classes', config.model.num_classes, 'must be >= 0')
-  domains = tuple(data.get('domains', ()))
+  num_classes = config.model.num_classes
+  if num_classes < 0:
+    _fail('model.num_classes', num_classes, 'must be >= 0')
+  domains = spec.data.domains
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   for domain in domains:
     with field('data.domains', domains):
       pipeline.parse_domain(domain)
-  if domains and config.model.num_classes < len(domains):
-    _fail('model.num_classes', config.model.num_classes,
+  if domains and num_classes < len(domains):
+    _fail('model.num_classes', num_classes,
           f'must be >= len(data.domains) = {len(domains)} (one class per domain)')
-  classes = tuple(sample.get('inversion_classes', ()))
-  if classes and (len(classes) != 2 or not all(0 <= c < config.model.num_classes
-                                                for c in classes)):
+  classes = spec.sample.inversion_classes
+  if classes and (len(classes) != 2 or not all(0 <= c < num_classes for c in classes)):
     _fail('sample.inversion_classes', classes,
-          f'() or (source, target) with classes in [0, model.num_classes='
-          f'{config.model.num_classes})')
-  if 'ovg' in sample:
-    ovg = sample.ovg
-    for name in ('eta_n', 'eta_c'):
-      _positive_finite(f'sample.ovg.{name}', ovg[name], allow_zero=True)
-    _positive_finite('sample.ovg.kappa', ovg.kappa)
-    if not 0 <= ovg.forward_fraction <= 1:
-      _fail('sample.ovg.forward_fraction', ovg.forward_fraction, 'must be in [0, 1]')
+          f'() or (source, target) with classes in [0, model.num_classes={num_classes})')
 
 
 def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] = None,
@@ -583,7 +420,7 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
   if data_parallel_size is None:
     data_parallel_size = sharding_lib.data_parallel_size(
         sharding_lib.make_mesh(spec.mesh.data, spec.mesh.fsdp))
-  _validate_run_fields(config, data_parallel_size)
+  _validate_across_sections(config, spec, data_parallel_size)
   training.check_rng_impl(config.get('rng_impl', 'threefry2x32'))
   process = build_process(config.diffusion)
   prediction = config.diffusion.prediction
@@ -612,9 +449,6 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
     if objective != 'diffusion':
       _fail('codec.workdir', config.codec.workdir, f'a codec needs a diffusion model, not '
             f'model.name={config.model.name!r}')
-    _positive_finite('codec.scale', config.codec.scale, allow_zero=True)
-    if not (isinstance(config.codec.scale_images, int) and config.codec.scale_images >= 1):
-      _fail('codec.scale_images', config.codec.scale_images, 'must be an integer >= 1')
     if config.codec.cache and config.data.resize != config.data.image_size:
       _fail('codec.cache', config.codec.cache,
             f'caching latents needs data.resize == data.image_size (no random crops; got '
@@ -626,8 +460,15 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
                    codec_exp.config.model.latent_channels)
   model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0), model_shape[-1],
                                              model_shape[0]))
-  if objective == 'autoencoder':
-    validate_autoencoder(config)
+  if objective == 'autoencoder' and spec.autoencoder is None:
+    _fail('autoencoder', None, "model.name='autoencoder' needs the config.autoencoder section "
+          '(phipd_jax.defaults.set_autoencoder_recipe)')
+  if objective == 'autoencoder':  # After the model: its builder checks the downsampling first.
+    side = spec.data.image_size // config.model.downsample
+    if spec.autoencoder.alpha > 0 and any(side % s for s in spec.autoencoder.scales):
+      _fail('autoencoder.scales', spec.autoencoder.scales,
+            f'every scale must divide the latent side data.image_size / model.downsample = '
+            f'{side} (or set autoencoder.alpha = 0)')
   graphdef, _ = nnx.split(model)
   return Experiment(config=config, spec=spec, graphdef=graphdef, process=process, noise_fn=noise_fn,
                     prediction=prediction, optimizer=optimizer, learning_rate=schedule,

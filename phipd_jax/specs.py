@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Optional
 
 SHAPE = 'shape'  # Changes the saved arrays' shapes or meaning: resuming is impossible.
@@ -30,6 +31,23 @@ def _field(resume: str = OPTIMISATION):
 
 def _cosmetic():
   return _field(COSMETIC)
+
+
+def fail(name: str, value, allowed: str):
+  """Raises ``ValueError('config.<name>=<value> is invalid: <allowed>')``."""
+  raise ValueError(f'config.{name}={value!r} is invalid: {allowed}')
+
+
+def check_number(name: str, value, allow_zero: bool = False):
+  """``value`` must be a finite number ``> 0`` (``>= 0`` with ``allow_zero``).
+
+  Raises:
+    ValueError: naming ``config.<name>``.
+  """
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+      value) and (value >= 0 if allow_zero else value > 0)
+  if not ok:
+    fail(name, value, f'must be a finite number {">= 0" if allow_zero else "> 0"}')
 
 
 class _Spec:
@@ -91,6 +109,12 @@ class DataSpec(_Spec):
   in_memory: bool = _cosmetic()
   domains: tuple = _field()
 
+  def __post_init__(self):
+    if self.image_size <= 0:
+      fail('data.image_size', self.image_size, 'must be > 0 (pixels)')
+    if self.resize < self.image_size:
+      fail('data.resize', self.resize, f'must be >= data.image_size={self.image_size}')
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec(_Spec):
@@ -102,6 +126,15 @@ class TrainSpec(_Spec):
   checkpoint_every: int = _cosmetic()
   keep_checkpoints: int = _cosmetic()
   label_dropout: float = _field()
+
+  def __post_init__(self):
+    if self.batch_size <= 0:
+      fail('train.batch_size', self.batch_size, 'must be > 0')
+    for name in ('num_steps', 'checkpoint_every', 'log_every', 'keep_checkpoints'):
+      if not getattr(self, name) >= 1:
+        fail(f'train.{name}', getattr(self, name), 'must be >= 1')
+    if not 0 <= self.label_dropout < 1:
+      fail('train.label_dropout', self.label_dropout, 'must be in [0, 1)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +163,27 @@ class SampleSpec(_Spec):
   inversion_classes: tuple = _cosmetic()
   ovg: Optional[dict] = _cosmetic()
 
+  def __post_init__(self):
+    if self.num_steps <= 0:
+      fail('sample.num_steps', self.num_steps, 'must be > 0')
+    for strength in tuple(self.sdedit_strengths) + (self.phipd_strength,):
+      if not 0 < strength <= 1:
+        fail('sample.sdedit_strengths/phipd_strength', strength, 'must be in (0, 1]')
+    for radius in self.radii:
+      if not radius >= 0:
+        fail('sample.radii', tuple(self.radii), 'every radius must be >= 0 (or inf)')
+    check_number('sample.guidance_scale', self.guidance_scale, allow_zero=True)
+    check_number('sample.clip_x0', self.clip_x0, allow_zero=True)
+    interval = tuple(self.guidance_interval)
+    if interval and (len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1):
+      fail('sample.guidance_interval', interval, '() or (low, high) with 0 <= low < high <= 1')
+    if self.ovg is not None:
+      for name in ('eta_n', 'eta_c'):
+        check_number(f'sample.ovg.{name}', self.ovg[name], allow_zero=True)
+      check_number('sample.ovg.kappa', self.ovg['kappa'])
+      if not 0 <= self.ovg['forward_fraction'] <= 1:
+        fail('sample.ovg.forward_fraction', self.ovg['forward_fraction'], 'must be in [0, 1]')
+
 
 @dataclasses.dataclass(frozen=True)
 class CodecSpec(_Spec):
@@ -139,6 +193,11 @@ class CodecSpec(_Spec):
   scale: float = _field()
   scale_images: int = _field()
   cache: bool = _cosmetic()
+
+  def __post_init__(self):
+    check_number('codec.scale', self.scale, allow_zero=True)
+    if not (isinstance(self.scale_images, int) and self.scale_images >= 1):
+      fail('codec.scale_images', self.scale_images, 'must be an integer >= 1')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +230,15 @@ class AutoencoderSpec(_Spec):
   scales: tuple = _field()
   num_reconstruct: int = _cosmetic()
 
+  def __post_init__(self):
+    for name in ('alpha', 'beta', 'lam'):
+      check_number(f'autoencoder.{name}', getattr(self, name), allow_zero=True)
+    if not self.scales or not all(isinstance(s, int) and s >= 1 for s in self.scales):
+      fail('autoencoder.scales', self.scales,
+           'must be a non-empty tuple of integers >= 1 (paper (2, 4))')
+    if not isinstance(self.num_reconstruct, int) or self.num_reconstruct < 1:
+      fail('autoencoder.num_reconstruct', self.num_reconstruct, 'must be an integer >= 1')
+
 
 @dataclasses.dataclass(frozen=True)
 class NoiseSpec(_Spec):
@@ -185,6 +253,11 @@ class NoiseSpec(_Spec):
   magnitude: str = _field()
   scale: float = _field()
   pad_factor: float = _field()
+
+  def __post_init__(self):
+    for name in ('rate', 'edge_width', 'scale'):
+      check_number(f'noise.{name}', getattr(self, name))
+    check_number('noise.r0', self.r0, allow_zero=True)
 
 
 class ModelRules:

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from phipd_jax import experiment, trainer, writers
+from phipd_jax import experiment, losses, trainer, writers
 
 
 def _batch(seed=0, shape=(8, 16, 16, 3)):
@@ -57,7 +57,7 @@ def test_all_ones_mask_gives_the_plain_loss_and_the_paper_mask_a_smaller_one(tin
     value, metrics = loss(enabled=True, ell=1.0, normalize=normalize)
     np.testing.assert_allclose(float(value), float(reference), rtol=1e-6)
     np.testing.assert_array_equal([float(v) for v in metrics.values()], 1.0)
-  assert sorted(metrics) == [experiment.lwd_metric_name(s) for s in (0.1, 0.3, 0.5, 0.7, 0.9)]
+  assert sorted(metrics) == [losses.lwd_metric_name(s) for s in (0.1, 0.3, 0.5, 0.7, 0.9)]
   masked, metrics = loss(enabled=True, ell=0.3, log_bins=2)  # Masked-out terms count as 0.
   assert float(masked) <= float(reference)
   assert sorted(metrics) == ['lwd_mask_fraction_s0.25', 'lwd_mask_fraction_s0.75']
