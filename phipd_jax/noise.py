@@ -20,9 +20,10 @@ Conventions:
   ``axes=(-4, -3, -2)`` adds time. Each (sample, channel) is transformed separately.
 * FFTs run in float32/complex64 whatever the input dtype; the output has the input dtype.
 * **Radius units.** ``radius`` and ``edge_width`` are distances from DC in frequency-index units
-  of the *unpadded* grid (``fftfreq(n) * n``, i.e. cycles across the image), the paper's Eq. 9
-  unit. The released code measures them on a grid mirror-padded by ``pad_factor``;
-  :func:`to_padded_units` is the one place that converts.
+  of the *unpadded* grid (``fftfreq(n) * n``, i.e. cycles across the image;
+  :func:`phipd_jax.spectral.frequency_distance`), the paper's Eq. 9 unit. The released code
+  measures them on a grid mirror-padded by ``pad_factor``; :func:`to_padded_units` is the one
+  place that converts.
 * ``radius=None`` or ``+inf`` keeps the input phase everywhere (mask ``M == 1``), ``-inf`` keeps
   it nowhere (``M == 0``: exactly the Gaussian sample in ``'paper'`` mode). ``radius=0`` is *not*
   Gaussian noise: the DC bin keeps the input phase and the Gaussian edge keeps some around it.
@@ -59,7 +60,7 @@ REFERENCE_OUTLIER_THRESHOLD = 5.0
 
 
 # ---------------------------------------------------------------------------------------------
-# Frequency grids and the FSS mask.
+# The FSS mask (its distance grid: spectral.frequency_distance).
 
 
 def _normalise_axes(ndim: int, axes: Optional[Sequence[int]]) -> tuple[int, ...]:
@@ -71,31 +72,6 @@ def _normalise_axes(ndim: int, axes: Optional[Sequence[int]]) -> tuple[int, ...]
     raise ValueError(
         f'noise: axes={axes} must be distinct and exclude the batch (0) and channel (-1) axes')
   return normalised
-
-
-def frequency_distance(shape: Sequence[int], axes: Sequence[int], half: bool = False) -> Array:
-  """Distance from DC of every FFT bin, in frequency-index units (unshifted FFT layout).
-
-  Args:
-    shape: full array shape, e.g. ``[B, H, W, C]``.
-    axes: the FFT axes (non-negative).
-    half: the ``rfftn`` layout: the last FFT axis holds ``n // 2 + 1`` non-negative frequencies.
-
-  Returns:
-    float32 array with the (half-)spectrum length on each axis in ``axes`` and 1 elsewhere, so it
-    broadcasts against the spectrum; entry = ``sqrt(sum_a (fftfreq(n_a) * n_a)^2)``.
-  """
-  squared = jnp.zeros([1] * len(shape), jnp.float32)
-  for axis in axes:
-    n = shape[axis]
-    if half and axis == axes[-1]:
-      index = jnp.arange(n // 2 + 1, dtype=jnp.float32)
-    else:
-      index = jnp.fft.fftfreq(n, dtype=jnp.float32) * n
-    grid_shape = [1] * len(shape)
-    grid_shape[axis] = index.shape[0]
-    squared = squared + jnp.reshape(index, grid_shape) ** 2
-  return jnp.sqrt(squared)
 
 
 def _per_sample(value: Array, ndim: int, batch: Optional[int] = None) -> Array:
@@ -344,8 +320,8 @@ def fss_from_noise(
                                      sizes[-1] // 2 + 1, axis=axes[-1])
   phase = spectral_phase(spectrum_x, axes, x.shape)
   if radius is not None:
-    mask = fss_mask(frequency_distance(x.shape, axes, half=True), _per_sample(radius, x.ndim),
-                    edge_width)
+    distance = spectral.frequency_distance(x.shape, axes, half=True)
+    mask = fss_mask(distance, _per_sample(radius, x.ndim), edge_width)
     phase = mask * phase + (1.0 - mask) * spectral_phase(spectrum_noise, axes, x.shape)
   spectrum = jax.lax.complex(amplitude * jnp.cos(phase), amplitude * jnp.sin(phase))
   eps = spectral.irfftn(spectrum, sizes, axes)
@@ -488,7 +464,7 @@ def _fss_reference(x0, noise, radius, edge_width, axes, radius_units, clip, per_
       radius = to_padded_units(radius, height, padded_h)
       edge_width = to_padded_units(edge_width, height, padded_h)
     radius = jnp.minimum(radius, min(padded_h / 2, padded_w / 2))
-    mask = fss_mask(frequency_distance(shape, fft_axes, half=True), radius, edge_width)
+    mask = fss_mask(spectral.frequency_distance(shape, fft_axes, half=True), radius, edge_width)
 
   noise = noise.astype(jnp.float32)
   spectrum_x = spectral.rfftn(padded(x0), fft_axes)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from phipd_jax import noise as noise_lib
-from phipd_jax import noise_kernels
+from phipd_jax import noise_kernels, spectral
 
 
 def _image(seed=0, shape=(2, 32, 32, 3)):
@@ -103,7 +103,7 @@ def test_phase_equals_input_phase_inside_cutoff(radius):
   eps = noise_lib.fss_from_noise(x0, noise, radius)
   zx = np.fft.fft2(np.asarray(x0, np.float64), axes=(1, 2))
   ze = np.fft.fft2(np.asarray(eps, np.float64), axes=(1, 2))
-  d = np.asarray(noise_lib.frequency_distance(x0.shape, (1, 2)))
+  d = np.asarray(spectral.frequency_distance(x0.shape, (1, 2)))
   inside = np.broadcast_to(d <= radius, zx.shape) & (np.abs(zx) > 1e-3) & (np.abs(ze) > 1e-3)
   assert inside.sum() > 0
   phasor_x = zx[inside] / np.abs(zx[inside])
@@ -128,7 +128,7 @@ def test_output_is_real_hermitian_spectrum():
   """Before taking Re, the inverse FFT is real: the blended spectrum is Hermitian."""
   x0, noise = _image(), _noise()
   for radius in [None, 4.0]:
-    mask = np.asarray(noise_lib.fss_mask(noise_lib.frequency_distance(x0.shape, (1, 2)),
+    mask = np.asarray(noise_lib.fss_mask(spectral.frequency_distance(x0.shape, (1, 2)),
                                          radius, 2.0))
     zx, zn = np.fft.fft2(x0, axes=(1, 2)), np.fft.fft2(noise, axes=(1, 2))
     spectrum = np.abs(zn) * np.exp(1j * (mask * np.angle(zx) + (1 - mask) * np.angle(zn)))
@@ -163,7 +163,7 @@ def test_small_radius_has_gaussian_statistics():
   assert abs(float(eps.var()) - 1.0) < 0.03
   # Flat spectrum: every radial band has the same mean power N = H * W (within 10 %).
   power = np.mean(np.abs(np.fft.fft2(eps, axes=(1, 2))) ** 2, axis=(0, 3))
-  d = np.asarray(noise_lib.frequency_distance((1, 64, 64, 1), (1, 2)))[0, :, :, 0]
+  d = np.asarray(spectral.frequency_distance((1, 64, 64, 1), (1, 2)))[0, :, :, 0]
   for low, high in [(2, 8), (8, 16), (16, 24), (24, 32)]:
     band = power[(d >= low) & (d < high)].mean()
     assert abs(band / 4096.0 - 1.0) < 0.1, (low, high, band)
@@ -366,7 +366,7 @@ def test_reference_mode_std_in_documented_range():
 
 
 def test_mask_properties():
-  d = noise_lib.frequency_distance((1, 32, 32, 1), (1, 2))
+  d = spectral.frequency_distance((1, 32, 32, 1), (1, 2))
   m = np.asarray(noise_lib.fss_mask(d, 5.0, 2.0))
   assert np.all(m[np.asarray(d) <= 5.0] == 1.0)
   np.testing.assert_allclose(noise_lib.fss_mask(jnp.array(7.0), 5.0, 2.0), np.exp(-0.5), rtol=1e-6)

@@ -31,6 +31,29 @@ def test_dct2_round_trip_and_equals_scipy_dctn_on_non_square_images():
   np.testing.assert_allclose(spectral.idct2(coefficients), x, atol=1e-5)
 
 
+@pytest.mark.parametrize('height, width', [(1, 1), (1, 6), (7, 8), (16, 16), (31, 64)])
+def test_frequency_grids_equal_their_fftfreq_definitions(height, width):
+  """Integer indices, rounded and released-OVG (floor, shifted-grid) radius bins, and the float32
+  distance in the full and rfft half layouts, each against the formula it documents."""
+  for n in (height, width):
+    np.testing.assert_array_equal(spectral.frequency_indices(n),
+                                  np.rint(np.fft.fftfreq(n) * n).astype(np.int64))
+  ky, kx = np.fft.fftfreq(height) * height, np.fft.fftfreq(width) * width
+  distance = np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+  bins = spectral.radius_bins(height, width)
+  assert bins.dtype == np.int32
+  np.testing.assert_array_equal(bins, np.rint(distance))
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+  np.testing.assert_array_equal(
+      spectral.released_ovg_radius_bins(height, width),
+      np.sqrt((cols - width // 2) ** 2 + (rows - height // 2) ** 2).astype(np.int64))
+  full = spectral.frequency_distance((2, height, width, 3), (1, 2))
+  half = spectral.frequency_distance((2, height, width, 3), (1, 2), half=True)
+  assert full.shape == (1, height, width, 1) and full.dtype == jnp.float32
+  np.testing.assert_allclose(full[0, ..., 0], distance, rtol=1e-6)
+  np.testing.assert_allclose(half[0, ..., 0], distance[:, :width // 2 + 1], rtol=1e-6)
+
+
 def test_released_mask_values_at_the_ends():
   # Spec Sec. 7: DC at t_data = 0 is sigmoid(30 * 0.05) = 0.8176; the far corner at t_data = 1
   # is exactly sigmoid(0) = 0.5 (the released operator is not the identity at the data end).
