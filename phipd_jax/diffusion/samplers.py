@@ -17,9 +17,11 @@ not recompile.
 
 Structured noise enters only at initialisation (phi-PD paper Sec. 4): the start is
 ``x_start = noisy(x_input, eps, t_start)`` and every later step is the unchanged deterministic
-sampler. Generation: ``x_input = 0``, Gaussian ``eps``, strength 1. SDEdit (Meng et al. 2022):
-Gaussian ``eps`` at ``strength < 1``. phi-PD from noise: FSS ``eps`` of the input at strength 1;
-structured SDEdit: the same below 1.
+sampler. The samplers never choose the noise: the caller passes ``eps`` to :func:`sample_from`
+(:class:`phipd_jax.sampling.Sampler`, from :func:`phipd_jax.noise.noise_fn`). Generation:
+``x_input = 0``, Gaussian ``eps``, strength 1. SDEdit (Meng et al. 2022): Gaussian ``eps`` at
+``strength < 1``. phi-PD from noise: FSS ``eps`` of the input at strength 1; structured SDEdit:
+the same below 1.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from phipd_jax import noise as noise_lib
 from phipd_jax.diffusion import guidance as guidance_lib
 from phipd_jax.diffusion.processes import Process
 
@@ -198,33 +199,3 @@ def sample_from(process: Process, denoise: Denoiser, x_input: Array, eps: Array,
   x_start = process.noisy(x_input.astype(jnp.float32), eps.astype(jnp.float32), t_start)
   grid = process.time_grid(num_steps, t_start)
   return solve(process, denoise, x_start, grid, method, record)
-
-
-def generate(process: Process, denoise: Denoiser, key: Array, shape, num_steps: int,
-             method: str, noise_scale: float = 1.0) -> Array:
-  """Samples of ``shape`` from Gaussian noise of std ``noise_scale`` (JiT's ``s``)."""
-  eps = noise_scale * noise_lib.gaussian(key, jnp.zeros(shape, jnp.float32))
-  return sample_from(process, denoise, jnp.zeros(shape, jnp.float32), eps, 1.0, num_steps, method)
-
-
-def sdedit(process: Process, denoise: Denoiser, key: Array, x_input: Array,
-           strength: float | Array, num_steps: int, method: str,
-           noise_scale: float = 1.0) -> Array:
-  """SDEdit: Gaussian noise of the input at ``strength``, then denoise (Meng et al. 2022)."""
-  eps = noise_scale * noise_lib.gaussian(key, x_input.astype(jnp.float32))
-  return sample_from(process, denoise, x_input, eps, strength, num_steps, method)
-
-
-def phipd_translate(process: Process, denoise: Denoiser, key: Array, x_input: Array,
-                    radius: float | Array, num_steps: int, method: str,
-                    strength: float | Array = 1.0, noise_scale: float = 1.0,
-                    **noise_kwargs) -> Array:
-  """phi-PD structure-aligned translation (paper Sec. 4).
-
-  FSS noise of ``x_input`` at cutoff ``radius`` (unpadded frequency-index units; keyword
-  arguments of :func:`phipd_jax.noise.fss_from_noise` in ``noise_kwargs``), then the sampler:
-  at ``strength = 1`` from noise (the released scripts' mode), below 1 as structured SDEdit.
-  With the same ``key``, the base Gaussian draw equals :func:`sdedit`'s.
-  """
-  eps = noise_scale * noise_lib.fss(key, x_input.astype(jnp.float32), radius, **noise_kwargs)
-  return sample_from(process, denoise, x_input, eps, strength, num_steps, method)

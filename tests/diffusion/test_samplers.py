@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from phipd_jax import diffusion
+from phipd_jax import noise as noise_lib
 from phipd_jax.diffusion import samplers
 
 MU, S = 0.7, 0.4
@@ -51,6 +52,31 @@ def ddpm_oracle(prediction, schedule='cosine'):
 
 def analytic_endpoint(x_start, signal, noise):
   return MU + S * (x_start - signal * MU) / np.sqrt(signal**2 * S**2 + noise**2)
+
+
+# -- The three ways of choosing the start noise, as oracles: the library's samplers never choose
+# the noise (sampling.Sampler draws it with noise.noise_fn and calls samplers.sample_from). ---
+
+
+def generate_oracle(process, denoise, key, shape, num_steps, method):
+  """Generation: Gaussian noise of ``key`` at strength 1 from ``x_input = 0``."""
+  zeros = jnp.zeros(shape, jnp.float32)
+  eps = noise_lib.gaussian(key, zeros)
+  return samplers.sample_from(process, denoise, zeros, eps, 1.0, num_steps, method)
+
+
+def sdedit_oracle(process, denoise, key, x_input, strength, num_steps, method):
+  """SDEdit (Meng et al. 2022): Gaussian noise of ``key`` at ``strength``, then the sampler."""
+  eps = noise_lib.gaussian(key, x_input.astype(jnp.float32))
+  return samplers.sample_from(process, denoise, x_input, eps, strength, num_steps, method)
+
+
+def phipd_translate_oracle(process, denoise, key, x_input, radius, num_steps, method,
+                           strength=1.0):
+  """phi-PD (paper Sec. 4): FSS noise of ``x_input`` at ``radius`` drawn from ``key``, then the
+  sampler (from noise at strength 1, structured SDEdit below)."""
+  eps = noise_lib.fss(key, x_input.astype(jnp.float32), radius)
+  return samplers.sample_from(process, denoise, x_input, eps, strength, num_steps, method)
 
 
 def test_flow_interpolation_and_targets():
@@ -107,7 +133,7 @@ def test_flow_samplers_land_on_the_analytic_answer(prediction, method, steps, to
   process, apply_fn = flow_oracle(prediction)
   denoise = diffusion.denoiser(process, apply_fn, prediction)
   eps = jax.random.normal(jax.random.key(0), SHAPE)
-  x0 = diffusion.generate(process, denoise, jax.random.key(0), SHAPE, steps, method)
+  x0 = generate_oracle(process, denoise, jax.random.key(0), SHAPE, steps, method)
   np.testing.assert_allclose(x0, analytic_endpoint(eps, 0.0, 1.0), atol=tolerance)
 
 
@@ -118,7 +144,7 @@ def test_heun_is_second_order():
   errors = {}
   for method in ['euler', 'heun']:
     for steps in [10, 20]:
-      x0 = diffusion.generate(process, denoise, jax.random.key(0), SHAPE, steps, method)
+      x0 = generate_oracle(process, denoise, jax.random.key(0), SHAPE, steps, method)
       errors[method, steps] = float(jnp.max(jnp.abs(x0 - want)))
   assert errors['heun', 10] < errors['euler', 10] / 5
   assert errors['euler', 10] / errors['euler', 20] > 1.6  # First order: ~2x.
@@ -131,7 +157,7 @@ def test_ddim_lands_on_the_analytic_answer(prediction, schedule):
   process, apply_fn = ddpm_oracle(prediction, schedule)
   denoise = diffusion.denoiser(process, apply_fn, prediction)
   eps = jax.random.normal(jax.random.key(0), SHAPE)
-  x0 = diffusion.generate(process, denoise, jax.random.key(0), SHAPE, 250, 'ddim')
+  x0 = generate_oracle(process, denoise, jax.random.key(0), SHAPE, 250, 'ddim')
   a_T = float(np.sqrt(process.alpha_bar[-1]))
   want = analytic_endpoint(a_T * 0.0 + np.sqrt(1 - a_T**2) * eps, a_T, np.sqrt(1 - a_T**2))
   np.testing.assert_allclose(x0, want, atol=2e-2)
@@ -152,7 +178,7 @@ def test_sdedit_partial_strength_lands_on_the_analytic_answer(kind):
     signal = float(np.sqrt(process.alpha_bar[k]))
     noise_level, steps, method = np.sqrt(1 - signal**2), 200, 'ddim'
   denoise = diffusion.denoiser(process, apply_fn, 'v' if kind == 'flow' else 'eps')
-  out = diffusion.sdedit(process, denoise, key, x_input, strength, steps, method)
+  out = sdedit_oracle(process, denoise, key, x_input, strength, steps, method)
   want = analytic_endpoint(signal * x_input + noise_level * eps, signal, noise_level)
   np.testing.assert_allclose(out, want, atol=2e-2)
 
@@ -163,11 +189,10 @@ def test_phipd_translate_starts_from_structured_noise():
   x_input = jax.random.uniform(jax.random.key(1), SHAPE, minval=-1, maxval=1)
   key = jax.random.key(2)
   zero_velocity = lambda x_t, t: (x_t, x_t)  # eps_hat - x0_hat = 0: the sampler keeps x_start.
-  out = diffusion.phipd_translate(process, zero_velocity, key, x_input, 2.0, 4, 'euler')
-  from phipd_jax import noise as noise_lib
+  out = phipd_translate_oracle(process, zero_velocity, key, x_input, 2.0, 4, 'euler')
   np.testing.assert_allclose(out, noise_lib.fss(key, x_input, 2.0), atol=1e-6)
-  half = diffusion.phipd_translate(process, zero_velocity, key, x_input, 2.0, 4, 'euler',
-                                   strength=0.5)
+  half = phipd_translate_oracle(process, zero_velocity, key, x_input, 2.0, 4, 'euler',
+                                strength=0.5)
   np.testing.assert_allclose(half, 0.5 * x_input + 0.5 * noise_lib.fss(key, x_input, 2.0),
                              atol=1e-6)
 
@@ -192,8 +217,8 @@ def test_sampler_compiles_once_per_shape_and_steps():
   @chex.assert_max_traces(n=1)
   def run(x_input, key, strength, radius):
     denoise = diffusion.denoiser(process, apply_fn, 'v')
-    return diffusion.phipd_translate(process, denoise, key, x_input, radius, 8, 'heun',
-                                     strength=strength)
+    return phipd_translate_oracle(process, denoise, key, x_input, radius, 8, 'heun',
+                                  strength=strength)
 
   x_input = jnp.zeros(SHAPE)
   for strength, radius in [(1.0, 2.0), (0.5, 8.0), (0.3, 1.0)]:
