@@ -47,8 +47,6 @@ from phipd_jax.noise_kernels import (_angle, _computed_once, _linear_quantile_po
 Array = jax.Array
 Radius = Union[None, float, Array]
 
-NoiseFn = Callable[[Array, Array], Array]
-
 MAGNITUDES = ('gaussian', 'rayleigh')
 MODES = ('paper', 'reference')
 SPATIAL_AXES = (-3, -2)
@@ -604,9 +602,3 @@ def noise_fn(kind: str, *, r0: float = 0.0, rate: float = 0.1, edge_width: float
     return (scale * eps.astype(jnp.float32)).astype(x0.dtype) if scale != 1.0 else eps
 
   return draw
-
-
-def training_noise_fn(kind: str, **kwargs) -> NoiseFn:
-  """``noise_fn(kind, **kwargs)`` as ``(key, x0) -> eps`` (radius drawn per sample)."""
-  draw = noise_fn(kind, **kwargs)
-  return lambda key, x0: draw(key, x0)

@@ -291,18 +291,6 @@ def dct_matrix(size: int) -> Array:
   return jnp.asarray(_dct_matrix_np(int(size)))
 
 
-def dct2(x: Array) -> Array:
-  """Orthonormal 2-D DCT-II over ``H`` and ``W`` of ``x`` ``[B, H, W, C]`` (per channel)."""
-  d_h, d_w = dct_matrix(x.shape[1]), dct_matrix(x.shape[2])
-  return jnp.einsum('uh,bhwc,vw->buvc', d_h, x.astype(jnp.float32), d_w)
-
-
-def idct2(coefficients: Array) -> Array:
-  """Inverse of :func:`dct2` (orthonormal DCT-III), ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
-  d_h, d_w = dct_matrix(coefficients.shape[1]), dct_matrix(coefficients.shape[2])
-  return jnp.einsum('uh,buvc,vw->bhwc', d_h, coefficients.astype(jnp.float32), d_w)
-
-
 def normalized_radius(height: int, width: int) -> Array:
   """``rho(u, v)`` on DCT indices, float32 ``[H, W]`` in ``[0, 1]`` (see module docstring)."""
   u = np.arange(height, dtype=np.float64) / max(height - 1, 1)
