@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 from jax.experimental.custom_partitioning import custom_partitioning
@@ -198,6 +198,77 @@ def irfftn(spectrum: Array, lengths, axes) -> Array:
   return _fft_along('irfft', spectrum, axes, lengths)
 
 
+# --------------------------------------------------------------------------------------------
+# Radial frequency grids of the FFT: the one place they are computed.
+#
+# Unit: the frequency index, i.e. cycles across the (unpadded) axis, ``fftfreq(n) * n``; the
+# noise radii of :mod:`phipd_jax.noise` (paper Eq. 9) and the spectra of
+# :mod:`phipd_jax.evaluation` are distances from DC in it. (The DCT-index grid of Spectral
+# Forcing is :func:`normalized_radius`, below.)
+
+
+def frequency_indices(n: int) -> np.ndarray:
+  """Signed frequency of each bin of a length-``n`` FFT, unshifted layout, int64 ``[n]``.
+
+  ``fftfreq(n) * n`` as exact integers: ``0, 1, ..., ceil(n / 2) - 1, -(n // 2), ..., -1``
+  (cycles across the axis). ``np.fft.fftshift`` of it is ``arange(n) - n // 2``.
+  """
+  return (np.arange(n) + n // 2) % n - n // 2
+
+
+def frequency_distance(shape: Sequence[int], axes: Sequence[int], half: bool = False) -> Array:
+  """Distance from DC of every FFT bin, in frequency-index units (unshifted FFT layout).
+
+  The radius grid of the FSS mask (phi-PD paper Eq. 9). Per axis the index is
+  ``jnp.fft.fftfreq(n, float32) * n``, which in float32 is one ulp off the integer for many
+  ``n`` (see :func:`frequency_indices` for the exact integers); kept so that every noise draw
+  stays bit for bit what it was.
+
+  Args:
+    shape: full array shape, e.g. ``[B, H, W, C]``.
+    axes: the FFT axes (non-negative).
+    half: the ``rfftn`` layout: the last FFT axis holds ``n // 2 + 1`` non-negative frequencies.
+
+  Returns:
+    float32 array with the (half-)spectrum length on each axis in ``axes`` and 1 elsewhere, so it
+    broadcasts against the spectrum; entry = ``sqrt(sum_a (fftfreq(n_a) * n_a)^2)``.
+  """
+  squared = jnp.zeros([1] * len(shape), jnp.float32)
+  for axis in axes:
+    n = shape[axis]
+    if half and axis == axes[-1]:
+      index = jnp.arange(n // 2 + 1, dtype=jnp.float32)
+    else:
+      index = jnp.fft.fftfreq(n, dtype=jnp.float32) * n
+    grid_shape = [1] * len(shape)
+    grid_shape[axis] = index.shape[0]
+    squared = squared + jnp.reshape(index, grid_shape) ** 2
+  return jnp.sqrt(squared)
+
+
+def radius_bins(height: int, width: int) -> np.ndarray:
+  """Integer radius ``round(sqrt(u^2 + v^2))`` of each unshifted ``fft2`` bin, int32 ``[H, W]``.
+
+  ``u``, ``v``: :func:`frequency_indices` of ``H`` and ``W`` (cycles per image). The bins of
+  :func:`phipd_jax.evaluation.spectra.radial_power_spectrum`.
+  """
+  u, v = frequency_indices(height), frequency_indices(width)
+  return np.rint(np.sqrt(u[:, None] ** 2 + v[None, :] ** 2)).astype(np.int32)
+
+
+def released_ovg_radius_bins(height: int, width: int) -> np.ndarray:
+  """The released OVG code's radial bins (``nicoboou/ovg``; kept for parity), int64 ``[H, W]``.
+
+  On the ``fftshift``-ed grid, ``r = floor(sqrt((i - H // 2)^2 + (j - W // 2)^2))`` for row ``i``
+  and column ``j``: the floor, not the rounding of :func:`radius_bins`, of the same distance
+  (``i - H // 2`` is ``fftshift(frequency_indices(H))[i]``). The bins of
+  :func:`phipd_jax.evaluation.collapse.radial_log_amplitude`.
+  """
+  u = np.fft.fftshift(frequency_indices(height))
+  v = np.fft.fftshift(frequency_indices(width))
+  return np.sqrt(u[:, None] ** 2 + v[None, :] ** 2).astype(np.int64)
+
+
 @functools.lru_cache(maxsize=32)
 def _dct_matrix_np(size: int) -> np.ndarray:
   k = np.arange(size, dtype=np.float64)[:, None]
@@ -218,18 +289,6 @@ def dct_matrix(size: int) -> Array:
   if size < 1:
     raise ValueError(f'dct_matrix: size={size} must be >= 1')
   return jnp.asarray(_dct_matrix_np(int(size)))
-
-
-def dct2(x: Array) -> Array:
-  """Orthonormal 2-D DCT-II over ``H`` and ``W`` of ``x`` ``[B, H, W, C]`` (per channel)."""
-  d_h, d_w = dct_matrix(x.shape[1]), dct_matrix(x.shape[2])
-  return jnp.einsum('uh,bhwc,vw->buvc', d_h, x.astype(jnp.float32), d_w)
-
-
-def idct2(coefficients: Array) -> Array:
-  """Inverse of :func:`dct2` (orthonormal DCT-III), ``[B, H, W, C]`` -> ``[B, H, W, C]``."""
-  d_h, d_w = dct_matrix(coefficients.shape[1]), dct_matrix(coefficients.shape[2])
-  return jnp.einsum('uh,buvc,vw->bhwc', d_h, coefficients.astype(jnp.float32), d_w)
 
 
 def normalized_radius(height: int, width: int) -> Array:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs import autoencoder_lwd, quickstart
-from phipd_jax import experiment, latent, models, saved_run, noise as noise_lib, trainer, writers
+from phipd_jax import experiment, latent, models, saved_run, spectral, trainer, writers
 from phipd_jax.diffusion import objectives
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import lwd_study
@@ -111,7 +111,7 @@ def _check_latent_phipd(workdir, latent_config):
   eps = np.asarray(sampler.noise(z, jax.random.key(0), jnp.float32(radius)))
   zx = np.fft.fft2(np.asarray(z, np.float64), axes=(1, 2))
   ze = np.fft.fft2(np.asarray(eps, np.float64), axes=(1, 2))
-  d = np.asarray(noise_lib.frequency_distance(z.shape, (1, 2)))
+  d = np.asarray(spectral.frequency_distance(z.shape, (1, 2)))
   inside = np.broadcast_to(d <= radius, zx.shape) & (np.abs(zx) > 1e-3) & (np.abs(ze) > 1e-3)
   assert inside.sum() > 0
   gap = zx[inside] / np.abs(zx[inside]) - ze[inside] / np.abs(ze[inside])

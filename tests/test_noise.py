@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from phipd_jax import noise as noise_lib
+from phipd_jax import noise_kernels, spectral
 
 
 def _image(seed=0, shape=(2, 32, 32, 3)):
@@ -102,7 +103,7 @@ def test_phase_equals_input_phase_inside_cutoff(radius):
   eps = noise_lib.fss_from_noise(x0, noise, radius)
   zx = np.fft.fft2(np.asarray(x0, np.float64), axes=(1, 2))
   ze = np.fft.fft2(np.asarray(eps, np.float64), axes=(1, 2))
-  d = np.asarray(noise_lib.frequency_distance(x0.shape, (1, 2)))
+  d = np.asarray(spectral.frequency_distance(x0.shape, (1, 2)))
   inside = np.broadcast_to(d <= radius, zx.shape) & (np.abs(zx) > 1e-3) & (np.abs(ze) > 1e-3)
   assert inside.sum() > 0
   phasor_x = zx[inside] / np.abs(zx[inside])
@@ -127,7 +128,7 @@ def test_output_is_real_hermitian_spectrum():
   """Before taking Re, the inverse FFT is real: the blended spectrum is Hermitian."""
   x0, noise = _image(), _noise()
   for radius in [None, 4.0]:
-    mask = np.asarray(noise_lib.fss_mask(noise_lib.frequency_distance(x0.shape, (1, 2)),
+    mask = np.asarray(noise_lib.fss_mask(spectral.frequency_distance(x0.shape, (1, 2)),
                                          radius, 2.0))
     zx, zn = np.fft.fft2(x0, axes=(1, 2)), np.fft.fft2(noise, axes=(1, 2))
     spectrum = np.abs(zn) * np.exp(1j * (mask * np.angle(zx) + (1 - mask) * np.angle(zn)))
@@ -162,7 +163,7 @@ def test_small_radius_has_gaussian_statistics():
   assert abs(float(eps.var()) - 1.0) < 0.03
   # Flat spectrum: every radial band has the same mean power N = H * W (within 10 %).
   power = np.mean(np.abs(np.fft.fft2(eps, axes=(1, 2))) ** 2, axis=(0, 3))
-  d = np.asarray(noise_lib.frequency_distance((1, 64, 64, 1), (1, 2)))[0, :, :, 0]
+  d = np.asarray(spectral.frequency_distance((1, 64, 64, 1), (1, 2)))[0, :, :, 0]
   for low, high in [(2, 8), (8, 16), (16, 24), (24, 32)]:
     band = power[(d >= low) & (d < high)].mean()
     assert abs(band / 4096.0 - 1.0) < 0.1, (low, high, band)
@@ -255,16 +256,16 @@ def test_sort_free_quantile_equals_jnp_quantile(kind, shape, small_selection, mo
   """Whole tensor (one row: 16 + 16-bit radix digits, forced with _SMALL_SELECTION = 0; these
   sizes are below the default) and per sample or few keys (11 + 11 + 10)."""
   if small_selection is not None:
-    monkeypatch.setattr(noise_lib, '_SMALL_SELECTION', small_selection)
+    monkeypatch.setattr(noise_kernels, '_SMALL_SELECTION', small_selection)
   x = _quantile_data(kind, shape)
   rows = x.reshape(shape[0], -1)
   for q in [0.95, 0.5, 0.0, 1.0, 0.3]:
-    got = jax.jit(lambda a, q=q: noise_lib._quantile(a, q))(x)
+    got = jax.jit(lambda a, q=q: noise_kernels._quantile(a, q))(x)
     want = jnp.quantile(jnp.asarray(x), q, axis=tuple(range(1, x.ndim)))
     np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)  # Same formula; ~1 ulp (FMA).
   # The order statistics themselves are exact.
   rank = int(0.95 * (rows.shape[1] - 1))
-  low, following = jax.jit(lambda a: noise_lib._order_statistics([(a, 1)], rank))(x)
+  low, following = jax.jit(lambda a: noise_kernels._order_statistics([(a, 1)], rank))(x)
   ordered = np.sort(rows, axis=1)
   np.testing.assert_array_equal(low, ordered[:, rank])
   if rank + 1 < rows.shape[1]:
@@ -278,13 +279,13 @@ def test_order_statistics_every_rank_including_a_next_value_in_another_radix_bin
   from a pass over all keys (values an octave apart differ in the top 16 bits); with both digit
   plans (_SMALL_SELECTION = 0 forces 16 + 16 bits on one row)."""
   if small_selection is not None:
-    monkeypatch.setattr(noise_lib, '_SMALL_SELECTION', small_selection)
+    monkeypatch.setattr(noise_kernels, '_SMALL_SELECTION', small_selection)
   rows = np.array([[0.5, 3.0, -1.0, 8.0, 3.0, 2.0, -0.0, 0.0, 1.0, 1.5],
                    [4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.000001]], np.float32)
   for x in [rows[:1], rows]:  # One row, two rows (11 + 11 + 10).
     ordered = np.sort(x, axis=1)
     for rank in range(x.shape[1] - 1):
-      low, following = jax.jit(lambda a, r=rank: noise_lib._order_statistics([(a, 1)], r))(x)
+      low, following = jax.jit(lambda a, r=rank: noise_kernels._order_statistics([(a, 1)], r))(x)
       np.testing.assert_array_equal(low, ordered[:, rank])
       np.testing.assert_array_equal(following, ordered[:, rank + 1])
 
@@ -296,12 +297,12 @@ def test_standard_normal_is_jax_random_normal_bit_for_bit(shape):
   keys = [jax.random.key(3), jax.random.PRNGKey(5), jax.random.key(4, impl='rbg')]
   for key in keys:
     want = jax.random.normal(key, shape, jnp.float32)
-    got = jax.jit(noise_lib.standard_normal, static_argnums=1)(key, shape)
+    got = jax.jit(noise_kernels.standard_normal, static_argnums=1)(key, shape)
     assert got.dtype == jnp.float32 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
   split = jax.random.split(jax.random.key(9), 3)
   np.testing.assert_array_equal(
-      jax.vmap(lambda k: noise_lib.standard_normal(k, shape))(split),
+      jax.vmap(lambda k: noise_kernels.standard_normal(k, shape))(split),
       jax.vmap(lambda k: jax.random.normal(k, shape))(split))
   x0 = jnp.zeros(shape, jnp.bfloat16)
   np.testing.assert_array_equal(noise_lib.gaussian(keys[0], x0),
@@ -311,12 +312,12 @@ def test_standard_normal_is_jax_random_normal_bit_for_bit(shape):
 def test_sort_free_quantile_weighted_parts_and_offset():
   x = _quantile_data('ties', (3, 4, 60), seed=1)
   # Weight 2 for all, -1 for the first 10 columns: those count once, the rest twice.
-  got = noise_lib._quantile([(x, 2), (x[..., :10], -1)], 0.95)
+  got = noise_kernels._quantile([(x, 2), (x[..., :10], -1)], 0.95)
   explicit = np.concatenate([x.reshape(3, -1), x[..., 10:].reshape(3, -1)], 1)
   np.testing.assert_allclose(got, jnp.quantile(explicit, 0.95, axis=1), rtol=3e-7, atol=0)
   # Offset: elements known to lie below the result shift the rank only.
   below = np.full((3, 500), -100.0, np.float32)
-  got = noise_lib._quantile(x, 0.95, offset=500)
+  got = noise_kernels._quantile(x, 0.95, offset=500)
   want = jnp.quantile(np.concatenate([below, x.reshape(3, -1)], 1), 0.95, axis=1)
   np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
 
@@ -345,11 +346,11 @@ def test_polynomial_angle_sincos_and_reflect_indices():
   x = np.concatenate([x, [0, 0, 0, 1, -1, 1, -1, 2]]).astype(np.float32)
   y = np.concatenate([y, [0, 1, -1, 0, 0, -0.0, -0.0, 2]]).astype(np.float32)
   z = jax.lax.complex(jnp.asarray(x), jnp.asarray(y))
-  angle = noise_lib._polynomial_angle(z)
+  angle = noise_kernels._polynomial_angle(z)
   np.testing.assert_allclose(angle, np.arctan2(y.astype(np.float64), x), rtol=0, atol=4e-7)
-  np.testing.assert_array_equal(np.signbit(angle), np.signbit(noise_lib._angle(z)))
+  np.testing.assert_array_equal(np.signbit(angle), np.signbit(noise_kernels._angle(z)))
   t = np.linspace(-10.0, 10.0, 20001, dtype=np.float32)
-  sin, cos = noise_lib._sincos(jnp.asarray(t))
+  sin, cos = noise_kernels._sincos(jnp.asarray(t))
   np.testing.assert_allclose(sin, np.sin(t.astype(np.float64)), rtol=0, atol=2e-7)
   np.testing.assert_allclose(cos, np.cos(t.astype(np.float64)), rtol=0, atol=2e-7)
   for size in [1, 2, 3, 8]:
@@ -365,7 +366,7 @@ def test_reference_mode_std_in_documented_range():
 
 
 def test_mask_properties():
-  d = noise_lib.frequency_distance((1, 32, 32, 1), (1, 2))
+  d = spectral.frequency_distance((1, 32, 32, 1), (1, 2))
   m = np.asarray(noise_lib.fss_mask(d, 5.0, 2.0))
   assert np.all(m[np.asarray(d) <= 5.0] == 1.0)
   np.testing.assert_allclose(noise_lib.fss_mask(jnp.array(7.0), 5.0, 2.0), np.exp(-0.5), rtol=1e-6)
@@ -412,11 +413,18 @@ def test_bfloat16_input_keeps_dtype():
   chex.assert_shape(eps, x0.shape)
 
 
+def training_noise_oracle(kind, **kwargs):
+  """The training objective's noise function: ``noise_fn(kind, **kwargs)`` as
+  ``(key, x0) -> eps``, one radius drawn per sample."""
+  draw = noise_lib.noise_fn(kind, **kwargs)
+  return lambda key, x0: draw(key, x0)
+
+
 def test_sample_radius_and_training_noise_fn():
   r = noise_lib.sample_radius(jax.random.key(0), (20000,), 4.0, 0.1)
   assert float(r.min()) >= 4.0
   assert abs(float(jnp.mean(r - 4.0)) - 10.0) < 0.3
-  fn = noise_lib.training_noise_fn('fss', r0=2.0, rate=0.1)
+  fn = training_noise_oracle('fss', r0=2.0, rate=0.1)
   eps = jax.jit(fn)(jax.random.key(0), _image())
   chex.assert_shape(eps, (2, 32, 32, 3))
 
@@ -428,7 +436,7 @@ def test_sample_radius_and_training_noise_fn():
     (lambda: noise_lib.fss(jax.random.key(0), _image(), 1.0, mode='bogus'), 'mode'),
     (lambda: noise_lib.fss(jax.random.key(0), _image(), 1.0, edge_width=0.0), 'edge_width'),
     (lambda: noise_lib.fss(jax.random.key(0), _image(), 1.0, axes=(0, 1)), 'axes'),
-    (lambda: noise_lib.training_noise_fn('pink'), 'kind'),
+    (lambda: training_noise_oracle('pink'), 'kind'),
 ])
 def test_bad_arguments_raise_clear_errors(call, message):
   with pytest.raises(ValueError, match=message):

@@ -23,12 +23,48 @@ def test_dct_matrix_is_orthonormal_and_equals_scipy(size):
   np.testing.assert_allclose(d @ x, scipy.fft.dct(x, type=2, norm='ortho', axis=0), atol=1e-5)
 
 
+def dct2_oracle(x):
+  """Orthonormal 2-D DCT-II of ``[B, H, W, C]`` over ``H, W`` from :func:`spectral.dct_matrix`
+  (as :func:`spectral.spectral_forcing` applies it)."""
+  d_h, d_w = spectral.dct_matrix(x.shape[1]), spectral.dct_matrix(x.shape[2])
+  return jnp.einsum('uh,bhwc,vw->buvc', d_h, x.astype(jnp.float32), d_w)
+
+
+def idct2_oracle(coefficients):
+  """Its inverse (DCT-III): the transposed matrices."""
+  d_h, d_w = spectral.dct_matrix(coefficients.shape[1]), spectral.dct_matrix(coefficients.shape[2])
+  return jnp.einsum('uh,buvc,vw->bhwc', d_h, coefficients.astype(jnp.float32), d_w)
+
+
 def test_dct2_round_trip_and_equals_scipy_dctn_on_non_square_images():
   x = np.random.default_rng(0).normal(size=(2, 12, 20, 3)).astype(np.float32)
-  coefficients = spectral.dct2(jnp.asarray(x))
+  coefficients = dct2_oracle(jnp.asarray(x))
   np.testing.assert_allclose(coefficients, scipy.fft.dctn(x, type=2, norm='ortho', axes=(1, 2)),
                              atol=1e-5)
-  np.testing.assert_allclose(spectral.idct2(coefficients), x, atol=1e-5)
+  np.testing.assert_allclose(idct2_oracle(coefficients), x, atol=1e-5)
+
+
+@pytest.mark.parametrize('height, width', [(1, 1), (1, 6), (7, 8), (16, 16), (31, 64)])
+def test_frequency_grids_equal_their_fftfreq_definitions(height, width):
+  """Integer indices, rounded and released-OVG (floor, shifted-grid) radius bins, and the float32
+  distance in the full and rfft half layouts, each against the formula it documents."""
+  for n in (height, width):
+    np.testing.assert_array_equal(spectral.frequency_indices(n),
+                                  np.rint(np.fft.fftfreq(n) * n).astype(np.int64))
+  ky, kx = np.fft.fftfreq(height) * height, np.fft.fftfreq(width) * width
+  distance = np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+  bins = spectral.radius_bins(height, width)
+  assert bins.dtype == np.int32
+  np.testing.assert_array_equal(bins, np.rint(distance))
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+  np.testing.assert_array_equal(
+      spectral.released_ovg_radius_bins(height, width),
+      np.sqrt((cols - width // 2) ** 2 + (rows - height // 2) ** 2).astype(np.int64))
+  full = spectral.frequency_distance((2, height, width, 3), (1, 2))
+  half = spectral.frequency_distance((2, height, width, 3), (1, 2), half=True)
+  assert full.shape == (1, height, width, 1) and full.dtype == jnp.float32
+  np.testing.assert_allclose(full[0, ..., 0], distance, rtol=1e-6)
+  np.testing.assert_allclose(half[0, ..., 0], distance[:, :width // 2 + 1], rtol=1e-6)
 
 
 def test_released_mask_values_at_the_ends():

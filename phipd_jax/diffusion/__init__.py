@@ -2,7 +2,7 @@
 
 from phipd_jax.diffusion.guidance import (OVG_PRESETS, OVGTerms, classifier_free_guidance,
                                           clip_denoised, ovg_corrections, ovg_step, ovg_terms)
-from phipd_jax.diffusion.inversion import invert, invert_then_sample, inversion_grid, ovg_invert
+from phipd_jax.diffusion.inversion import invert, inversion_grid, ovg_invert
 from phipd_jax.diffusion.objectives import LOSS_SPACES, diffusion_loss
 from phipd_jax.diffusion.processes import (DDPM, EDM, PREDICTIONS, PROCESSES, FlowMatching,
                                            Process, alpha_bar_schedule)

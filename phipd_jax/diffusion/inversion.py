@@ -14,7 +14,8 @@ source label, sample with the target label.
 :func:`ovg_invert` adds Orthogonal Variance Guidance (OVG) to every inversion step
 (:func:`phipd_jax.diffusion.guidance.ovg_step`; Bourriez et al., arXiv:2602.13303, as released in
 ``nicoboou/ovg``): the inverted noise is pushed to the Gaussian norm while the source stays
-reconstructable. Sampling afterwards is plain (:func:`invert_then_sample` with ``inverted``).
+reconstructable. Sampling afterwards is plain: :func:`phipd_jax.diffusion.samplers.solve` from
+the inverted noise on the forward grid, with the target condition.
 """
 
 from __future__ import annotations
@@ -63,25 +64,6 @@ def invert(process: Process, denoise: samplers.Denoiser, x_src: Array, num_steps
   if start_noise is not None:
     x = process.noisy(x, start_noise.astype(jnp.float32), grid[0])
   return samplers.solve(process, denoise, x, grid, method, record)
-
-
-def invert_then_sample(process: Process, denoise_source: samplers.Denoiser,
-                       denoise_target: samplers.Denoiser, x_src: Array, num_steps: int, *,
-                       method: str = 'euler', start_noise: Optional[Array] = None,
-                       inverted: Optional[Array] = None) -> tuple[Array, Array]:
-  """Translation by inversion: invert with the source condition, sample with the target.
-
-  Args:
-    inverted: an already inverted ``x_T`` (e.g. by OVG); skips the inversion.
-
-  Returns:
-    ``(output, x_T)``: the sample at the data end and the inverted noise.
-  """
-  if inverted is None:
-    inverted = invert(process, denoise_source, x_src, num_steps, method=method,
-                      start_noise=start_noise)
-  grid = process.time_grid(num_steps)
-  return samplers.solve(process, denoise_target, inverted, grid, method), inverted
 
 
 def ovg_invert(process: Process, denoise: samplers.Denoiser, x_src: Array, num_steps: int, *,

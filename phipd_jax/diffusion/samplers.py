@@ -17,9 +17,11 @@ not recompile.
 
 Structured noise enters only at initialisation (phi-PD paper Sec. 4): the start is
 ``x_start = noisy(x_input, eps, t_start)`` and every later step is the unchanged deterministic
-sampler. Generation: ``x_input = 0``, Gaussian ``eps``, strength 1. SDEdit (Meng et al. 2022):
-Gaussian ``eps`` at ``strength < 1``. phi-PD from noise: FSS ``eps`` of the input at strength 1;
-structured SDEdit: the same below 1.
+sampler. The samplers never choose the noise: the caller passes ``eps`` to :func:`sample_from`
+(:class:`phipd_jax.sampling.Sampler`, from :func:`phipd_jax.noise.noise_fn`). Generation:
+``x_input = 0``, Gaussian ``eps``, strength 1. SDEdit (Meng et al. 2022): Gaussian ``eps`` at
+``strength < 1``. phi-PD from noise: FSS ``eps`` of the input at strength 1; structured SDEdit:
+the same below 1.
 """
 
 from __future__ import annotations

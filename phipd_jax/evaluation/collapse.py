@@ -14,7 +14,8 @@ Conventions:
   Python loop over the batch) and jit-able; outputs are float32.
 * Unitary FFT per channel, ``X_c = fft2(x_c, norm='ortho')``: white noise of unit variance has
   ``E|X_c(u, v)|^2 = 1`` at every bin, so band powers of N(0, I) are 1.
-* Signed integer frequencies ``u`` (rows, ``-H/2 .. H/2 - 1``) and ``v`` (columns), normalised
+* Signed integer frequencies ``u`` (rows, ``-H/2 .. H/2 - 1``) and ``v`` (columns;
+  :func:`phipd_jax.spectral.frequency_indices`), normalised
   radius ``rho = 2 sqrt((u / H)^2 + (v / W)^2)`` (1 at the Nyquist frequency of either axis).
   Bands: ``'dc'`` ``rho = 0``; ``'lf'`` ``0 < rho <= 1/8``; ``'hf'`` ``1/2 < rho <= 1`` (the
   corners beyond ``rho = 1`` are excluded). Band membership is decided in exact integer
@@ -35,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from phipd_jax import spectral
+
 Array = jax.Array
 
 BANDS = ('dc', 'lf', 'hf')
@@ -53,8 +56,8 @@ def band_masks(height: int, width: int) -> dict[str, np.ndarray]:
     ``v = fftfreq(W)[j] * W``). DC: ``rho = 0``; LF: ``0 < rho <= 1/8``; HF:
     ``1/2 < rho <= 1``, with ``rho = 2 sqrt((u/H)^2 + (v/W)^2)``.
   """
-  u = np.rint(np.fft.fftfreq(height) * height).astype(np.int64)[:, None]
-  v = np.rint(np.fft.fftfreq(width) * width).astype(np.int64)[None, :]
+  u = spectral.frequency_indices(height)[:, None]
+  v = spectral.frequency_indices(width)[None, :]
   # rho^2 = q / n exactly, with q and n integers.
   q = 4 * (u * u * width * width + v * v * height * height)
   n = height * height * width * width
@@ -278,11 +281,10 @@ def pca_cumulative_variance(maps: Array) -> Array:
 
 
 def _radial_weights(height: int, width: int) -> np.ndarray:
-  """``[H * W, R]`` averaging matrix of the released code's radial bins on the shifted grid."""
-  cy, cx = height // 2, width // 2
-  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
-  radius = np.sqrt((cols - cx) ** 2 + (rows - cy) ** 2).astype(np.int64).reshape(-1)
-  num_bins = min(cx, cy)
+  """``[H * W, R]`` averaging matrix of the released code's radial bins on the shifted grid
+  (:func:`phipd_jax.spectral.released_ovg_radius_bins`)."""
+  radius = spectral.released_ovg_radius_bins(height, width).reshape(-1)
+  num_bins = min(height // 2, width // 2)
   one_hot = (radius[:, None] == np.arange(num_bins)[None, :]).astype(np.float64)
   return (one_hot / np.maximum(one_hot.sum(axis=0, keepdims=True), 1.0)).astype(np.float32)
 

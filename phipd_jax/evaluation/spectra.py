@@ -3,7 +3,8 @@
 The power spectrum of an image ``[H, W, C]`` is ``|FFT2(x - mean(x))|^2 / (H W)`` per channel
 (orthonormal scaling: white noise of variance s^2 has a flat spectrum at s^2), averaged over
 channels and over integer radius bins ``round(sqrt(ky^2 + kx^2))`` of the centred frequency
-index (cycles per image), bins ``0 .. min(H, W) / 2``. Natural images fall roughly as ``k^-2``.
+index (cycles per image; :func:`phipd_jax.spectral.radius_bins`), bins ``0 .. min(H, W) / 2``.
+Natural images fall roughly as ``k^-2``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from phipd_jax import spectral
+
 Array = jax.Array
-
-
-def _radius_bins(height: int, width: int) -> np.ndarray:
-  ky = np.fft.fftfreq(height) * height
-  kx = np.fft.fftfreq(width) * width
-  return np.rint(np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).astype(np.int32)
 
 
 def radial_power_spectrum(images: Array) -> Array:
@@ -36,7 +33,7 @@ def radial_power_spectrum(images: Array) -> Array:
   centred = images - jnp.mean(images, axis=(1, 2), keepdims=True)
   power = jnp.abs(jnp.fft.fft2(centred, axes=(1, 2))) ** 2 / (height * width)
   power = jnp.mean(power, axis=(0, 3))  # [H, W]
-  bins = _radius_bins(height, width)
+  bins = spectral.radius_bins(height, width)
   num_bins = min(height, width) // 2 + 1
   keep = bins < num_bins
   totals = jnp.zeros(num_bins).at[bins[keep]].add(power[keep])
