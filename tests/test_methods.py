@@ -219,3 +219,25 @@ def test_inversion_report_files_and_mixed_sizes(tmp_path):
   assert line == 'mixed sizes, no diagnostics'
   assert sorted(np.load(mixed / 'inverted.npz').files) == ['names', 'noise_0', 'noise_1']
   assert not (mixed / 'noise.png').exists()
+
+
+class _PoolCodec:
+  """A stand-in latent codec: 2x2 mean pooling to 4 channels (what the report reads of one)."""
+  downsample = 2
+
+  def encode(self, x):
+    pooled = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2, 3).mean((2, 4))
+    return jnp.concatenate([pooled, pooled[..., :1]], axis=-1)
+
+
+def test_inversion_report_of_a_latent_run_compares_with_the_latents(tmp_path):
+  rng = np.random.default_rng(1)
+  noise = [rng.standard_normal((8, 8, 4)).astype(np.float32) for _ in range(2)]
+  sources = [rng.uniform(-1, 1, (16, 16, 3)).astype(np.float32) for _ in range(2)]
+  line = collapse.write_inversion_report(str(tmp_path), noise, sources, ['a', 'b'], scale=1.0,
+                                         codec=_PoolCodec())
+  latents = _PoolCodec().encode(jnp.asarray(np.stack(sources)))
+  report = collapse.collapse_report(jnp.asarray(np.stack(noise)), latents, 1.0)
+  assert line == ', '.join(f'{k} {v:.3f}' for k, v in report.items())
+  assert np.load(tmp_path / 'inverted.npz')['noise'].shape == (2, 8, 8, 4)
+  assert (tmp_path / 'noise.png').stat().st_size > 500

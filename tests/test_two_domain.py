@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import common, edges2shoes_two_domain
+from configs import edges2shoes_two_domain
 from phipd_jax import experiment
 from phipd_jax.data import pipeline
 from phipd_jax.diffusion import inversion
@@ -172,7 +172,7 @@ def test_two_domain_run_learns_and_sample_ovg_writes_outputs_and_diagnostics(
   # reference, the figures.
   from phipd_jax.evaluation import inversion_study
   study = tmp_path / 'study'
-  summary = inversion_study.run_study([str(workdir)], [], common.get_base_config(), num=4,
+  summary = inversion_study.run_study([str(workdir)], [], num=4,
                                       strengths=(0.6,), batch_size=4, out_dir=str(study),
                                       num_reference=16)
   settings = {(row['task'], row['setting']) for row in summary['rows']}
@@ -186,7 +186,7 @@ def test_two_domain_run_learns_and_sample_ovg_writes_outputs_and_diagnostics(
   for name in ('ovg_study.json', 'ovg_study.md', 'frontier.png', 'spectra_edges.png',
                'run_edges.png'):
     assert (study / name).stat().st_size > 200, name
-  pca = inversion_study.pca_study(str(workdir), common.get_base_config(), num=4, batch_size=4)
+  pca = inversion_study.pca_study(str(workdir), num=4, batch_size=4)
   assert set(pca['effective_rank']) == {'x4 source, inverted', 'x8 source, inverted',
                                         'x16 source, inverted', 'N(0, I)'}
   bad_class = subprocess.run(
