@@ -47,7 +47,7 @@ _MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'invert'
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder (default <workdir>/sample_<mode>).')
 _NUM = flags.DEFINE_integer('num', 16, 'generate: number of samples.', lower_bound=1)
 _INPUT = flags.DEFINE_string('input', None, 'translate/invert: an image file or a folder.')
-_METHOD = flags.DEFINE_enum('method', 'phipd', ['phipd', 'sdedit', 'invert', 'ovg'],
+_METHOD = flags.DEFINE_enum('method', 'phipd', [m for m in sampling.METHODS if m != 'generate'],
                             'phipd_jax.sampling.METHODS: phipd, sdedit, or (class-conditional '
                             'runs) invert or ovg (inversion with OVG, config sample.ovg).')
 _SOURCE_CLASS = flags.DEFINE_integer('source_class', None, 'invert/ovg: class of the inputs '
