@@ -77,3 +77,55 @@ def output_path(output: str, path: str) -> str:
   """``<output>/<file name>``, with ``.png`` added to a name without an extension."""
   name = os.path.basename(path)
   return os.path.join(output, name if os.path.splitext(name)[1] else name + '.png')
+
+
+def read_inputs(path: str, size: int, patch: int, *, resize: bool = False,
+                any_size: bool = False, max_pixels: Optional[int] = None
+                ) -> tuple[dict[str, np.ndarray], int]:
+  """Every image of ``path`` (:func:`list_images`) read by :func:`read_image` (same arguments).
+
+  A file that cannot be used is reported on stderr as ``error: <message>`` (the message names
+  the file) and skipped; the others are read.
+
+  Returns:
+    ``({path: float32 image [H, W, 3] in [-1, 1]}, number of failed files)``.
+
+  Raises:
+    FileNotFoundError: ``path`` does not exist.
+  """
+  images, failures = {}, 0
+  for file in list_images(path):
+    try:
+      images[file] = read_image(file, size, patch, resize=resize, any_size=any_size,
+                                max_pixels=max_pixels)
+    except ValueError as error:
+      print(f'error: {error}', file=sys.stderr, flush=True)
+      failures += 1
+  return images, failures
+
+
+def batches(images: dict[str, np.ndarray], batch_size: int):
+  """Same-shape groups of ``images`` in batches of ``min(batch_size, group size)``, a trailing
+  partial batch padded with copies of its first image: one compilation per image shape.
+
+  Args:
+    images: ``{path: float32 image [H, W, C]}`` (as :func:`read_inputs` returns).
+    batch_size: images per batch, >= 1.
+
+  Yields:
+    ``(paths, batch [N, H, W, C] float32, index)``: the batch's ``len(paths) <= N`` images
+    first, then the padding; ``index`` counts batches from 0 across groups.
+  """
+  by_shape = {}
+  for path, image in images.items():
+    by_shape.setdefault(image.shape, []).append(path)
+  index = 0
+  for group in by_shape.values():
+    size = min(batch_size, len(group))
+    for start in range(0, len(group), size):
+      paths = group[start:start + size]
+      stacked = np.stack([images[p] for p in paths])
+      if len(paths) < size:
+        stacked = np.concatenate([stacked, np.repeat(stacked[:1], size - len(paths), 0)])
+      yield paths, stacked, index
+      index += 1

@@ -11,14 +11,23 @@ Latent runs: the public methods take and return images; a :class:`~phipd_jax.lat
 encodes the inputs first and decodes the outputs last (each a separate compiled call), so the
 noise (FSS / phi-PD from the latent of the input, as the released phi-PD models build it), the
 network, inversion and OVG all run on latents. Inverted noise is returned in the latent space.
+
+The translation methods are one table, :data:`METHODS` (``'phipd'``, ``'sdedit'``, ``'invert'``,
+``'ovg'``, ``'generate'``): each is ``method(sampler, params, inputs, key, setting) -> (outputs,
+inverted noise or None)`` over a :class:`Setting`, with its grid title; :func:`check` validates a
+method and setting against a sampler (or a run's :class:`Capabilities`, before its checkpoint
+loads), :func:`map_batches` runs one over padded batches, :func:`translation_columns` builds the
+checkpoint grids from it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import dataclasses
+from typing import Callable, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from phipd_jax import latent as latent_lib
@@ -96,6 +105,12 @@ class Sampler:
     """Deterministic inversion of images ``x`` ``[B, H, W, C]`` to the noise end (model
     space) on the reversed sampling grid; ``labels``: the source condition, unguided."""
     return self._invert_jit(params, self.encode(x), labels, start_noise)
+
+  @property
+  def prior_std(self) -> float:
+    """The prior's std at the noise end of the sampling grid (EDM: ``sigma_max``; DDPM, flow:
+    1): the scale of inverted noise."""
+    return float(self.process.sigma(self.process.time_grid(1)[0]))
 
   @property
   def evaluations(self) -> int:
@@ -251,25 +266,229 @@ class Sampler:
                             start_noise=n)
 
 
+# ---------------------------------------------------------------------------------------------
+# The translation methods: one table, one setting, one check.
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """The knobs of a translation method; each :class:`Method` reads the fields it names.
+
+  Attributes:
+    radius: phi-PD cutoff radius >= 0 in frequency-index units of the model space (distance
+      from DC in cycles per image; ``inf`` keeps the whole phase); None = unset.
+    strength: start time in (0, 1] (t = 0 data, 1 = from noise).
+    source: the inputs' class (translation by inversion), in ``[0, num_classes)``; None = unset.
+    target: the class to sample (class-conditional models), or None (the null class).
+    guidance_scale: classifier-free guidance of ``target`` (1 = none), >= 0.
+  """
+  radius: Optional[float] = None
+  strength: float = 1.0
+  source: Optional[int] = None
+  target: Optional[int] = None
+  guidance_scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One translation method of :data:`METHODS`, callable as
+  ``method(sampler, params, inputs, key, setting) -> (outputs, inverted noise or None)``:
+  ``inputs`` and ``outputs`` float32 images ``[B, H, W, C]`` in ``[-1, 1]`` (outputs
+  unclipped), the inverted noise in the model space (translation by inversion only).
+
+  Attributes:
+    name: its key in :data:`METHODS`.
+    run: the function over :class:`Sampler` that the call runs.
+    fields: the :class:`Setting` fields it reads (the others are ignored).
+    required: the fields that must not be None.
+    title: ``setting -> `` a grid column title (``'phi-PD r=4'``, ``'SDEdit s=0.5'``, ...).
+    header: ``setting -> `` a one-line description with every field the method reads.
+    conditional: needs a class-conditional model (translation between its classes).
+    needs_ovg: needs a process with an OVG branch (EDM, DDPM).
+    paper: where the method comes from.
+  """
+  name: str
+  run: Callable[..., tuple[Array, Optional[Array]]]
+  fields: tuple[str, ...]
+  title: Callable[[Setting], str]
+  header: Callable[[Setting], str]
+  required: tuple[str, ...] = ()
+  conditional: bool = False
+  needs_ovg: bool = False
+  paper: str = ''
+
+  def __call__(self, sampler: Sampler, params, inputs: Array, key: Array,
+               setting: Setting) -> tuple[Array, Optional[Array]]:
+    return self.run(sampler, params, inputs, key, setting)
+
+
+def _phipd(sampler, params, inputs, key, setting):
+  return sampler.translate(params, inputs, key, 'phipd', setting.radius, setting.strength,
+                           setting.target, setting.guidance_scale), None
+
+
+def _sdedit(sampler, params, inputs, key, setting):
+  return sampler.translate(params, inputs, key, 'sdedit', None, setting.strength,
+                           setting.target, setting.guidance_scale), None
+
+
+def _by_inversion(method):
+  def run(sampler, params, inputs, key, setting):
+    return sampler.translate_by_inversion(params, inputs, key, method, setting.source,
+                                          setting.target, setting.guidance_scale)
+  return run
+
+
+def _generate(sampler, params, inputs, key, setting):
+  labels = None
+  if setting.target is not None and sampler.null_label is not None:
+    labels = jnp.full((inputs.shape[0],), setting.target, jnp.int32)
+  return sampler.generate(params, key, inputs.shape, labels, setting.guidance_scale), None
+
+
+def _inversion_header(name):
+  return lambda s: f'{name} class {s.source}->{s.target} w={s.guidance_scale:g}'
+
+
+_CLASS_FIELDS = ('target', 'guidance_scale')
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method('phipd', _phipd, ('radius', 'strength') + _CLASS_FIELDS,
+           title=lambda s: f'phi-PD r={s.radius:g}',
+           header=lambda s: f'phi-PD r={s.radius:g} s={s.strength:g}', required=('radius',),
+           paper='phi-PD, arXiv:2512.05106: FSS noise at the radius; strength 1 = from noise, '
+           '< 1 = structured SDEdit'),
+    Method('sdedit', _sdedit, ('strength',) + _CLASS_FIELDS,
+           title=lambda s: f'SDEdit s={s.strength:g}',
+           header=lambda s: f'SDEdit s={s.strength:g}',
+           paper='SDEdit, Meng et al., ICLR 2022: Gaussian noise at the strength'),
+    Method('invert', _by_inversion('invert'), ('source',) + _CLASS_FIELDS,
+           title=lambda s: 'inversion', header=_inversion_header('inversion'),
+           required=('source', 'target'), conditional=True,
+           paper='translation by deterministic inversion, arXiv:2602.13303 Sec. 2'),
+    Method('ovg', _by_inversion('ovg'), ('source',) + _CLASS_FIELDS,
+           title=lambda s: 'OVG', header=_inversion_header('OVG'),
+           required=('source', 'target'), conditional=True, needs_ovg=True,
+           paper='Orthogonal Variance Guidance, arXiv:2602.13303'),
+    Method('generate', _generate, _CLASS_FIELDS, title=lambda s: 'generate',
+           header=lambda s: 'generate',
+           paper='unconditional baseline: sampling from Gaussian noise, the inputs\' shape only'),
+)}
+
+
+def check(method: Optional[str], setting: Setting, sampler,
+          names: Optional[dict[str, str]] = None):
+  """Raises if ``sampler`` cannot run ``method`` at ``setting``; compiles and loads nothing.
+
+  Every field that is set is checked, read by the method or not; the method's own requirements
+  only when ``method`` is given.
+
+  Args:
+    method: a key of :data:`METHODS`, or None (check the setting's values alone).
+    setting: the setting to run it at.
+    sampler: a :class:`Sampler`, or (before a checkpoint loads) a :class:`Capabilities`: only
+      its ``null_label`` and ``process`` are read.
+    names: how the caller spells ``'method'`` and the setting's fields in messages (e.g.
+      ``{'radius': '--radius'}``); the field's own name otherwise.
+
+  Raises:
+    ValueError: an unknown method, radius < 0 or NaN, strength outside (0, 1], guidance
+      scale < 0, a class outside ``[0, num_classes)`` (any class on an unconditional model),
+      a required field unset, a method between classes on an unconditional model, or OVG on a
+      process without an OVG branch (flow matching).
+  """
+  name = lambda field: (names or {}).get(field, field)
+  num_classes = sampler.null_label or 0
+  if setting.radius is not None and not setting.radius >= 0:
+    raise ValueError(f'{name("radius")}={setting.radius} must be >= 0 (frequency-index units; '
+                     'inf keeps the whole phase)')
+  if not 0 < setting.strength <= 1:
+    raise ValueError(f'{name("strength")}={setting.strength} must be in (0, 1]')
+  if not setting.guidance_scale >= 0:
+    raise ValueError(f'{name("guidance_scale")}={setting.guidance_scale} must be >= 0')
+  for field in ('source', 'target'):
+    label = getattr(setting, field)
+    if label is not None and not 0 <= label < num_classes:
+      raise ValueError(f'{name(field)}={label} must be in [0, {num_classes}) (model.num_classes'
+                       f'{"=0: an unconditional model" if not num_classes else ""})')
+  if method is None:
+    return
+  if method not in METHODS:
+    raise ValueError(f'{name("method")}={method!r} must be one of {tuple(METHODS)}')
+  spec = METHODS[method]
+  if spec.conditional and not num_classes:
+    raise ValueError(f'{name("method")} {method} translates between classes of one model, but '
+                     'this run is unconditional (model.num_classes=0); use phipd or sdedit, or '
+                     'train a multi-domain run (configs/edges2shoes_two_domain.py)')
+  if spec.needs_ovg and sampler.process.ovg_branch is None:
+    raise ValueError(f'{name("method")} {method} needs an EDM or DDPM process, not '
+                     f'{type(sampler.process).__name__}')
+  unset = [name(field) for field in spec.required if getattr(setting, field) is None]
+  if unset:
+    raise ValueError(f'{name("method")} {method}: pass {" and ".join(unset)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+  """What :func:`check` reads of a sampler, known from a run's config before its checkpoint
+  loads: ``null_label`` (``num_classes``, or None for an unconditional model) and ``process``
+  (the forward process)."""
+  null_label: Optional[int]
+  process: processes.Process
+
+
+def inverted_noise(sampler: Sampler, params, inputs: Array, key: Array, method: str,
+                   setting: Setting) -> Array:
+  """The noise ``inputs`` ``[B, H, W, C]`` invert to, model space.
+
+  A method by inversion (``'invert'``, ``'ovg'``) with ``setting.source`` set: its own inversion
+  (:meth:`Sampler.invert_source`; ``key`` draws EDM's start noise and the DDIM branch's forward
+  steps). Any other method: plain deterministic inversion (:meth:`Sampler.invert`) conditioned
+  on ``setting.source`` (None: unconditioned), ``key`` unused.
+  """
+  if METHODS[method].conditional and setting.source is not None:
+    return sampler.invert_source(params, inputs, key, method, setting.source)
+  labels = None
+  if setting.source is not None:
+    labels = jnp.full((inputs.shape[0],), setting.source, jnp.int32)
+  return sampler.invert(params, inputs, labels)
+
+
+def map_batches(fn: Callable[[Array, Array], object], batches: Iterable,
+                key: Array) -> Iterator[tuple[list, object]]:
+  """Runs ``fn(batch, batch_key)`` over ``(paths, batch [N, H, W, C], index)`` batches (as
+  :func:`phipd_jax.inputs.batches` yields them: padded to a fixed ``N``, so one compilation per
+  shape), e.g. a :data:`METHODS` entry with its sampler, parameters and setting bound.
+
+  Batch ``index`` gets the key ``jax.random.fold_in(key, index)``: image i and image i + N get
+  different noise.
+
+  Yields:
+    ``(paths, result)``: ``fn``'s result (arrays, tuples of arrays and None) as numpy arrays
+    with the padding rows dropped (``len(paths)`` rows each).
+  """
+  for paths, batch, index in batches:
+    result = fn(jnp.asarray(batch), jax.random.fold_in(key, index))
+    yield paths, jax.tree.map(lambda a, n=len(paths): np.asarray(a)[:n], result)
+
+
 def translation_columns(sampler: Sampler, params, inputs: Array, key: Array, radii,
                         phipd_strength: float, sdedit_strengths, inversion_classes=(),
                         guidance_scale: float = 1.0) -> list[tuple[str, Array]]:
   """phi-PD at each radius and SDEdit at each strength, the same key for every column; with
-  ``inversion_classes = (source, target)`` also plain inversion and OVG, and SDEdit samples the
-  target class at ``guidance_scale``."""
-  label = inversion_classes[1] if inversion_classes else None
-  columns = []
-  for radius in radii:
-    columns.append((f'phi-PD r={radius:g}', sampler.translate(
-        params, inputs, key, 'phipd', radius, phipd_strength, label, guidance_scale)))
-  for strength in sdedit_strengths:
-    columns.append((f'SDEdit s={strength:g}', sampler.translate(
-        params, inputs, key, 'sdedit', strength=strength, label=label,
-        guidance_scale=guidance_scale)))
+  ``inversion_classes = (source, target)`` also plain inversion and OVG (OVG on EDM and DDPM
+  only), and phi-PD and SDEdit sample the target class at ``guidance_scale``.
+
+  Returns:
+    ``[(title, outputs [N, H, W, C])]``, titles of :attr:`Method.title`.
+  """
+  source, target = tuple(inversion_classes) or (None, None)
+  settings = [('phipd', Setting(radius=r, strength=phipd_strength, target=target,
+                                guidance_scale=guidance_scale)) for r in radii]
+  settings += [('sdedit', Setting(strength=s, target=target, guidance_scale=guidance_scale))
+               for s in sdedit_strengths]
   if inversion_classes:
-    methods = (('invert', 'inversion'), ('ovg', 'OVG'))
-    for method, title in methods[:2 if sampler.process.ovg_branch else 1]:
-      outputs, _ = sampler.translate_by_inversion(params, inputs, key, method,
-                                                  *inversion_classes, guidance_scale)
-      columns.append((title, outputs))
-  return columns
+    by_inversion = Setting(source=source, target=target, guidance_scale=guidance_scale)
+    settings += [(m, by_inversion) for m in ('invert', 'ovg')
+                 if m == 'invert' or sampler.process.ovg_branch is not None]
+  return [(METHODS[m].title(s), METHODS[m](sampler, params, inputs, key, s)[0])
+          for m, s in settings]

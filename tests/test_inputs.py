@@ -28,3 +28,16 @@ def test_folders_skip_sub_folders_and_hidden_files(tmp_path):
   assert names == ['a.png', 'noext']
   with pytest.raises(FileNotFoundError):
     inputs.list_images(str(tmp_path / 'missing'))
+
+
+def test_read_inputs_reports_each_bad_file_and_reads_the_rest(tmp_path, capsys):
+  Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(tmp_path / 'good.png')
+  Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / 'wide.png')
+  (tmp_path / 'broken.jpg').write_bytes(b'not an image')
+  images, failures = inputs.read_inputs(str(tmp_path), 8, 4)
+  assert list(images) == [str(tmp_path / 'good.png')] and failures == 2
+  np.testing.assert_array_equal(images[str(tmp_path / 'good.png')], np.ones((8, 8, 3)))
+  errors = capsys.readouterr().err
+  assert errors.count('error: ') == 2 and 'broken.jpg' in errors and 'wide.png' in errors
+  images, failures = inputs.read_inputs(str(tmp_path), 8, 4, any_size=True)
+  assert len(images) == 2 and failures == 1

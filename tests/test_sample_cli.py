@@ -87,6 +87,10 @@ def test_invert_writes_noise_maps_and_their_diagnostics(trained_run, shared_data
     (['--radius', '-4'], '--radius=-4.0 must be >= 0'),
     (['--strength', '1.5'], '--strength=1.5 must be in (0, 1]'),
     (['--input', '/no/such/folder'], '--input /no/such/folder does not exist'),
+    (['--guidance_scale', '-1'], '--guidance_scale=-1.0 must be >= 0'),
+    (['--target_class', '0'], '--target_class=0 must be in [0, 0)'),
+    (['--method', 'ovg'], '--method ovg translates between classes of one model, but this run '
+     'is unconditional'),
 ])
 def test_bad_sample_flags_fail_before_anything_is_loaded(trained_run, tmp_path, args, message):
   output = tmp_path / 'out'

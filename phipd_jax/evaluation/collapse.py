@@ -399,3 +399,51 @@ def collapse_report(x_t: Array, x_src: Array | None = None, scale: float = 1.0) 
   if x_t.shape[0] >= 2:
     report['pca_effective_rank'] = pca_effective_rank(x_t)
   return {name: float(np.mean(np.asarray(value))) for name, value in report.items()}
+
+
+def write_inversion_report(output: str, noise: list, sources: list, names: list, *,
+                           scale: float, codec=None) -> str:
+  """Writes inverted noise maps and their diagnostics to the folder ``output``.
+
+  Files: ``inverted.npz`` (``noise`` ``[M, h, w, c]``, ``names``, ``scale`` and every value of
+  :func:`collapse_report`), ``noise.png`` (each input next to its noise / (3 scale), clipped)
+  and ``spectrum.png`` (:func:`radial_log_amplitude` of noise / scale against N(0, I)). Maps of
+  mixed sizes are saved as ``noise_<i>`` arrays alone (no diagnostics, no figures).
+
+  Args:
+    output: an existing folder.
+    noise: M inverted maps, float ``[h, w, c]`` each, in the model space.
+    sources: the M inputs, float images ``[H, W, 3]`` in ``[-1, 1]``.
+    names: the M inputs' file names.
+    scale: the prior std at the inversion end (EDM: ``sigma_max``; DDPM, flow: 1).
+    codec: a latent run's :class:`~phipd_jax.latent.Codec` (None: pixel space): the diagnostics
+      compare the noise with the inputs' latents, and ``noise.png`` shows its first three
+      channels upsampled to the image size.
+
+  Returns:
+    The diagnostics as one line (``'hf_power_ratio 0.981, ...'``), or ``'mixed sizes, no
+    diagnostics'``.
+  """
+  from phipd_jax import writers  # pylint: disable=g-import-not-at-top
+  report = {}
+  if len({n.shape for n in noise}) == 1:
+    stacked, images = np.stack(noise), np.stack(sources)
+    latents = images if codec is None else np.asarray(codec.encode(jnp.asarray(images)))
+    report = collapse_report(jnp.asarray(stacked), jnp.asarray(latents), scale)
+    np.savez(os.path.join(output, 'inverted.npz'), noise=stacked, names=np.array(names),
+             scale=scale, **{k: np.float32(v) for k, v in report.items()})
+    shown = np.clip(stacked / (3 * scale), -1, 1)
+    if codec is not None:
+      factor = codec.downsample
+      shown = np.repeat(np.repeat(shown[..., :3], factor, axis=1), factor, axis=2)
+    writers.save_png(os.path.join(output, 'noise.png'),
+                     writers.labelled_grid(images, shown, names, 'input | inverted noise / 3 sigma'))
+    curves = {'inverted noise': np.asarray(radial_log_amplitude(jnp.asarray(stacked / scale),
+                                                                average=True))}
+    plot_radial_spectra(curves, os.path.join(output, 'spectrum.png'),
+                        title=f'{len(names)} inverted maps vs N(0, I)',
+                        prior_shape=stacked.shape[1:])
+  else:
+    np.savez(os.path.join(output, 'inverted.npz'),
+             **{f'noise_{i}': n for i, n in enumerate(noise)}, names=np.array(names))
+  return ', '.join(f'{k} {v:.3f}' for k, v in report.items()) or 'mixed sizes, no diagnostics'

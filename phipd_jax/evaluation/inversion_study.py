@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phipd_jax import writers
+from phipd_jax import sampling, writers
 from phipd_jax.evaluation import collapse, perceptual, structure, translation
 
 TASKS = ('edges', 'down8')
@@ -125,22 +125,18 @@ def run_row(sampler, params, inputs: np.ndarray, key: jax.Array, row: dict,
             classes: Optional[tuple[int, int]], guidance_scale: float,
             batch_size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
   """``(outputs clipped to [-1, 1], inverted noise or None)`` of one row for every input."""
+  # structured_sdedit is phi-PD below strength 1; phi-PD rows come from unconditional runs.
+  method = sampling.METHODS['phipd' if row['method'] == 'structured_sdedit' else row['method']]
+  source, target = classes or (None, None)
+  setting = sampling.Setting(radius=row['radius'], strength=row['strength'], source=source,
+                             target=target, guidance_scale=guidance_scale)
   outputs, noise = [], []
   for start in range(0, len(inputs), batch_size):
-    chunk = jnp.asarray(inputs[start:start + batch_size])
-    chunk_key = jax.random.fold_in(key, start)
-    if row['method'] in ('invert', 'ovg'):
-      images, inverted = sampler.translate_by_inversion(params, chunk, chunk_key, row['method'],
-                                                        *classes, guidance_scale)
-      noise.append(np.asarray(inverted))
-    elif row['method'] == 'sdedit':
-      images = sampler.translate(params, chunk, chunk_key, 'sdedit', strength=row['strength'],
-                                 label=classes[1] if classes else None,
-                                 guidance_scale=guidance_scale)
-    else:
-      images = sampler.translate(params, chunk, chunk_key, 'phipd', row['radius'],
-                                 row['strength'])
+    images, inverted = method(sampler, params, jnp.asarray(inputs[start:start + batch_size]),
+                              jax.random.fold_in(key, start), setting)
     outputs.append(np.asarray(images))
+    if inverted is not None:
+      noise.append(np.asarray(inverted))
   return (np.clip(np.concatenate(outputs), -1.0, 1.0),
           np.concatenate(noise) if noise else None)
 
