@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from phipd_jax import experiment as experiment_lib, models, noise as noise_lib, sharding
+from phipd_jax import experiment as experiment_lib, models, noise as noise_lib, saved_run, sharding
 from phipd_jax.diffusion import samplers
 
 
@@ -259,7 +259,7 @@ def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[
   """
   spec = exp.spec
   radius = float(spec.sample.radii[0])
-  settings = experiment_lib.noise_settings(spec.noise)
+  settings = spec.noise.settings()
   constructors = {
       'gaussian': noise_lib.noise_fn('gaussian', **settings),
       'phase_preserving': noise_lib.noise_fn('phase_preserving', **settings),
@@ -406,7 +406,7 @@ def run_benchmarks(exp: experiment_lib.Experiment, what: str = 'all', repeats: i
   wanted = sections(what)
   mesh = sharding.make_mesh(exp.spec.mesh.data, exp.spec.mesh.fsdp)
   if exp.is_latent:  # Sampling and noise are timed in the latent space; training encodes.
-    exp = exp.with_codec(exp.load_codec())
+    exp = exp.with_codec(saved_run.load_codec(exp))
   image_shape = (batch,) + exp.model_shape
   peak, peak_source = peak_flops(given_peak, jnp.dtype(exp.spec.model['dtype']))
   results = {'device': device_description(), 'host': platform.processor() or

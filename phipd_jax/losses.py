@@ -12,13 +12,14 @@ constraints on the activations.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional, Sequence
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from phipd_jax import latent, models, sharding
+from phipd_jax import latent, models, sharding, specs
 from phipd_jax.diffusion import lwd, objectives, processes
 
 LossFn = Callable  # (params, batch, key, constants=None) -> (loss, metrics)
@@ -55,6 +56,32 @@ class LwdSettings:
   ell: float
   normalize: str = 'all'
   log_bins: int = 5
+
+  def __post_init__(self):
+    if not isinstance(self.ell, (int, float)) or not math.isfinite(self.ell) or self.ell < 0:
+      specs.fail('diffusion.lwd.ell', self.ell, 'must be a finite number >= 0 (the paper uses 0.3)')
+    if self.normalize not in lwd.NORMALIZATIONS:
+      specs.fail('diffusion.lwd.normalize', self.normalize,
+                 f"must be one of {lwd.NORMALIZATIONS} ('all' = released code; 'mask' = deviation)")
+    if not isinstance(self.log_bins, int) or self.log_bins < 0:
+      specs.fail('diffusion.lwd.log_bins', self.log_bins, 'must be an integer >= 0')
+
+
+def lwd_settings(section: dict, process: processes.Process) -> Optional[LwdSettings]:
+  """The LWD settings of ``config.diffusion.lwd`` (None unless ``enabled``), checked.
+
+  Raises:
+    ValueError: a field out of range, or ``enabled`` with a process whose time is not the flow
+      noise level in ``[0, 1]`` (DDPM steps and EDM sigmas would be masked in the wrong units).
+  """
+  if not isinstance(section['enabled'], bool):
+    specs.fail('diffusion.lwd.enabled', section['enabled'], 'must be True or False')
+  settings = LwdSettings(section['ell'], section['normalize'], section['log_bins'])
+  if section['enabled'] and not process.flow_noise_level_time:
+    specs.fail('diffusion.lwd.enabled', True,
+               "LWD's mask compares the flow-matching noise level t in [0, 1]; it needs "
+               f"diffusion.process='flow' (got {type(process).__name__})")
+  return settings if section['enabled'] else None
 
 
 def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_fn: Callable,

@@ -16,7 +16,36 @@ from typing import Optional, Sequence
 import ml_collections
 
 from phipd_jax import checkpoint, defaults, experiment as experiment_lib, sharding, specs
-from phipd_jax import training
+from phipd_jax import latent, training
+
+
+CODEC_DIR = 'codec'  # <workdir>/codec: a latent run's copy of its autoencoder (a loadable run dir).
+
+
+def codec_dir(workdir: str) -> str:
+  """Where a latent run keeps its copy of the autoencoder run."""
+  return os.path.join(workdir, CODEC_DIR)
+
+
+def load_codec(exp: experiment_lib.Experiment, scale: Optional[float] = None) -> latent.Codec:
+  """The codec of a built experiment: the identity in pixel space, else the autoencoder run of
+  ``exp.codec_source`` (its EMA parameters, latest readable checkpoint) at ``scale`` (default
+  ``codec.scale`` of the run; 0 = unscaled, for measuring the scale).
+
+  Raises:
+    FileNotFoundError: the autoencoder run has no readable checkpoint.
+  """
+  if not exp.is_latent:
+    return latent.identity_codec(exp.image_shape[-1])
+  if not checkpoint.has_checkpoint(exp.codec_source):
+    raise FileNotFoundError(f'config.codec.workdir: no checkpoint in {exp.codec_source}')
+  codec_exp = exp.codec_experiment
+  template = training.abstract_train_state(codec_exp.init_params, codec_exp.optimizer,
+                                           sharding.make_mesh(-1, 1), 0)
+  params = checkpoint.restore_items(exp.codec_source, template, ('ema_params',))
+  scale = exp.spec.codec.scale if scale is None else scale
+  return latent.autoencoder_codec(codec_exp.graphdef, params['ema_params'],
+                                  scale=float(scale) or 1.0)
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -61,7 +90,7 @@ def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
   config = run_config(workdir)
   if num_steps is not None:
     config.sample.num_steps = num_steps
-  own_codec = experiment_lib.codec_dir(workdir)
+  own_codec = codec_dir(workdir)
   exp = experiment_lib.build(config, codec_source=own_codec if os.path.isdir(own_codec) else None)
   if not checkpoint.has_checkpoint(workdir):
     raise FileNotFoundError(f'no checkpoint in {checkpoint.checkpoint_dir(workdir)}: train the run '
@@ -71,5 +100,5 @@ def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
                                            rng_impl=exp.rng_impl)
   restored = checkpoint.restore_items(workdir, template, items)
   if exp.is_latent:
-    exp = exp.with_codec(exp.load_codec())
+    exp = exp.with_codec(load_codec(exp))
   return config, exp, restored

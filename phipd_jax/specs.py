@@ -259,6 +259,42 @@ class NoiseSpec(_Spec):
       check_number(f'noise.{name}', getattr(self, name))
     check_number('noise.r0', self.r0, allow_zero=True)
 
+  def settings(self) -> dict:
+    """The keyword arguments of :func:`phipd_jax.noise.noise_fn` (all but the kind)."""
+    return dict(r0=self.r0, rate=self.rate, edge_width=self.edge_width, mode=self.mode,
+                magnitude=self.magnitude, scale=self.scale,
+                pad_factor=self.pad_factor if self.pad_factor else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec(_Spec):
+  """``config.optim``: AdamW after global-norm clipping, linear warmup then cosine (or constant)
+  learning rate, and the EMA of the parameters."""
+  SECTION = 'optim'
+  learning_rate: float = _field()
+  warmup_steps: int = _field()
+  schedule: str = _field()
+  final_lr_fraction: float = _field()
+  weight_decay: float = _field()
+  b1: float = _field()
+  b2: float = _field()
+  grad_clip: float = _field()
+  ema_decay: float = _field()
+
+  def __post_init__(self):
+    check_number('optim.learning_rate', self.learning_rate)
+    check_number('optim.grad_clip', self.grad_clip)
+    check_number('optim.weight_decay', self.weight_decay, allow_zero=True)
+    if self.schedule not in ('cosine', 'constant'):
+      fail('optim.schedule', self.schedule, "must be 'cosine' or 'constant'")
+    if not 0 <= self.final_lr_fraction <= 1:
+      fail('optim.final_lr_fraction', self.final_lr_fraction, 'must be in [0, 1]')
+    for name in ('b1', 'b2', 'ema_decay'):
+      if not 0 <= getattr(self, name) < 1:
+        fail(f'optim.{name}', getattr(self, name), 'must be in [0, 1)')
+    if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+      fail('optim.warmup_steps', self.warmup_steps, 'must be an integer >= 0')
+
 
 class ModelRules:
   """``config.model`` is the model builder's keyword arguments (any registry entry); these are
@@ -286,9 +322,9 @@ class DiffusionRules:
 
 
 # Section -> the rules of its fields ('' = the top-level fields). Sections not named here
-# (optim, noise) change the optimisation in every field.
+# change the optimisation in every field.
 RULES = {'': TopSpec, 'data': DataSpec, 'train': TrainSpec, 'sample': SampleSpec,
-         'codec': CodecSpec, 'mesh': MeshSpec, 'distributed': DistributedSpec,
+         'optim': OptimSpec, 'codec': CodecSpec, 'mesh': MeshSpec, 'distributed': DistributedSpec,
          'autoencoder': AutoencoderSpec, 'model': ModelRules, 'diffusion': DiffusionRules}
 
 
@@ -306,6 +342,7 @@ class RunSpec:
   sample: SampleSpec
   codec: CodecSpec
   noise: NoiseSpec
+  optim: OptimSpec
   mesh: MeshSpec
   distributed: DistributedSpec
   model: dict
@@ -331,7 +368,8 @@ def from_config_dict(config: dict) -> RunSpec:
                            if f.name in config})
   return RunSpec(top=top, data=section(DataSpec, 'data'), train=section(TrainSpec, 'train'),
                  sample=section(SampleSpec, 'sample'), codec=section(CodecSpec, 'codec'),
-                 noise=section(NoiseSpec, 'noise'), mesh=section(MeshSpec, 'mesh'),
+                 noise=section(NoiseSpec, 'noise'), optim=section(OptimSpec, 'optim'),
+                 mesh=section(MeshSpec, 'mesh'),
                  distributed=section(DistributedSpec, 'distributed'),
                  model=dict(config['model']), diffusion=dict(config['diffusion']),
                  autoencoder=(section(AutoencoderSpec, 'autoencoder')

@@ -25,10 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from phipd_jax import checkpoint, defaults, experiment as experiment_lib, latent, sampling, sharding
-from phipd_jax import specs
-from phipd_jax import training
-from phipd_jax import writers
+from phipd_jax import checkpoint, defaults, experiment as experiment_lib, latent, sampling
+from phipd_jax import saved_run, sharding, specs, training, writers
 from phipd_jax.data import pipeline
 
 
@@ -213,6 +211,16 @@ def grid_writer(exp: experiment_lib.Experiment, workdir: str, inputs):
   return lambda params, step: write_samples(exp, sampler, params, step, workdir, inputs)
 
 
+def measure_codec_scale(exp: experiment_lib.Experiment, codec: latent.Codec) -> float:
+  """``1 / std`` of the unscaled latents of the run's first ``codec.scale_images`` training
+  images (:func:`phipd_jax.latent.measure_latent_scale`)."""
+  data = exp.spec.data
+  images = pipeline.eval_images(data, data.train_split, data.image_key,
+                                exp.spec.codec.scale_images)
+  unscaled = dataclasses.replace(codec, scale=1.0, shift=0.0)
+  return latent.measure_latent_scale(jax.jit(unscaled.encode), images)
+
+
 def prepare_codec(exp: experiment_lib.Experiment, workdir: str, is_main: bool) -> experiment_lib.Experiment:
   """A latent run's experiment with its codec loaded from the run's own copy.
 
@@ -223,16 +231,16 @@ def prepare_codec(exp: experiment_lib.Experiment, workdir: str, is_main: bool) -
   images (``1 / std`` of the latents) and stored in the run's config.json.
   """
   source = exp.spec.codec.workdir
-  own = experiment_lib.codec_dir(workdir)
+  own = saved_run.codec_dir(workdir)
   if is_main and not os.path.isdir(own):
     step = checkpoint.copy_latest(source, own)
     print(f'codec: copied {source} (step {step}) to {own}', flush=True)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('codec copied')
-  exp = exp.with_codec_source(own)
-  codec = exp.load_codec()
+  exp = dataclasses.replace(exp, codec_source=own)  # The same run: its codec_experiment stays.
+  codec = saved_run.load_codec(exp)
   if not exp.spec.codec.scale:
-    exp = exp.with_codec_scale(exp.measure_codec_scale(codec))
+    exp = exp.with_codec_scale(measure_codec_scale(exp, codec))
     codec = dataclasses.replace(codec, scale=exp.spec.codec.scale)
   if is_main:
     print(f'codec: latents {"x".join(map(str, exp.model_shape))} from '

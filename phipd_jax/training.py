@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from phipd_jax import sharding as sharding_lib
+from phipd_jax import sharding as sharding_lib, specs
 
 Array = jax.Array
 LossFn = Callable[[Any, dict, Array], tuple[Array, dict]]
@@ -41,6 +41,35 @@ class TrainState:
 
 
 RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+
+
+def build_optimizer(optim: specs.OptimSpec,
+                    num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup then cosine (or constant) decay, after global-norm clipping.
+
+  Args:
+    optim: the run's optimizer spec (its fields validated); num_steps: ``train.num_steps``.
+
+  Returns:
+    ``(optimizer, learning-rate schedule)``; the schedule maps the step to the learning rate.
+
+  Raises:
+    ValueError: ``optim.warmup_steps >= num_steps``.
+  """
+  if not optim.warmup_steps < num_steps:
+    specs.fail('optim.warmup_steps', optim.warmup_steps,
+               f'must be in [0, train.num_steps={num_steps})')
+  rate, warmup = optim.learning_rate, optim.warmup_steps
+  if optim.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(0.0, rate, warmup, max(num_steps, 1),
+                                                  end_value=rate * optim.final_lr_fraction)
+  else:
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, rate, warmup),
+                                     optax.constant_schedule(rate)], [warmup])
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
+  return optimizer, schedule
 
 
 def check_rng_impl(rng_impl: str) -> None:

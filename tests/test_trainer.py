@@ -116,7 +116,9 @@ RESTORE_SCRIPT = '''
     for count, fsdp in [(4, 4), (1, 1)]:
       config.mesh.data, config.mesh.fsdp = 1, fsdp
       target_mesh = sharding.make_mesh(1, fsdp, devices[:count])
-      template = experiment.build(config).create_train_state(target_mesh)
+      # A mesh over a subset of the devices: the caller names its data-parallel size.
+      exp = experiment.build(config, sharding.data_parallel_size(target_mesh))
+      template = exp.create_train_state(target_mesh)
       restored = checkpoint.restore_latest(workdir, template)
       leaf = restored.params['blocks'][0]['mlp_in']['kernel']
       assert len(leaf.sharding.device_set) == count, leaf.sharding

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def readme_commands(script: str) -> list[str]:
@@ -44,7 +44,7 @@ def _run(command: str, substitutions: dict) -> subprocess.CompletedProcess:
 
 def test_readme_sample_examples_run(trained_run, shared_data, tmp_path):
   # The multi-domain example (runs/ovg/..., --method ovg) needs a class-conditional run: its
-  # flags are exercised on one by tests/test_two_domain.py.
+  # flags are exercised on one by tests/e2e/test_two_domain.py.
   commands = [c for c in readme_commands('sample.py') if 'runs/quickstart' in c]
   assert {'generate', 'translate', 'invert'} <= {c.split('--mode ')[1].split()[0]
                                                   for c in commands}

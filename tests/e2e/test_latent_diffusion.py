@@ -82,7 +82,7 @@ def latent_config(ae_run, small_ab):
 def test_codec_round_trip_reconstructs_held_out_photos(ae_run, latent_config):
   exp = experiment.build(latent_config)
   assert exp.is_latent and exp.model_shape == (8, 8, 4) and exp.image_shape == (32, 32, 3)
-  codec = exp.load_codec(scale=1.0)
+  codec = saved_run.load_codec(exp, scale=1.0)
   photos = _photos(latent_config)
   z = jax.jit(codec.encode)(jnp.asarray(photos))
   assert z.shape == (24, 8, 8, 4)
@@ -92,7 +92,7 @@ def test_codec_round_trip_reconstructs_held_out_photos(ae_run, latent_config):
   measured, baseline = psnr(reconstructions, photos), psnr(block_mean, photos)
   assert measured > max(PSNR_THRESHOLD_DB, baseline), (measured, baseline)
   # The scale maps latents to unit std; decode inverts it exactly.
-  scale = exp.measure_codec_scale(codec)
+  scale = trainer.measure_codec_scale(exp, codec)
   scaled = dataclasses.replace(codec, scale=scale)
   z_scaled = np.asarray(scaled.encode(jnp.asarray(photos)))
   np.testing.assert_allclose(z_scaled, np.asarray(z) * scale, rtol=1e-5, atol=1e-5)
@@ -141,10 +141,10 @@ def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_
   with open(os.path.join(interrupted, 'config.json')) as f:
     saved = json.load(f)['codec']
   exp = experiment.build(latent_config)
-  expected = exp.measure_codec_scale(exp.load_codec(scale=1.0))
+  expected = trainer.measure_codec_scale(exp, saved_run.load_codec(exp, scale=1.0))
   assert saved['workdir'] == ae_run and saved['scale'] == pytest.approx(expected, rel=1e-6)
   # The loss is the diffusion loss of the scaled latents of the batch.
-  loaded = exp.with_codec(exp.load_codec(scale=saved['scale']))
+  loaded = exp.with_codec(saved_run.load_codec(exp, scale=saved['scale']))
   batch = {'image': np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32),
            'label': np.zeros(8, np.int32)}
   key = jax.random.key(3)
@@ -205,7 +205,7 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
                                      'reconstruct_ae0.png', 'samples_run.png']
   ae_row = summary['autoencoders'][0]
   exp = experiment.build(latent_config)
-  codec = exp.load_codec(scale=1.0)
+  codec = saved_run.load_codec(exp, scale=1.0)
   photos = _photos(latent_config, 8)
   reconstructions = np.clip(np.asarray(codec.decode(codec.encode(jnp.asarray(photos)))), -1, 1)
   np.testing.assert_allclose(ae_row['psnr'], np.mean([psnr(r, p) for r, p in
@@ -220,7 +220,7 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
 
 def test_latent_cache_gives_the_encoders_latents_of_the_training_batches(latent_config):
   exp = experiment.build(latent_config)
-  exp = exp.with_codec(exp.load_codec(scale=1.7))
+  exp = exp.with_codec(saved_run.load_codec(exp, scale=1.7))
   data = latent_config.data
   images = pipeline.augmented_images(data, data.train_split)
   assert images.shape == (48, 32, 32, 3)  # 24 photos and their mirrors.

@@ -16,7 +16,7 @@ from phipd_jax import experiment
 from phipd_jax.data import pipeline
 from phipd_jax.diffusion import inversion
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_down_up_repeats_the_top_left_pixel_of_every_block():

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _sample(*args):
@@ -36,7 +36,7 @@ def test_translate_folder_with_a_bad_file(trained_run, shared_data, tmp_path):
   Image.open(inputs / '100039.jpg').convert('RGBA').save(inputs / 'rgba.png')
   (inputs / 'broken.jpg').write_bytes(b'not an image')
   output = tmp_path / 'out'
-  for method in ['phipd']:  # sdedit on a folder: tests/test_readme.py.
+  for method in ['phipd']:  # sdedit on a folder: tests/e2e/test_readme.py.
     result = _sample('--workdir', trained_run, '--mode', 'translate', '--input', str(inputs),
                      '--method', method, '--radius', '3', '--strength', '0.8', '--resize',
                      '--output', str(output / method))
