@@ -184,7 +184,7 @@ def run_compare(config, torch_python: str, dit_repo: str, noise_repo: str, repea
         padded = h + noise_lib.reference_padding(h)
         radius = float(noise_lib.to_padded_units(NOISE_RADIUS, h, padded))
         shape = ['--batch', str(n), '--channels', str(c), '--image', str(h)]
-        cases.append((f'FSS noise reference', 'noise', f'{n}x{c}x{h}x{h}', noise_repeats,
+        cases.append(('FSS noise reference', 'noise', f'{n}x{c}x{h}x{h}', noise_repeats,
                       shape + ['--radius_padded', str(radius), '--noise_repo', noise_repo],
                       shape + (['--config_pickle', os.path.join(tmp, 'noise.pkl')])))
       with open(os.path.join(tmp, 'noise.pkl'), 'wb') as f:

@@ -66,7 +66,7 @@ import os
 from absl import flags
 
 from phipd_jax import console
-from phipd_jax.evaluation import inversion_study, lwd_study, runs, translation
+from phipd_jax.evaluation import inversion_study, lwd_study, report, runs, translation
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Run directories (train.py), comma-separated; '
                               'also accepted as several values after the flag.')
@@ -124,7 +124,6 @@ def floats(name: str, values) -> list[float]:
 
 def run_inversion(dirs):
   """The spectral-collapse / OVG benchmark (phipd_jax.evaluation.inversion_study)."""
-  import json  # pylint: disable=g-import-not-at-top
   phipd = list(_PHIPD_WORKDIRS.value)
   for workdir in phipd:
     if not os.path.isfile(os.path.join(workdir, 'config.json')):
@@ -147,8 +146,7 @@ def run_inversion(dirs):
         steps=_STEPS.value,
         path=os.path.join(_OUT_DIR.value, 'pca.png') if _OUT_DIR.value else None)
     if _OUT_DIR.value:
-      with open(os.path.join(_OUT_DIR.value, 'pca.json'), 'w') as f:
-        json.dump(pca, f)
+      report.write_json(os.path.join(_OUT_DIR.value, 'pca.json'), pca)
     ranks = ', '.join(f'{k} {v:.3f}' for k, v in pca['effective_rank'].items())
     print(f'PCA effective rank of inverted maps: {ranks}')
   print(inversion_study.markdown(summary['rows']))
@@ -164,7 +162,7 @@ def run_lwd(dirs):
   summary = lwd_study.run_study(_AUTOENCODERS.value, dirs, num=_NUM.value,
                                 batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
                                 out_dir=_OUT_DIR.value)
-  print(lwd_study.report(summary))
+  print(lwd_study.markdown(summary))
   where = _OUT_DIR.value or 'the console (no --out_dir)'
   print(f'evaluated {len(_AUTOENCODERS.value)} autoencoder(s) and {len(dirs)} run(s) -> {where}')
 

@@ -277,6 +277,8 @@ def copy_latest(source: str, destination: str) -> int:
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(os.path.join(partial, 'checkpoints'))
   shutil.copy2(os.path.join(source, 'config.json'), os.path.join(partial, 'config.json'))
+  if os.path.exists(os.path.join(source, PARTS_FILE)):
+    shutil.copy2(os.path.join(source, PARTS_FILE), os.path.join(partial, PARTS_FILE))
   shutil.copytree(os.path.join(checkpoint_dir(source), str(step)),
                   os.path.join(partial, 'checkpoints', str(step)))
   os.rename(partial, destination)
@@ -290,6 +292,34 @@ def save_config(workdir: str, config: dict) -> str:
   with open(path, 'w') as f:
     json.dump(config, f, indent=2, sort_keys=True)
   return path
+
+
+PARTS_FILE = 'parts.json'  # What each built part of the run was built from (saved_run.parts).
+
+
+def save_parts(workdir: str, parts: dict) -> str:
+  """Writes ``parts`` (JSON-ready) as ``<workdir>/parts.json``; returns the path."""
+  path = os.path.join(workdir, PARTS_FILE)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(parts, f, indent=2, sort_keys=True)
+  return path
+
+
+def load_parts(workdir: str) -> Optional[dict]:
+  """The run's ``parts.json``, or None for a run saved before it existed.
+
+  Raises:
+    ValueError: the file is not valid JSON.
+  """
+  path = os.path.join(workdir, PARTS_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as error:
+    raise ValueError(f'{path}: not valid JSON ({error})') from None
 
 
 def load_config_dict(workdir: str) -> dict:

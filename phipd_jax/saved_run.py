@@ -10,6 +10,8 @@ any working directory with only the package installed (no ``configs/`` on the pa
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Optional, Sequence
 
@@ -46,6 +48,43 @@ def load_codec(exp: experiment_lib.Experiment, scale: Optional[float] = None) ->
   scale = exp.spec.codec.scale if scale is None else scale
   return latent.autoencoder_codec(codec_exp.graphdef, params['ema_params'],
                                   scale=float(scale) or 1.0)
+
+
+def parts(exp: experiment_lib.Experiment) -> dict:
+  """The keyword arguments each built part of ``exp`` was built from (JSON-ready): the model
+  (registry name, its kwargs and the input it was built for), the process, the prediction, the
+  loss, the noise function, the optimizer and, for a latent run, the codec's latent shape and
+  scale. The trainer writes them beside the checkpoints as ``parts.json``; :func:`load_run`
+  rebuilds the run from ``config.json`` and today's defaults and checks it gets the same parts.
+  """
+  spec = exp.spec
+  kind = spec.diffusion['process']
+  built = {
+      'model': dict(spec.model, in_channels=exp.model_shape[-1], image_size=exp.model_shape[0]),
+      'process': dict(spec.diffusion[kind], kind=kind), 'prediction': exp.prediction,
+      'loss': {'objective': exp.objective, 'loss_space': spec.diffusion['loss_space'],
+               'lwd': spec.diffusion['lwd'], 'label_dropout': spec.train.label_dropout,
+               'autoencoder': dataclasses.asdict(spec.autoencoder) if spec.autoencoder else None},
+      'noise': dict(spec.noise.settings(), kind=spec.noise.kind),
+      'optimizer': dict(dataclasses.asdict(spec.optim), num_steps=spec.train.num_steps),
+      'codec': ({'latent_shape': list(exp.model_shape), 'scale': spec.codec.scale}
+                if exp.is_latent else None)}
+  return json.loads(json.dumps(built))  # As parts.json holds them (tuples as lists).
+
+
+def check_parts(exp: experiment_lib.Experiment, workdir: str):
+  """Raises ValueError when ``workdir``'s ``parts.json`` differs from the parts ``exp`` builds
+  (a default or a builder changed since the run was saved); runs saved without it pass."""
+  recorded = checkpoint.load_parts(workdir)
+  if recorded is None:
+    return
+  rebuilt = parts(exp)
+  changed = [f'{name}: saved {recorded.get(name)!r}, rebuilt {rebuilt.get(name)!r}'
+             for name in sorted(set(recorded) | set(rebuilt))
+             if recorded.get(name) != rebuilt.get(name)]
+  if changed:
+    raise ValueError(f'{workdir}: the run no longer rebuilds as it was trained; ' +
+                     '; '.join(changed))
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -85,13 +124,15 @@ def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
 
   Raises:
     FileNotFoundError: no config.json, or no readable checkpoint.
-    ValueError: the saved config no longer builds (with the field named).
+    ValueError: the saved config no longer builds (with the field named), or builds other parts
+      than the run recorded in its parts.json (:func:`check_parts`).
   """
   config = run_config(workdir)
   if num_steps is not None:
     config.sample.num_steps = num_steps
   own_codec = codec_dir(workdir)
   exp = experiment_lib.build(config, codec_source=own_codec if os.path.isdir(own_codec) else None)
+  check_parts(exp, workdir)
   if not checkpoint.has_checkpoint(workdir):
     raise FileNotFoundError(f'no checkpoint in {checkpoint.checkpoint_dir(workdir)}: train the run '
                             'first (python train.py --config ... --workdir ...)')

@@ -347,6 +347,7 @@ def _train(exp, workdir, stop_after, allow_config_change, stop_request) -> Summa
     check_same_parameters(state.params)
     if is_main:
       checkpoint.save_config(workdir, exp.saved_config())
+      checkpoint.save_parts(workdir, saved_run.parts(exp))
     summary = _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
                     stop_request, is_main)
   finally:  # Let an in-flight asynchronous save finish (signals still caught), even on error.

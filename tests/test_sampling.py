@@ -10,7 +10,7 @@ import pytest
 
 from configs import edges2shoes_two_domain
 from phipd_jax import experiment, inputs, sampling
-from phipd_jax.evaluation import collapse
+from phipd_jax.evaluation import collapse, translation
 
 Setting = sampling.Setting
 
@@ -98,6 +98,27 @@ def test_unconditional_methods_are_the_sampler_calls(unconditional):
          sampler.generate(params, KEY, X.shape))
   _equal(sampling.inverted_noise(sampler, params, X, KEY, 'sdedit', setting),
          sampler.invert(params, X))
+
+
+def test_study_rows_run_through_the_table_in_keyed_chunks(unconditional, two_domain):
+  _, sampler, params = unconditional
+  row = {'method': 'structured_sdedit', 'radius': 2.0, 'strength': 0.6}
+  outputs, noise = translation.run_method(sampler, params, np.asarray(X), KEY, row, batch_size=1)
+  setting = Setting(radius=2.0, strength=0.6)
+  for start in range(2):  # Chunk `start` gets fold_in(key, start); outputs clipped to [-1, 1].
+    expected = sampling.METHODS['phipd'](sampler, params, X[start:start + 1],
+                                         jax.random.fold_in(KEY, start), setting)[0]
+    _equal(outputs[start:start + 1], np.clip(np.asarray(expected), -1, 1))
+  assert noise is None
+  _, sampler, params = two_domain
+  row = {'method': 'ovg', 'radius': None, 'strength': 1.0}
+  outputs, noise = translation.run_method(sampler, params, np.asarray(X), KEY, row,
+                                          classes=(0, 2), guidance_scale=2.0)
+  expected, inverted = sampling.METHODS['ovg'](
+      sampler, params, X, jax.random.fold_in(KEY, 0),
+      Setting(source=0, target=2, guidance_scale=2.0))
+  _equal(outputs, np.clip(np.asarray(expected), -1, 1))
+  _equal(noise, inverted)
 
 
 def test_translation_columns_titles_order_and_key(two_domain):

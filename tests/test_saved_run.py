@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from phipd_jax import saved_run
 
@@ -27,3 +28,21 @@ def test_run_config_fills_fields_the_run_saved_without(trained_run, tmp_path):
   config = saved_run.run_config(str(old))
   assert config.rng_impl == 'threefry2x32' and config.model.remat == 'none'
   assert config.codec.workdir == '' and config.train.num_steps == saved['train']['num_steps']
+
+
+def test_parts_json_records_each_part_and_a_changed_rebuild_is_refused(trained_run, tmp_path):
+  import json, shutil  # pylint: disable=g-import-not-at-top,multiple-import
+  recorded = json.loads(open(f'{trained_run}/parts.json').read())
+  config = json.loads(open(f'{trained_run}/config.json').read())
+  assert recorded['model']['size'] == config['model']['size']
+  assert recorded['model']['in_channels'] == 3 and recorded['codec'] is None
+  assert recorded['process']['kind'] == config['diffusion']['process']
+  assert recorded['noise']['kind'] == config['noise']['kind']
+  changed = tmp_path / 'changed'
+  shutil.copytree(trained_run, changed)
+  recorded['model']['patch_size'] *= 2  # As if today's defaults built another model.
+  (changed / 'parts.json').write_text(json.dumps(recorded))
+  with pytest.raises(ValueError, match='no longer rebuilds as it was trained; model: saved'):
+    saved_run.load_run(str(changed))
+  (changed / 'parts.json').unlink()  # Runs saved before parts.json load as before.
+  saved_run.load_run(str(changed))

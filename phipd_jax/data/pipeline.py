@@ -436,22 +436,29 @@ def flat_shaded(images: np.ndarray, segments: int) -> np.ndarray:
 
 def held_out_inputs(data_config, source: str, count: int, flat_shade_segments: int = 48,
                     reference: str = '') -> tuple[np.ndarray, Optional[np.ndarray]]:
-  """A fixed batch of held-out inputs (``data.eval_split``) and their references.
+  """A fixed batch of held-out inputs (``data.eval_split``) and their references: what the
+  trainer's grids, the studies and the evaluation read.
 
   Args:
     data_config: the data spec (:class:`phipd_jax.specs.DataSpec`).
-    source: ``'photo'`` (the trained feature), ``'flat_shaded'`` (those photos rendered
-      flat-shaded, :func:`flat_shaded`) or another feature name (``'edges'``).
-    count: the first ``count`` records.
+    source: ``'photo'`` (the trained feature, ``data.image_key``), ``'flat_shaded'`` (those
+      photos rendered flat-shaded, :func:`flat_shaded`) or another feature name (``'edges'``),
+      optionally degraded as in ``data.domains`` (``'photo:down8'``, :func:`parse_domain`).
+    count: the first ``count`` records (all of them when the split is shorter).
     flat_shade_segments: superpixels of the ``'flat_shaded'`` rendering.
     reference: a feature to show beside the outputs, or ``''``.
 
   Returns:
     ``(inputs, references or None)``: float32 ``[N, S, S, 3]`` in ``[-1, 1]``.
+
+  Raises:
+    ValueError: a malformed ``source``, or a feature the dataset does not have.
   """
-  shown = eval_images(data_config, data_config.eval_split, reference, count) if reference else None
+  split = data_config.eval_split
+  shown = eval_images(data_config, split, reference, count) if reference else None
   if source == 'flat_shaded':
-    photos = eval_images(data_config, data_config.eval_split, data_config.image_key, count)
+    photos = eval_images(data_config, split, data_config.image_key, count)
     return flat_shaded(photos, flat_shade_segments), shown
-  key = data_config.image_key if source == 'photo' else source
-  return eval_images(data_config, data_config.eval_split, key, count), shown
+  feature, block = parse_domain(source)
+  key = data_config.image_key if feature == 'photo' else feature
+  return down_up(eval_images(data_config, split, key, count), block), shown

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from phipd_jax import spectral
+from phipd_jax.evaluation import report
 
 Array = jax.Array
 
@@ -346,11 +347,8 @@ def plot_radial_spectra(curves: dict[str, Array], path: str, title: str = '',
   Returns:
     ``path``.
   """
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  figure = Figure(figsize=(8, 6))
-  FigureCanvasAgg(figure)
-  axis = figure.add_subplot(1, 1, 1)
+  figure, axes = report.new_figure(size=(8, 6))
+  axis = axes[0, 0]
   for name, curve in curves.items():
     curve = np.asarray(curve, np.float64)
     if curve.ndim == 2:
@@ -364,10 +362,7 @@ def plot_radial_spectra(curves: dict[str, Array], path: str, title: str = '',
   axis.set_title(title)
   axis.legend()
   axis.grid(True, alpha=0.3)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  figure.savefig(path, format='png', dpi=100)
-  return path
+  return report.save_figure(figure, path)
 
 
 def collapse_report(x_t: Array, x_src: Array | None = None, scale: float = 1.0) -> dict[str, float]:

@@ -35,7 +35,6 @@ shape and count.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional, Sequence
@@ -45,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phipd_jax import sampling, writers
-from phipd_jax.evaluation import collapse, perceptual, structure, translation
+from phipd_jax import writers
+from phipd_jax.evaluation import collapse, perceptual, report, structure, translation
 
 TASKS = ('edges', 'down8')
 PCA_BLOCKS = (4, 8, 16)  # Fig. 3: sources downsampled x4, x8 and x16.
@@ -87,12 +86,11 @@ def load_task(data_config, name: str, num: int,
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   if name not in TASKS:
     raise ValueError(f'inversion study: task must be one of {TASKS}, got {name!r}')
-  split = data_config.eval_split
-  photos = pipeline.eval_images(data_config, split, data_config.image_key, num)
+  photos, _ = pipeline.held_out_inputs(data_config, 'photo', num)
   reference = pipeline.eval_images(data_config, data_config.train_split, data_config.image_key,
                                    num_reference)
   if name == 'edges':
-    drawings = pipeline.eval_images(data_config, split, 'edges', num)
+    drawings, _ = pipeline.held_out_inputs(data_config, 'edges', num)
     return translation.Task(name, drawings, photos, drawings,
                             structure.line_map(drawings, translation.LINE_THRESHOLD), reference,
                             'lines')
@@ -119,26 +117,6 @@ def method_rows(kind: str, strengths: Sequence[float], radii: Sequence[float],
   rows += [{'method': 'structured_sdedit', 'radius': float(r), 'strength': float(s)}
            for r, s in structured]
   return rows
-
-
-def run_row(sampler, params, inputs: np.ndarray, key: jax.Array, row: dict,
-            classes: Optional[tuple[int, int]], guidance_scale: float,
-            batch_size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-  """``(outputs clipped to [-1, 1], inverted noise or None)`` of one row for every input."""
-  # structured_sdedit is phi-PD below strength 1; phi-PD rows come from unconditional runs.
-  method = sampling.METHODS['phipd' if row['method'] == 'structured_sdedit' else row['method']]
-  source, target = classes or (None, None)
-  setting = sampling.Setting(radius=row['radius'], strength=row['strength'], source=source,
-                             target=target, guidance_scale=guidance_scale)
-  outputs, noise = [], []
-  for start in range(0, len(inputs), batch_size):
-    images, inverted = method(sampler, params, jnp.asarray(inputs[start:start + batch_size]),
-                              jax.random.fold_in(key, start), setting)
-    outputs.append(np.asarray(images))
-    if inverted is not None:
-      noise.append(np.asarray(inverted))
-  return (np.clip(np.concatenate(outputs), -1.0, 1.0),
-          np.concatenate(noise) if noise else None)
 
 
 def output_metrics(outputs: np.ndarray, task: translation.Task, key: jax.Array,
@@ -216,8 +194,8 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], *,
       shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
       for setting in grid_rows:
         start = time.perf_counter()
-        outputs, noise = run_row(sampler, params, task.inputs, key, setting, classes,
-                                 spec.sample.guidance_scale, batch_size)
+        outputs, noise = translation.run_method(sampler, params, task.inputs, key, setting,
+                                                batch_size, classes, spec.sample.guidance_scale)
         row = dict(run, task=name, kind=kind, setting=translation.setting_name(setting),
                    guidance_scale=spec.sample.guidance_scale if classes else None,
                    sample_steps=sampler.num_steps, **setting)
@@ -245,11 +223,7 @@ def run_study(multi_domain: Sequence[str], phipd: Sequence[str], *,
              'structure': {n: t.structure_source for n, (t, _) in task_data.items()},
              'rows': rows}
   if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'ovg_study.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
-    with open(os.path.join(out_dir, 'ovg_study.md'), 'w') as f:
-      f.write(markdown(rows))
+    report.write_study(out_dir, 'ovg_study', summary, markdown(rows))
     plot_frontier(rows, os.path.join(out_dir, 'frontier.png'))
     shape = next(iter(task_data.values()))[0].inputs.shape[1:]
     for name, curves in spectra.items():
@@ -306,31 +280,20 @@ TABLE_COLUMNS = (
 
 def markdown(rows: Sequence[dict]) -> str:
   """One table per task: a row per (run, setting), the columns of :data:`TABLE_COLUMNS`."""
-  lines = []
-  for task in dict.fromkeys(row['task'] for row in rows):
-    lines += [f'\n**{task}**\n', '| run | method | ' + ' | '.join(c[1] for c in TABLE_COLUMNS)
-              + ' |', '|---|---|' + '---:|' * len(TABLE_COLUMNS)]
-    for row in rows:
-      if row['task'] != task:
-        continue
-      cells = [format(row[k], f) if row.get(k) is not None else '' for k, _, f in TABLE_COLUMNS]
-      lines.append(f'| {row["name"]} | {row["setting"]} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
+  columns = [('name', 'run', ''), ('setting', 'method', '')] + list(TABLE_COLUMNS)
+  return report.grouped_tables(rows, 'task', columns)
 
 
 def plot_frontier(rows: Sequence[dict], path: str, structure_key: str = 'gradient_correlation',
                   realism_key: str = 'fd_vgg') -> str:
   """The structure-texture frontier: one panel per task, structure (x, higher keeps more) against
   realism (y, ``fd_vgg``, lower is more photo-like), a marker per method family."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   tasks = list(dict.fromkeys(row['task'] for row in rows))
-  figure = Figure(figsize=(6.5 * len(tasks), 5.5))
-  FigureCanvasAgg(figure)
+  figure, axes = report.new_figure(1, len(tasks), (6.5 * len(tasks), 5.5))
   markers = {'sdedit': 'o', 'invert': 's', 'ovg': '*', 'phipd': '^', 'structured_sdedit': 'v',
              'reference': 'x'}
   for index, task in enumerate(tasks):
-    axis = figure.add_subplot(1, len(tasks), index + 1)
+    axis = axes[0, index]
     series = {}
     for row in rows:
       if row['task'] != task or row.get(realism_key) is None:
@@ -353,10 +316,7 @@ def plot_frontier(rows: Sequence[dict], path: str, structure_key: str = 'gradien
     axis.set_title(task)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=7)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  figure.tight_layout()
-  figure.savefig(path, format='png', dpi=100)
-  return path
+  return report.save_figure(figure, path)
 
 
 def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCKS,
@@ -376,7 +336,7 @@ def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCK
   from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from phipd_jax.evaluation import runs  # pylint: disable=g-import-not-at-top
   spec, sampler, params = runs.load(workdir, steps)
-  photos = pipeline.eval_images(spec.data, spec.data.eval_split, spec.data.image_key, num)
+  photos, _ = pipeline.held_out_inputs(spec.data, 'photo', num)
   label = source_class(spec, 'down8')
   key = jax.random.key(seed)
   curves, ranks = {}, {}
@@ -394,11 +354,8 @@ def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCK
   curves['N(0, I)'] = np.asarray(collapse.pca_cumulative_variance(gaussian))
   ranks['N(0, I)'] = float(collapse.pca_effective_rank(gaussian))
   if path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-    figure = Figure(figsize=(7, 5))
-    FigureCanvasAgg(figure)
-    axis = figure.add_subplot(1, 1, 1)
+    figure, axes = report.new_figure()
+    axis = axes[0, 0]
     for name, curve in curves.items():
       axis.plot(np.arange(1, len(curve) + 1), curve,
                 'k--' if name == 'N(0, I)' else '-', label=f'{name} (rank {ranks[name]:.3f})')
@@ -408,7 +365,5 @@ def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCK
                    f'class {label})')
     axis.grid(True, alpha=0.3)
     axis.legend()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, format='png', dpi=100)
+    report.save_figure(figure, path)
   return {'curves': {k: v.tolist() for k, v in curves.items()}, 'effective_rank': ranks}

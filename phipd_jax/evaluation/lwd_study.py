@@ -30,18 +30,13 @@ from flax import nnx
 
 from phipd_jax import saved_run, writers
 from phipd_jax.data import pipeline
-from phipd_jax.evaluation import perceptual, runs, spectra, structure
+from phipd_jax.evaluation import perceptual, report, runs, spectra, structure
 
 AUTOENCODER_COLUMNS = ('name', 'alpha', 'beta', 'lam', 'train_steps', 'psnr', 'ssim',
                        'lpips', 'latent_scale', 'latent_high_frequency_share')
 DIFFUSION_COLUMNS = ('name', 'autoencoder', 'lwd', 'ell', 'train_steps', 'final_train_loss',
                      'swd_64', 'swd_32', 'swd_16', 'swd_mean', 'fd_vgg', 'spectrum_distance',
                      'high_frequency_share')
-
-
-def held_out_photos(data_config, num: int) -> np.ndarray:
-  """The first ``num`` photos of the eval split, float32 ``[N, S, S, 3]`` in ``[-1, 1]``."""
-  return pipeline.eval_images(data_config, data_config.eval_split, data_config.image_key, num)
 
 
 def _load_autoencoder(workdir: str):
@@ -149,25 +144,15 @@ def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Arra
   return rows, samples_by_name
 
 
-def markdown(rows: Sequence[dict], columns: Sequence[str]) -> str:
-  """A Markdown table of ``rows`` over ``columns`` (floats to 4 significant digits)."""
-  cell = lambda v: f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v))
-  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-  return '\n'.join(lines + ['| ' + ' | '.join(cell(r.get(c)) for c in columns) + ' |'
-                            for r in rows])
-
-
 def plot(autoencoders: Sequence[dict], latent_spectra: dict[str, np.ndarray],
          diffusion: Sequence[dict], image_spectra: dict[str, np.ndarray], path: str):
   """Three panels: the latents' radial power per autoencoder; the decoded samples' radial power
   against the held-out photos'; SWD per pyramid level per run (and, if logged, the LWD mask
   fraction per sigma)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fractions = [r for r in diffusion if any(k.startswith('lwd_mask_fraction_') for k in r)]
   panels = 4 if fractions else 3
-  figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+  figure, axes = report.new_figure(1, panels, (4.2 * panels, 3.6))
+  axes = axes[0]
   for row in autoencoders:
     spectrum = latent_spectra[row['name']]
     axes[0].semilogy(np.arange(1, len(spectrum)), spectrum[1:],
@@ -194,9 +179,7 @@ def plot(autoencoders: Sequence[dict], latent_spectra: dict[str, np.ndarray],
                    label=f"{row['name']} (ell={row['ell']})")
     axes[3].set(title='LWD mask: supervised fraction', xlabel='sigma (flow t)', ylim=(0, 1.05))
     axes[3].legend(fontsize=7)
-  figure.tight_layout()
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
+  report.save_figure(figure, path, dpi=120)
 
 
 def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
@@ -213,7 +196,7 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
     raise ValueError('lwd study: give autoencoder runs, latent diffusion runs, or both')
   first = workdirs[0] if workdirs else autoencoders[0]
   data = saved_run.load_spec(first).data
-  photos = held_out_photos(data, num)
+  photos, _ = pipeline.held_out_inputs(data, 'photo', num)
   key = jax.random.key(seed + 1)
   train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)
   # Reference rows: real training photos (the floor), and each autoencoder's reconstructions
@@ -251,28 +234,24 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
              'latent_spectra': {k: v.tolist() for k, v in latent_spectra.items()},
              'image_spectra': {k: v.tolist() for k, v in image_spectra.items()}}
   if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'lwd_study.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
-    with open(os.path.join(out_dir, 'lwd_study.md'), 'w') as f:
-      f.write(report(summary))
+    report.write_study(out_dir, 'lwd_study', summary, markdown(summary))
     plot(ae_rows, latent_spectra, rows, image_spectra, os.path.join(out_dir, 'lwd_study.png'))
   return summary
 
 
-def report(summary: dict) -> str:
+def markdown(summary: dict) -> str:
   """Both Markdown tables of a :func:`run_study` summary (and the mask fractions)."""
   parts = []
   if summary['autoencoders']:
     parts.append('**Autoencoders** (held-out reconstructions)\n\n' +
-                 markdown(summary['autoencoders'], AUTOENCODER_COLUMNS))
+                 report.markdown_table(summary['autoencoders'], AUTOENCODER_COLUMNS))
   if summary['rows']:
     parts.append('**Latent diffusion** (decoded samples vs held-out photos)\n\n' +
-                 markdown(summary['rows'], DIFFUSION_COLUMNS))
+                 report.markdown_table(summary['rows'], DIFFUSION_COLUMNS))
     fraction_rows = [r for r in summary['rows'] if any(
         k.startswith('lwd_mask_fraction_') for k in r)]
     if fraction_rows:
       names = sorted(k for k in fraction_rows[0] if k.startswith('lwd_mask_fraction_'))
       parts.append('**LWD mask: supervised fraction per sigma** (last quarter of training)\n\n'
-                   + markdown(fraction_rows, ('name', 'ell') + tuple(names)))
+                   + report.markdown_table(fraction_rows, ('name', 'ell') + tuple(names)))
   return '\n\n'.join(parts) + '\n'

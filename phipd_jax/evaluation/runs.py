@@ -21,7 +21,7 @@ import numpy as np
 from phipd_jax import models, saved_run, writers
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import distribution, spectra, translation
-from phipd_jax.evaluation import perceptual
+from phipd_jax.evaluation import perceptual, report
 
 METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share')
 
@@ -71,19 +71,10 @@ def generate(sampler, params, spec, num: int, batch_size: int, seed: int) -> np.
     batches.append(np.asarray(sampler.generate(params, key, (count, size, size, 3))))
   return np.clip(np.concatenate(batches), -1.0, 1.0)
 
-def markdown_table(rows: list[dict]) -> str:
-  columns = ['name', 'model', 'spectral_forcing', 'train_steps', 'final_train_loss', 'swd_64',
-             'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share',
-             'sample_seconds']
-  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-  for row in rows:
-    cells = []
-    for column in columns:
-      value = row.get(column)
-      cells.append('' if value is None else f'{value:.3g}' if isinstance(value, float)
-                   else str(value))
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
+GENERATION_COLUMNS = tuple((key, key, '.3g') for key in (
+    'name', 'model', 'spectral_forcing', 'train_steps', 'final_train_loss', 'swd_64', 'swd_32',
+    'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share', 'sample_seconds'))
+
 
 def grid_title(setting: dict) -> str:
   """A column title that fits a 64-pixel column: 'PD r=4', 'sSDE s=.6', 'SDE s=.6', 'uncond'."""
@@ -129,8 +120,8 @@ def evaluate_translation(workdirs: Sequence[str], *, tasks: Sequence[str], num: 
       shown = [('input', task.inputs[:8]), ('target', task.target[:8])]
       for setting in grid:
         start = time.perf_counter()
-        outputs = translation.run_method(sampler, params, task.inputs, key, setting,
-                                         batch_size)
+        outputs, _ = translation.run_method(sampler, params, task.inputs, key, setting,
+                                            batch_size)
         seconds = time.perf_counter() - start
         row = dict(run, task=name, setting=translation.setting_name(setting), **setting)
         row.update(translation.metrics(outputs, task, metric_key, features))
@@ -162,9 +153,7 @@ def evaluate_translation(workdirs: Sequence[str], *, tasks: Sequence[str], num: 
              'reference_images': {n: len(t.reference) for n, (t, _) in tasks.items()},
              'rows': rows}
   if json_path:
-    os.makedirs(os.path.dirname(json_path) or '.', exist_ok=True)
-    with open(json_path, 'w') as f:
-      json.dump(summary, f, indent=1)
+    report.write_json(json_path, summary)
   return summary
 
 
@@ -222,12 +211,9 @@ def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 
              'reference_high_frequency_share': spectra.high_frequency_share(held_out),
              'seed': seed, 'rows': rows}
   if json_path:
-    os.makedirs(os.path.dirname(json_path) or '.', exist_ok=True)
-    with open(json_path, 'w') as f:
-      json.dump(summary, f, indent=1)
-  table = markdown_table(rows)
+    report.write_json(json_path, summary)
+  table = report.markdown_table(rows, GENERATION_COLUMNS)
   if markdown:
-    with open(markdown, 'w') as f:
-      f.write(table)
+    report.write_text(markdown, table)
   print(table)
   return summary

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from phipd_jax import sampling
 from phipd_jax.evaluation import distribution, perceptual, structure
 
 TASKS = ('photo', 'flat_shaded', 'edges')
@@ -110,7 +111,7 @@ def load_task(data_config, name: str, num: int, flat_shade_segments: int = 48,
     photos, all_drawings = folder_images(eval_dir, data_config.image_size)
     where = eval_dir
   else:
-    photos = pipeline.eval_images(data_config, split, data_config.image_key, 10**9)
+    photos, _ = pipeline.held_out_inputs(data_config, 'photo', 10**9)
     all_drawings, where = None, f'{data_config.name}/{split}'
   if len(photos) < num + MIN_REFERENCE:
     raise ValueError(f'translation: {where} has {len(photos)} images; need '
@@ -121,7 +122,7 @@ def load_task(data_config, name: str, num: int, flat_shade_segments: int = 48,
       raise ValueError(f'translation: task edges needs an AB folder (photo | edge map); '
                        f'{eval_dir} holds single images')
     drawings = (all_drawings[:num] if eval_dir else
-                pipeline.eval_images(data_config, split, 'edges', num))
+                pipeline.held_out_inputs(data_config, 'edges', num)[0])
     return Task(name, drawings, inputs, drawings, structure.line_map(drawings, LINE_THRESHOLD),
                 reference, 'lines')
   boundary_key = None if eval_dir else HUMAN_BOUNDARIES.get(data_config.name)
@@ -163,23 +164,39 @@ def setting_name(row: dict) -> str:
 
 
 def run_method(sampler, params, inputs: np.ndarray, key: jax.Array, row: dict,
-               batch_size: int = 100) -> np.ndarray:
-  """Outputs of one method row for ``inputs`` ``[N, S, S, 3]``, clipped to ``[-1, 1]``."""
-  out = []
+               batch_size: int = 100, classes: Optional[tuple[int, int]] = None,
+               guidance_scale: float = 1.0) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """One study row through the method table :data:`phipd_jax.sampling.METHODS`.
+
+  Args:
+    sampler, params: a loaded run's sampler and parameters.
+    inputs: float32 ``[N, S, S, 3]`` in ``[-1, 1]``, run in chunks of ``batch_size`` (chunk
+      ``start`` gets ``jax.random.fold_in(key, start)``).
+    row: ``{'method', 'radius', 'strength'}``; ``'structured_sdedit'`` is ``'phipd'`` below
+      strength 1.
+    classes: ``(source, target)`` of a class-conditional run (translation by inversion and the
+      class sampled), or None.
+    guidance_scale: classifier-free guidance of the target class.
+
+  Returns:
+    ``(outputs clipped to [-1, 1], inverted noise or None)``.
+
+  Raises:
+    KeyError: a method not in the table.
+  """
+  method = sampling.METHODS['phipd' if row['method'] == 'structured_sdedit' else row['method']]
+  source, target = classes or (None, None)
+  setting = sampling.Setting(radius=row.get('radius'), strength=row['strength'], source=source,
+                             target=target, guidance_scale=guidance_scale)
+  outputs, noise = [], []
   for start in range(0, len(inputs), batch_size):
-    chunk = jnp.asarray(inputs[start:start + batch_size])
-    chunk_key = jax.random.fold_in(key, start)
-    if row['method'] == 'generate':
-      images = sampler.generate(params, chunk_key, chunk.shape)
-    elif row['method'] == 'sdedit':
-      images = sampler.translate(params, chunk, chunk_key, 'sdedit', strength=row['strength'])
-    elif row['method'] in ('phipd', 'structured_sdedit'):
-      images = sampler.translate(params, chunk, chunk_key, 'phipd', row['radius'],
-                                 row['strength'])
-    else:
-      raise ValueError(f'translation: unknown method {row["method"]!r}')
-    out.append(np.asarray(images))
-  return np.clip(np.concatenate(out), -1.0, 1.0)
+    images, inverted = method(sampler, params, jnp.asarray(inputs[start:start + batch_size]),
+                              jax.random.fold_in(key, start), setting)
+    outputs.append(np.asarray(images))
+    if inverted is not None:
+      noise.append(np.asarray(inverted))
+  return (np.clip(np.concatenate(outputs), -1.0, 1.0),
+          np.concatenate(noise) if noise else None)
 
 
 def metrics(outputs: np.ndarray, task: Task, key: jax.Array,

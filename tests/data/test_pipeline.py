@@ -57,6 +57,15 @@ def test_pix2pix_builder_on_a_custom_folder(shared_data, tiny_config, tmp_path):
   np.testing.assert_array_equal(train[0]['edges'], pair[:, 256:])
   edges = pipeline.eval_images(data, 'test', 'edges', 2)
   assert edges.shape == (2, 16, 16, 3) and edges.mean() > 0.5  # Mostly white line drawings.
+  # The one held-out loader: a feature, degraded as in data.domains, with its reference.
+  inputs, shown = pipeline.held_out_inputs(data, 'photo:down8', 2, reference='edges')
+  photos, no_reference = pipeline.held_out_inputs(data, 'photo', 2)
+  np.testing.assert_array_equal(inputs, pipeline.down_up(photos, 8))
+  np.testing.assert_array_equal(shown, edges)
+  assert no_reference is None and not np.array_equal(inputs, photos)
+  assert len(np.unique(inputs[0, :8, :8].reshape(-1, 3), axis=0)) == 1  # One colour per 8x8.
+  with pytest.raises(ValueError, match='data.domains'):
+    pipeline.held_out_inputs(data, 'photo:blur', 2)
 
 
 def test_bsds500_builder_reads_human_boundaries(shared_data, tmp_path):

@@ -11,8 +11,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
