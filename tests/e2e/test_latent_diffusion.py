@@ -136,7 +136,7 @@ def test_latent_run_copies_its_codec_measures_the_scale_resumes_bit_exactly_and_
   assert_trees_equal(resumed, uninterrupted)  # params, EMA, optimizer state, step, key.
   # The run's own codec: the autoencoder's config and newest step, and the measured scale.
   own = os.path.join(interrupted, 'codec')
-  assert sorted(os.listdir(own)) == ['checkpoints', 'config.json']
+  assert sorted(os.listdir(own)) == ['checkpoints', 'config.json', 'parts.json']
   assert os.listdir(os.path.join(own, 'checkpoints')) == ['60']
   with open(os.path.join(interrupted, 'config.json')) as f:
     saved = json.load(f)['codec']
