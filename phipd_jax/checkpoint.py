@@ -285,13 +285,17 @@ def copy_latest(source: str, destination: str) -> int:
   return step
 
 
-def save_config(workdir: str, config: dict) -> str:
-  """Writes ``config`` (a run config as a dict) as ``<workdir>/config.json``; returns the path."""
-  path = os.path.join(workdir, 'config.json')
+def _write_json(workdir: str, name: str, data: dict) -> str:
+  path = os.path.join(workdir, name)
   os.makedirs(workdir, exist_ok=True)
   with open(path, 'w') as f:
-    json.dump(config, f, indent=2, sort_keys=True)
+    json.dump(data, f, indent=2, sort_keys=True)
   return path
+
+
+def save_config(workdir: str, config: dict) -> str:
+  """Writes ``config`` (a run config as a dict) as ``<workdir>/config.json``; returns the path."""
+  return _write_json(workdir, 'config.json', config)
 
 
 PARTS_FILE = 'parts.json'  # What each built part of the run was built from (saved_run.parts).
@@ -299,11 +303,7 @@ PARTS_FILE = 'parts.json'  # What each built part of the run was built from (sav
 
 def save_parts(workdir: str, parts: dict) -> str:
   """Writes ``parts`` (JSON-ready) as ``<workdir>/parts.json``; returns the path."""
-  path = os.path.join(workdir, PARTS_FILE)
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(parts, f, indent=2, sort_keys=True)
-  return path
+  return _write_json(workdir, PARTS_FILE, parts)
 
 
 def load_parts(workdir: str) -> Optional[dict]:
