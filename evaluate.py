@@ -52,6 +52,19 @@ Gaussian reference row; the frontier, spectra and PCA figures.
 Each autoencoder's held-out PSNR / SSIM / LPIPS and latent spectrum; each latent run's decoded
 samples against the held-out photos (SWD per pyramid level, FD-VGG, spectrum distance,
 high-frequency share) and its logged LWD mask fractions.
+
+``--mode fid``: paper-comparable FID, sFID, KID, IS, precision / recall
+(``phipd_jax.evaluation.fid_run``; the weights file ``pt_inception-2015-12-05-6726825d.pth`` of
+pytorch-fid, brought by the user, or ``$PHIPD_FID_WEIGHTS``)::
+
+  python evaluate.py --mode fid --images runs/jit_sf/p16 --reference runs/jit_sf/p16 \
+      --fid_weights pt_inception-2015-12-05-6726825d.pth --num 1000 --json fid.json
+
+``--images``: a run directory (``--num`` samples generated, class-balanced), an image folder,
+an ADM ``.npz`` batch or ``tfds:NAME:SPLIT``; ``--reference``: the same (a run directory means
+its held-out split) or a statistics ``.npz`` (``--save_reference`` writes one; ADM reference
+batches work as they are). With ``--fid_weights`` (or the variable), ``--mode generate`` and
+``--mode lwd`` add FID / KID / IS / precision / recall columns.
 """
 
 import phipd_jax
@@ -66,7 +79,8 @@ import os
 from absl import flags
 
 from phipd_jax import console
-from phipd_jax.evaluation import inversion_study, lwd_study, report, runs, translation
+from phipd_jax.evaluation import fid_run, inception, inversion_study, lwd_study, report, runs
+from phipd_jax.evaluation import translation
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Run directories (train.py), comma-separated; '
                               'also accepted as several values after the flag.')
@@ -79,8 +93,24 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling and metric seed (the same for 
 _JSON = flags.DEFINE_string('json', None, 'Write the rows here.')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Write a markdown table here.')
 _GRIDS = flags.DEFINE_string('grids', None, 'Folder for <run>.png sample grids.')
-_MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'inversion', 'lwd'],
+_MODE = flags.DEFINE_enum('mode', 'generate',
+                          ['generate', 'translate', 'inversion', 'lwd', 'fid'],
                           'What to evaluate.')
+_IMAGES = flags.DEFINE_string('images', None, 'FID: a run directory, an image folder, an .npz '
+                              'with arr_0, or tfds:NAME:SPLIT[:FEATURE].')
+_REFERENCE = flags.DEFINE_string('reference', None, 'FID: like --images (a run: its held-out '
+                                 'split), or a statistics .npz (ours or an ADM reference batch).')
+_FID_WEIGHTS = flags.DEFINE_string('fid_weights', None, 'FID Inception weights (pytorch-fid\'s '
+                                   'pt_inception-2015-12-05-6726825d.pth); default '
+                                   '$PHIPD_FID_WEIGHTS.')
+_NUM_REFERENCE = flags.DEFINE_integer('num_reference', None, 'FID: at most this many reference '
+                                      'images (default all).', lower_bound=2)
+_SAVE_REFERENCE = flags.DEFINE_string('save_reference', None, 'FID: also write the reference '
+                                      'statistics (mu, sigma, spatial, features) to this .npz.')
+_KID_SUBSETS = flags.DEFINE_integer('kid_subsets', 100, 'FID: KID subsets.', lower_bound=1)
+_KID_SUBSET_SIZE = flags.DEFINE_integer('kid_subset_size', 1000, 'FID: rows per KID subset '
+                                        '(lowered to the smaller set).', lower_bound=2)
+_IS_SPLITS = flags.DEFINE_integer('is_splits', 10, 'FID: Inception Score splits.', lower_bound=1)
 _AUTOENCODERS = flags.DEFINE_list('autoencoders', [], 'LWD: autoencoder runs for the '
                                   'reconstruction report and the latent spectra.')
 _TASKS = flags.DEFINE_list('tasks', None, 'Tasks (translate: photo, flat_shaded, edges; '
@@ -101,13 +131,14 @@ _EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'Evaluate on this folder inste
                                  'held-out split: a pix2pix AB folder (photo | edge map; all '
                                  'tasks) or a folder of photos (photo, flat_shaded).')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
-flags.mark_flag_as_required('workdirs')
 
 
 def workdirs(argv) -> list[str]:
   """``--workdirs`` plus any workdirs given after it as separate arguments, all checked."""
   extra = list(argv[1:])
-  found = list(_WORKDIRS.value) + extra
+  found = list(_WORKDIRS.value or []) + extra
+  if not found:
+    raise ValueError(f'--mode {_MODE.value} needs --workdirs (train.py run directories)')
   for workdir in found:
     if not os.path.isfile(os.path.join(workdir, 'config.json')):
       raise FileNotFoundError(f'--workdirs: {workdir} is not a train.py run directory (no '
@@ -161,13 +192,36 @@ def run_lwd(dirs):
       raise FileNotFoundError(f'--autoencoders: {workdir} is not a train.py run directory')
   summary = lwd_study.run_study(_AUTOENCODERS.value, dirs, num=_NUM.value,
                                 batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
-                                out_dir=_OUT_DIR.value)
+                                out_dir=_OUT_DIR.value, fid_weights=_fid_weights())
   print(lwd_study.markdown(summary))
   where = _OUT_DIR.value or 'the console (no --out_dir)'
   print(f'evaluated {len(_AUTOENCODERS.value)} autoencoder(s) and {len(dirs)} run(s) -> {where}')
 
 
+def _fid_weights():
+  """--fid_weights, else $PHIPD_FID_WEIGHTS, else None (no FID columns)."""
+  return _FID_WEIGHTS.value or os.environ.get(inception.WEIGHTS_ENV) or None
+
+
+def run_fid(argv):
+  """FID and the other Inception metrics (phipd_jax.evaluation.fid_run)."""
+  if len(argv) > 1 or _WORKDIRS.value:
+    raise ValueError('--mode fid takes --images and --reference, not --workdirs')
+  if not _IMAGES.value or not _REFERENCE.value:
+    raise ValueError('--mode fid needs --images and --reference')
+  fid_run.evaluate_fid(
+      _IMAGES.value, _REFERENCE.value, weights=_FID_WEIGHTS.value,
+      num=_NUM.value if flags.FLAGS['num'].present else None,
+      batch_size=_BATCH.value, seed=_SEED.value, num_reference=_NUM_REFERENCE.value,
+      json_path=_JSON.value, save_reference=_SAVE_REFERENCE.value,
+      kid_subsets=_KID_SUBSETS.value, kid_subset_size=_KID_SUBSET_SIZE.value,
+      is_splits=_IS_SPLITS.value)
+
+
 def main(argv):
+  if _MODE.value == 'fid':
+    run_fid(argv)
+    return
   dirs = workdirs(argv)
   if _EVAL_DIR.value and not os.path.isdir(_EVAL_DIR.value):
     raise FileNotFoundError(f'--eval_dir {_EVAL_DIR.value} is not a folder')
@@ -189,7 +243,8 @@ def main(argv):
     summary = runs.evaluate_generation(
         dirs, num=_NUM.value, batch_size=_BATCH.value, seed=_SEED.value,
         steps=_STEPS.value, json_path=_JSON.value, markdown=_MARKDOWN.value, grids=_GRIDS.value,
-        eval_dir=_EVAL_DIR.value)
+        eval_dir=_EVAL_DIR.value,
+        fid_weights=_fid_weights())
   where = _JSON.value or 'the console (no --json)'
   print(f'evaluated {len(dirs)} run(s), {len(summary["rows"])} rows -> {where}')
 

@@ -23,7 +23,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 # command runs the rest (`-m "not slow"`); .ci/run runs both tiers. Within a tier the slow ones
 # run first, longest first, so that pytest-xdist's two workers finish together.
 SLOW_TESTS = (  # Longest first (measured on 2 cores): xdist hands them out in this order.
-    'test_benchmark_sections', 'test_two_domain_run_learns', 'test_latent_lwd_run',
+    'test_fid_of_two_photo_folders', 'test_benchmark_sections', 'test_fid_of_a_run_and', 'test_two_domain_run_learns', 'test_latent_lwd_run',
     'test_study_reference_rows', 'test_latent_run_copies',
     'test_kill_9', 'test_two_processes',
     'test_meshes_8x1', 'test_fifty_steps', 'test_translation_study_on_any', 'test_readme_sample',

@@ -30,7 +30,8 @@ from flax import nnx
 
 from phipd_jax import saved_run, writers
 from phipd_jax.data import pipeline
-from phipd_jax.evaluation import perceptual, report, runs, spectra, structure
+from phipd_jax.evaluation import fid_data, inception, perceptual, report, runs, spectra
+from phipd_jax.evaluation import structure
 
 AUTOENCODER_COLUMNS = ('name', 'alpha', 'beta', 'lam', 'train_steps', 'psnr', 'ssim',
                        'lpips', 'latent_scale', 'latent_high_frequency_share')
@@ -112,8 +113,11 @@ def mask_fractions(workdir: str, last_fraction: float = 0.25) -> dict[str, float
 
 def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Array, *,
                    num: int, batch_size: int = 50, seed: int = 0,
-                   steps: Optional[int] = None) -> tuple[list[dict], dict[str, np.ndarray]]:
+                   steps: Optional[int] = None, fid_scorer=None
+                   ) -> tuple[list[dict], dict[str, np.ndarray]]:
   """Samples of every latent diffusion run against ``reference`` (held-out photos).
+
+  ``fid_scorer``: ``images -> {fid, kid_mean, ...}`` against the same photos, or None.
 
   Returns:
     ``(rows, samples by run name)``: each row holds the run's description, its codec, LWD
@@ -137,6 +141,8 @@ def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Arra
     row['sample_seconds'] = time.perf_counter() - started
     row.update(runs.image_metrics(samples, reference, key))
     row['fd_vgg'] = perceptual.fd_vgg(samples, reference)
+    if fid_scorer is not None:
+      row.update(fid_scorer(samples))
     row.update(mask_fractions(workdir))
     logging.info('%s: %s', row['name'], {k: row.get(k) for k in DIFFUSION_COLUMNS})
     rows.append(row)
@@ -184,19 +190,28 @@ def plot(autoencoders: Sequence[dict], latent_spectra: dict[str, np.ndarray],
 
 def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
               batch_size: int = 50, seed: int = 0, steps: Optional[int] = None,
-              out_dir: Optional[str] = None) -> dict:
+              out_dir: Optional[str] = None, fid_weights: Optional[str] = None) -> dict:
   """Both parts on the first ``num`` held-out photos of the first run's data; writes
   ``lwd_study.json``, ``lwd_study.md``, ``lwd_study.png``, ``reconstruct_<ae>.png`` and
   ``samples_<run>.png`` into ``out_dir`` when given. Returns the JSON summary.
+
+  ``fid_weights``: the FID Inception weights (loaded and checked first); when given, the sample
+  and reference rows also get FID / KID / IS / precision / recall against the held-out photos
+  (the LWD paper's FID table; here at ``num`` samples, so read KID with its std).
 
   Raises:
     ValueError: no runs, or runs on different data.
   """
   if not autoencoders and not workdirs:
     raise ValueError('lwd study: give autoencoder runs, latent diffusion runs, or both')
+  net = inception.extractor(fid_weights) if fid_weights else None
   first = workdirs[0] if workdirs else autoencoders[0]
   data = saved_run.load_spec(first).data
   photos, _ = pipeline.held_out_inputs(data, 'photo', num)
+  fid_scorer = None
+  if net is not None:
+    photo_features = inception.features(net, [writers.to_uint8(photos)], batch_size)
+    fid_scorer = lambda images: fid_data.score_samples(net, images, photo_features, batch_size)
   key = jax.random.key(seed + 1)
   train_photos = pipeline.eval_images(data, data.train_split, data.image_key, num)
   # Reference rows: real training photos (the floor), and each autoencoder's reconstructions
@@ -216,12 +231,15 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
                                           ['held-out photo', row['name']], upscale=1))
     print(json.dumps(row), flush=True)
   rows, samples = diffusion_rows(workdirs, photos, key, num=num,
-                                 batch_size=batch_size, seed=seed, steps=steps)
+                                 batch_size=batch_size, seed=seed, steps=steps,
+                                 fid_scorer=fid_scorer)
   reference_rows = []
   for name, autoencoder, images in references:
     reference_row = {'name': name, 'autoencoder': autoencoder}
     reference_row.update(runs.image_metrics(images, photos, key))
     reference_row['fd_vgg'] = perceptual.fd_vgg(images, photos)
+    if fid_scorer is not None:
+      reference_row.update(fid_scorer(images))
     reference_rows.append(reference_row)
   image_spectra = {'held-out photos': np.asarray(spectra.radial_power_spectrum(photos))}
   for name, images in samples.items():
@@ -233,6 +251,8 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
              'autoencoders': ae_rows, 'rows': rows + reference_rows,
              'latent_spectra': {k: v.tolist() for k, v in latent_spectra.items()},
              'image_spectra': {k: v.tolist() for k, v in image_spectra.items()}}
+  if net is not None:
+    summary['fid_weights_sha256'] = net.weights_sha256
   if out_dir:
     report.write_study(out_dir, 'lwd_study', summary, markdown(summary))
     plot(ae_rows, latent_spectra, rows, image_spectra, os.path.join(out_dir, 'lwd_study.png'))
@@ -246,8 +266,9 @@ def markdown(summary: dict) -> str:
     parts.append('**Autoencoders** (held-out reconstructions)\n\n' +
                  report.markdown_table(summary['autoencoders'], AUTOENCODER_COLUMNS))
   if summary['rows']:
+    columns = DIFFUSION_COLUMNS + (runs.FID_COLUMNS if 'fid' in summary['rows'][0] else ())
     parts.append('**Latent diffusion** (decoded samples vs held-out photos)\n\n' +
-                 report.markdown_table(summary['rows'], DIFFUSION_COLUMNS))
+                 report.markdown_table(summary['rows'], columns))
     fraction_rows = [r for r in summary['rows'] if any(
         k.startswith('lwd_mask_fraction_') for k in r)]
     if fraction_rows:

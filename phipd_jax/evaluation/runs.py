@@ -17,11 +17,12 @@ from absl import logging
 from flax import nnx
 import jax
 import numpy as np
+import tqdm
 
 from phipd_jax import models, saved_run, writers
 from phipd_jax.data import pipeline
 from phipd_jax.evaluation import distribution, spectra, translation
-from phipd_jax.evaluation import perceptual, report
+from phipd_jax.evaluation import fid_data, inception, perceptual, report
 
 METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share')
 
@@ -62,18 +63,36 @@ def describe_run(workdir: str, spec) -> dict:
       'sampler': f'{spec.sample.sampler} x {spec.sample.num_steps}',
   }
 
-def generate(sampler, params, spec, num: int, batch_size: int, seed: int) -> np.ndarray:
+def generate(sampler, params, spec, num: int, batch_size: int, seed: int,
+             class_balanced: bool = False, progress: Optional[str] = None) -> np.ndarray:
+  """``num`` samples ``[num, S, S, 3]`` in ``[-1, 1]`` from Gaussian noise, batch ``i``'s key
+  ``fold_in(key(seed), i * batch_size)``.
+
+  ``class_balanced``: for a class-conditional run, sample ``i`` gets class ``i % num_classes``
+  with the run's ``sample.guidance_scale`` (unconditional runs ignore it); else no labels.
+  ``progress``: a progress-bar label (None: no bar).
+  """
   size = spec.data.image_size
+  conditional = class_balanced and sampler.null_label is not None
   batches = []
-  for start in range(0, num, batch_size):
+  for start in tqdm.tqdm(range(0, num, batch_size), desc=progress, disable=progress is None,
+                         dynamic_ncols=True):
     key = jax.random.fold_in(jax.random.key(seed), start)
     count = min(batch_size, num - start)
-    batches.append(np.asarray(sampler.generate(params, key, (count, size, size, 3))))
+    labels = None
+    if conditional:
+      labels = jax.numpy.asarray(np.arange(start, start + count) % sampler.null_label, np.int32)
+    kwargs = {'labels': labels, 'guidance_scale': spec.sample.guidance_scale} if conditional else {}
+    batches.append(np.asarray(sampler.generate(params, key, (count, size, size, 3), **kwargs)))
   return np.clip(np.concatenate(batches), -1.0, 1.0)
+
 
 GENERATION_COLUMNS = tuple((key, key, '.3g') for key in (
     'name', 'model', 'spectral_forcing', 'train_steps', 'final_train_loss', 'swd_64', 'swd_32',
     'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share', 'sample_seconds'))
+FID_COLUMNS = (('num_samples', 'N', 'd'), ('fid', 'FID (N)', '.2f'), ('kid_mean', 'KID', '.4f'),
+               ('kid_std', 'KID std', '.4f'), ('is_mean', 'IS', '.3g'),
+               ('precision', 'precision', '.3f'), ('recall', 'recall', '.3f'))
 
 
 def grid_title(setting: dict) -> str:
@@ -160,12 +179,19 @@ def evaluate_translation(workdirs: Sequence[str], *, tasks: Sequence[str], num: 
 def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 64,
                         seed: int = 0, steps: Optional[int] = None,
                         json_path: Optional[str] = None, markdown: Optional[str] = None,
-                        grids: Optional[str] = None, eval_dir: Optional[str] = None) -> dict:
+                        grids: Optional[str] = None, eval_dir: Optional[str] = None,
+                        fid_weights: Optional[str] = None) -> dict:
   """Unconditional samples of every run against its held-out split (or the photos of
   ``eval_dir``, an AB folder's left halves or a photo folder), plus reference rows;
-  returns the JSON summary (and writes it, the markdown table and the grids when asked)."""
+  returns the JSON summary (and writes it, the markdown table and the grids when asked).
+
+  ``fid_weights``: the FID Inception weights file; when given (loaded and checked before any
+  sampling), every row also gets ``fid``, ``kid_mean``, ``kid_std``, ``is_mean``, ``is_std``,
+  ``precision`` and ``recall`` against the held-out images, with ``num_samples`` beside them.
+  """
   metric_key = jax.random.key(seed + 1)
-  rows, reference, reference_config = [], None, None
+  net = inception.extractor(fid_weights) if fid_weights else None
+  rows, reference, reference_config, reference_features = [], None, None, None
   for workdir in workdirs:
     spec, sampler, params = load(workdir, steps)
     if reference is None:
@@ -177,6 +203,8 @@ def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 
                                          spec.data.image_key, 10**9)
       logging.info('held-out reference: %d images of %s/%s', len(reference), spec.data.name,
                    spec.data.eval_split)
+      if net is not None:
+        reference_features = inception.features(net, [writers.to_uint8(reference)], batch_size)
     elif (spec.data.name, spec.data.image_size) != (reference_config.name,
                                                          reference_config.image_size):
       raise ValueError(f'{workdir}: data {spec.data.name}@{spec.data.image_size} differs '
@@ -189,6 +217,8 @@ def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 
     row['sample_seconds'] = time.perf_counter() - start
     row['num_samples'] = len(samples)
     row.update(image_metrics(samples, reference, metric_key))
+    if net is not None:
+      row.update(fid_data.score_samples(net, samples, reference_features, batch_size))
     logging.info('%s: %s', row['name'], {k: row[k] for k in METRICS if k in row})
     print(json.dumps(row), flush=True)
     rows.append(row)
@@ -203,6 +233,8 @@ def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 
   for name, images in (('train photos', train_photos), ('mean photo', mean_photo)):
     row = {'name': name, 'model': 'reference', 'num_samples': len(images)}
     row.update(image_metrics(np.array(images), reference, metric_key))
+    if net is not None and name == 'train photos':
+      row.update(fid_data.score_samples(net, np.array(images), reference_features, batch_size))
     rows.append(row)
   held_out = spectra.radial_power_spectrum(reference)
   summary = {'reference': eval_dir or f'{reference_config.name}/{reference_config.eval_split}',
@@ -210,9 +242,12 @@ def evaluate_generation(workdirs: Sequence[str], *, num: int, batch_size: int = 
              'reference_images': len(reference),
              'reference_high_frequency_share': spectra.high_frequency_share(held_out),
              'seed': seed, 'rows': rows}
+  if net is not None:
+    summary['fid_weights_sha256'] = net.weights_sha256
   if json_path:
     report.write_json(json_path, summary)
-  table = report.markdown_table(rows, GENERATION_COLUMNS)
+  columns = GENERATION_COLUMNS + (FID_COLUMNS if net is not None else ())
+  table = report.markdown_table(rows, columns)
   if markdown:
     report.write_text(markdown, table)
   print(table)

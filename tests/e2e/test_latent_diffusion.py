@@ -19,8 +19,9 @@ from configs import autoencoder_lwd, quickstart
 from phipd_jax import experiment, latent, models, saved_run, spectral, trainer, writers
 from phipd_jax.diffusion import objectives
 from phipd_jax.data import pipeline
-from phipd_jax.evaluation import lwd_study
+from phipd_jax.evaluation import inception, lwd_study
 
+import fid_reference
 from helpers import assert_trees_equal, load_and_sample_elsewhere
 
 IMAGE_SIZE = 32  # Photos; the f=4 codec gives 8x8x4 latents.
@@ -199,8 +200,10 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   assert generated.shape == (4, 32, 32, 3)  # Decoded images, not 8x8x4 latents.
 
   out = tmp_path / 'study'
+  fid_weights = str(tmp_path / 'fid_inception.npz')  # Random weights: the columns' wiring.
+  inception.save_npz(fid_reference.random_state_dict(seed=0), fid_weights)
   summary = lwd_study.run_study([ae_run], [workdir], num=8,
-                                batch_size=8, out_dir=str(out))
+                                batch_size=8, out_dir=str(out), fid_weights=fid_weights)
   assert sorted(os.listdir(out)) == ['lwd_study.json', 'lwd_study.md', 'lwd_study.png',
                                      'reconstruct_ae0.png', 'samples_run.png']
   ae_row = summary['autoencoders'][0]
@@ -216,6 +219,10 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   assert run_row['lwd_mask_fraction_s0.10'] == 1.0
   assert run_row['fd_vgg'] > reference_row['fd_vgg'] and run_row['swd_mean'] > 0
   assert '| run | ae0 | True | 0.3 |' in (out / 'lwd_study.md').read_text()
+  # FID / KID columns with the weights given (the LWD paper's table), counts beside them.
+  assert run_row['num_samples'] == 8 and np.isfinite(run_row['fid'])
+  assert np.isfinite(reconstruction_row['kid_mean']) and 'FID (N)' in (
+      out / 'lwd_study.md').read_text()
 
 
 def test_latent_cache_gives_the_encoders_latents_of_the_training_batches(latent_config):

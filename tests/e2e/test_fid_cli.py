@@ -1,0 +1,125 @@
+"""``evaluate.py --mode fid`` end to end against pytorch-fid on the same random weights."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from pytorch_fid import fid_score
+
+import fid_reference
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _evaluate(*args, env=None):
+  return subprocess.run([sys.executable, 'evaluate.py', '--mode', 'fid', *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=600,
+                        env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('weights') / 'pt_inception-2015-12-05-6726825d.pth')
+  return fid_reference.save_pth(fid_reference.random_state_dict(seed=0), path)
+
+
+def _photos(shared_data, split, count, folder):
+  folder.mkdir()
+  source = os.path.join(shared_data, 'bsds500', 'images', split)
+  for name in sorted(os.listdir(source))[:count]:
+    shutil.copy(os.path.join(source, name), folder)
+  return str(folder)
+
+
+def test_fid_of_two_photo_folders_equals_pytorch_fid(shared_data, weights, tmp_path,
+                                                     monkeypatch):
+  """BSDS500 test vs train photos (481x321, both orientations, 16 each): FID within 1e-3 relative of
+  pytorch-fid's; the JSON has every metric, the counts and the weights' SHA-256; the saved
+  reference statistics give the same FID without the reference images."""
+  test = _photos(shared_data, 'test', 16, tmp_path / 'test')
+  train = _photos(shared_data, 'train', 16, tmp_path / 'train')
+  out, stats = tmp_path / 'fid.json', tmp_path / 'train_stats.npz'
+  result = _evaluate('--images', test, '--reference', train, '--fid_weights', weights,
+                     '--json', str(out), '--save_reference', str(stats), '--is_splits', '2',
+                     '--batch_size', '8')
+  assert result.returncode == 0, result.stderr[-3000:]
+  ours = json.loads(out.read_text())
+
+  monkeypatch.setattr(fid_reference.pytorch_fid_inception, 'load_state_dict_from_url',
+                      lambda *a, **k: fid_reference.torch.load(weights, weights_only=True))
+  expected = fid_score.calculate_fid_given_paths([test, train], batch_size=1, device='cpu',
+                                                 dims=2048, num_workers=0)
+  assert ours['fid'] == pytest.approx(expected, rel=1e-3)
+  assert ours['num_samples'] == 16 and ours['num_reference'] == 16
+  for key in ('sfid', 'kid_mean', 'kid_std', 'is_mean', 'is_std', 'precision', 'recall'):
+    assert np.isfinite(ours[key]), key
+  assert 1.0 <= ours['is_mean'] <= 1008 and 0.0 <= ours['precision'] <= 1.0
+  assert len(ours['weights_sha256']) == 64
+  assert f'FID {ours["fid"]:.3f} (16 samples' in result.stdout
+
+  again = _evaluate('--images', test, '--reference', str(stats), '--fid_weights', weights,
+                    '--json', str(tmp_path / 'again.json'), '--is_splits', '2')
+  assert again.returncode == 0, again.stderr[-3000:]
+  second = json.loads((tmp_path / 'again.json').read_text())
+  assert second['fid'] == pytest.approx(ours['fid'], rel=1e-9)
+  assert second['kid_mean'] == pytest.approx(ours['kid_mean'], rel=1e-9)
+
+
+def test_missing_or_wrong_weights_stop_before_any_work(tmp_path):
+  """No weights, a missing file, a file of other keys: a one-line error, exit 1, nothing
+  written (the JSON path stays absent)."""
+  images = tmp_path / 'images'
+  images.mkdir()
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / 'black.png')
+  out = tmp_path / 'fid.json'
+  env = {fid_reference.inception.WEIGHTS_ENV: ''}
+  result = _evaluate('--images', str(images), '--reference', str(images), '--json', str(out),
+                     env=env)
+  assert result.returncode == 1
+  assert 'pt_inception-2015-12-05-6726825d.pth' in result.stderr
+  assert '--fid_weights FILE or set PHIPD_FID_WEIGHTS' in result.stderr
+  wrong = fid_reference.random_state_dict(seed=1)
+  wrong.pop('Mixed_7c.branch_pool.conv.weight')
+  path = fid_reference.save_pth(wrong, str(tmp_path / 'wrong.pth'))
+  result = _evaluate('--images', str(images), '--reference', str(images), '--fid_weights', path,
+                     '--json', str(out))
+  assert result.returncode == 1
+  assert 'missing key(s)' in result.stderr and 'Mixed_7c.branch_pool.conv.weight' in result.stderr
+  result = _evaluate('--images', str(tmp_path / 'nope'), '--reference', str(images),
+                     '--fid_weights', path)
+  assert result.returncode == 1 and 'nope: not a run directory, an image folder' in result.stderr
+  assert not out.exists()
+
+
+def test_fid_of_a_run_and_generate_columns(trained_run, weights, tmp_path):
+  """A run as --images: --num samples generated, scored against its held-out split; --num is
+  required for a run; --mode generate with --fid_weights adds the FID / KID columns."""
+  result = _evaluate('--images', trained_run, '--reference', trained_run, '--fid_weights',
+                     weights)
+  assert result.returncode == 1 and '--num: how many samples to generate' in result.stderr
+  out = tmp_path / 'run.json'
+  result = _evaluate('--images', trained_run, '--reference', trained_run, '--fid_weights',
+                     weights, '--num', '12', '--batch_size', '6', '--is_splits', '2',
+                     '--json', str(out))
+  assert result.returncode == 0, result.stderr[-3000:]
+  ours = json.loads(out.read_text())
+  assert ours['num_samples'] == 12 and ours['num_reference'] >= 2
+  assert ours['images'].startswith(f'run {trained_run} (12 samples')
+  assert 'held out by' in ours['reference'] and np.isfinite(ours['fid'])
+  generate = tmp_path / 'generate.json'
+  result = subprocess.run(
+      [sys.executable, 'evaluate.py', '--workdirs', trained_run, '--num', '8', '--fid_weights',
+       weights, '--json', str(generate)], cwd=REPO_ROOT, capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(generate.read_text())
+  run_row, photos_row = summary['rows'][0], summary['rows'][1]
+  assert run_row['num_samples'] == 8 and np.isfinite(run_row['fid'])
+  assert photos_row['name'] == 'train photos' and np.isfinite(photos_row['kid_mean'])
+  assert summary['fid_weights_sha256'] == ours['weights_sha256']
+  assert '| FID (N) |' in result.stdout
