@@ -111,6 +111,9 @@ _KID_SUBSETS = flags.DEFINE_integer('kid_subsets', 100, 'FID: KID subsets.', low
 _KID_SUBSET_SIZE = flags.DEFINE_integer('kid_subset_size', 1000, 'FID: rows per KID subset '
                                         '(lowered to the smaller set).', lower_bound=2)
 _IS_SPLITS = flags.DEFINE_integer('is_splits', 10, 'FID: Inception Score splits.', lower_bound=1)
+_FID_METHOD = flags.DEFINE_enum('fid_method', 'eigh', ['eigh', 'sqrtm'], 'FID: the trace of '
+                                'the covariance root by eigendecomposition (fast) or by '
+                                'pytorch-fid\'s scipy sqrtm (its procedure, 9x slower).')
 _AUTOENCODERS = flags.DEFINE_list('autoencoders', [], 'LWD: autoencoder runs for the '
                                   'reconstruction report and the latent spectra.')
 _TASKS = flags.DEFINE_list('tasks', None, 'Tasks (translate: photo, flat_shaded, edges; '
@@ -215,7 +218,7 @@ def run_fid(argv):
       batch_size=_BATCH.value, seed=_SEED.value, num_reference=_NUM_REFERENCE.value,
       json_path=_JSON.value, save_reference=_SAVE_REFERENCE.value,
       kid_subsets=_KID_SUBSETS.value, kid_subset_size=_KID_SUBSET_SIZE.value,
-      is_splits=_IS_SPLITS.value)
+      is_splits=_IS_SPLITS.value, fid_method=_FID_METHOD.value)
 
 
 def main(argv):

@@ -4,10 +4,14 @@ One function per metric, each on features from :func:`phipd_jax.evaluation.incep
 (float ``[N, D]``; ``pool`` D = 2048, ``logits`` 1008, ``spatial`` 2023):
 
 * :func:`frechet_distance` / :func:`fid`: Heusel et al., arXiv:1706.08500, Eq. 6,
-  ``|mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))``, computed as pytorch-fid (and the
-  TTUR / ADM code) computes it: ``scipy.linalg.sqrtm`` of the product; when that is not finite,
-  ``1e-6 I`` is added to both covariances; an imaginary part above 1e-3 on the diagonal is an
-  error, a smaller one is dropped.
+  ``|mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))``. Default ``method='eigh'``: the trace
+  of the root as ``sum_i sqrt(lambda_i)`` over the eigenvalues of the symmetric
+  ``S_1^(1/2) S_2 S_1^(1/2)``, which is similar to ``S_1 S_2`` (two ``numpy.linalg.eigh``
+  calls; 2048 dims: 1.6 s on 2 cores against 14 s for ``sqrtm``; equal to pytorch-fid's value to
+  1.2e-7 relative with 16 samples, where the covariances are singular, and to 1e-11 with 3000).
+  ``method='sqrtm'`` is pytorch-fid's (and the TTUR / ADM code's) procedure itself:
+  ``scipy.linalg.sqrtm`` of the product; when that is not finite, ``1e-6 I`` is added to both
+  covariances; an imaginary part above 1e-3 on the diagonal is an error, a smaller one dropped.
 * :func:`kid`: Binkowski et al., *Demystifying MMD GANs*, arXiv:1801.01401, Sec. 4: the unbiased
   MMD^2 with the kernel ``k(x, y) = (x.y / D + 1)^3``, averaged over random subsets (100 of
   1000 rows by default, drawn without replacement by ``np.random.RandomState(seed)`` as
@@ -49,18 +53,31 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+  """``Tr((S_1 S_2)^(1/2))`` for symmetric PSD ``S_1``, ``S_2`` by two eigendecompositions."""
+  values, vectors = np.linalg.eigh(sigma1)
+  root1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+  middle = root1 @ sigma2 @ root1
+  eigenvalues = np.linalg.eigvalsh(0.5 * (middle + middle.T))
+  return float(np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None))))
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+                     eps: float = 1e-6, method: str = 'eigh') -> float:
   """The Frechet distance between two Gaussians ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
 
   Args:
     mu1, mu2: ``[D]`` means; sigma1, sigma2: ``[D, D]`` covariances (from :func:`statistics` or
       a reference file).
-    eps: the diagonal offset used when the product's square root is not finite.
+    eps: ``'sqrtm'`` only: the diagonal offset used when the product's root is not finite.
+    method: ``'eigh'`` (default) or ``'sqrtm'`` (pytorch-fid's procedure; see the module note).
 
   Raises:
-    ValueError: shapes that differ, or a square root with an imaginary diagonal above 1e-3.
+    ValueError: shapes that differ, an unknown method, or (``'sqrtm'``) a square root with an
+      imaginary diagonal above 1e-3.
   """
+  if method not in ('eigh', 'sqrtm'):
+    raise ValueError(f'frechet_distance: method must be eigh or sqrtm, got {method!r}')
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
   sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -68,6 +85,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     raise ValueError(f'frechet_distance: shapes differ: mu {mu1.shape} vs {mu2.shape}, sigma '
                      f'{sigma1.shape} vs {sigma2.shape}')
   diff = mu1 - mu2
+  if method == 'eigh':
+    trace_root = _trace_sqrt_product(sigma1, sigma2)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_root)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', linalg.LinAlgWarning)  # Singular when N <= D: expected.
     root = linalg.sqrtm(sigma1 @ sigma2)
@@ -213,7 +233,7 @@ def precision_recall(reference: np.ndarray, samples: np.ndarray, k: int = 3) -> 
 
 def all_metrics(samples: dict, reference: dict, reference_stats: Optional[dict] = None,
                 kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
-                seed: int = 2020) -> dict:
+                seed: int = 2020, method: str = 'eigh') -> dict:
   """Every metric of sample features against reference features.
 
   Args:
@@ -223,6 +243,7 @@ def all_metrics(samples: dict, reference: dict, reference_stats: Optional[dict] 
       default: computed from ``reference``.
     kid_subsets, kid_subset_size, is_splits, seed: see :func:`kid` and
       :func:`inception_score`.
+    method: :func:`frechet_distance`'s (``'eigh'`` or pytorch-fid's ``'sqrtm'``).
 
   Returns:
     ``fid``, ``sfid`` (when spatial statistics exist), ``kid_mean``, ``kid_std``, ``is_mean``,
@@ -236,10 +257,12 @@ def all_metrics(samples: dict, reference: dict, reference_stats: Optional[dict] 
     stats['mu_s'], stats['sigma_s'] = statistics(reference['spatial'])
   result = {'num_samples': len(samples['pool']),
             'num_reference': len(reference['pool']) if 'pool' in reference else None,
-            'fid': frechet_distance(*statistics(samples['pool']), stats['mu'], stats['sigma'])}
+            'fid': frechet_distance(*statistics(samples['pool']), stats['mu'], stats['sigma'],
+                                    method=method),
+            'fid_method': method}
   if 'mu_s' in stats:
     result['sfid'] = frechet_distance(*statistics(samples['spatial']), stats['mu_s'],
-                                      stats['sigma_s'])
+                                      stats['sigma_s'], method=method)
   if len(samples['logits']) >= is_splits:
     result.update(inception_score(samples['logits'], is_splits))
   if 'pool' in reference:

@@ -56,8 +56,8 @@ def _held_out(workdir: str, num: Optional[int]) -> fid_data.Source:
 def evaluate_fid(images: str, reference: str, *, weights: Optional[str], num: Optional[int],
                  batch_size: int = 50, seed: int = 0, num_reference: Optional[int] = None,
                  json_path: Optional[str] = None, save_reference: Optional[str] = None,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10
-                 ) -> dict:
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
+                 fid_method: str = 'eigh') -> dict:
   """Scores ``images`` against ``reference`` (see the module note); ``num``: samples to
   generate from a run (required then), or at most this many images of a source (None: all);
   returns (and writes to
@@ -116,7 +116,7 @@ def evaluate_fid(images: str, reference: str, *, weights: Optional[str], num: Op
 
   result = fid.all_metrics(sample_features, reference_features, stats or None,
                            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                           is_splits=is_splits, seed=2020)
+                           is_splits=is_splits, seed=2020, method=fid_method)
   result.update({'images': samples_source.description, 'reference': reference_description,
                  'weights': net.weights, 'weights_sha256': net.weights_sha256,
                  'devices': net.mesh.size, 'seed': seed, **timings})

@@ -12,6 +12,7 @@ from PIL import Image
 from pytorch_fid import fid_score
 
 import fid_reference
+from phipd_jax.evaluation import fid, fid_data, fid_run, runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,9 +39,9 @@ def _photos(shared_data, split, count, folder):
 
 def test_fid_of_two_photo_folders_equals_pytorch_fid(shared_data, weights, tmp_path,
                                                      monkeypatch):
-  """BSDS500 test vs train photos (481x321, both orientations, 16 each): FID within 1e-3 relative of
-  pytorch-fid's; the JSON has every metric, the counts and the weights' SHA-256; the saved
-  reference statistics give the same FID without the reference images."""
+  """BSDS500 test vs train photos (481x321, both orientations, 16 each): FID within 1e-3
+  relative of pytorch-fid's; the JSON has every metric, the counts and the weights' SHA-256; the
+  saved reference statistics equal pytorch-fid's statistics of the same folder."""
   test = _photos(shared_data, 'test', 16, tmp_path / 'test')
   train = _photos(shared_data, 'train', 16, tmp_path / 'train')
   out, stats = tmp_path / 'fid.json', tmp_path / 'train_stats.npz'
@@ -52,8 +53,13 @@ def test_fid_of_two_photo_folders_equals_pytorch_fid(shared_data, weights, tmp_p
 
   monkeypatch.setattr(fid_reference.pytorch_fid_inception, 'load_state_dict_from_url',
                       lambda *a, **k: fid_reference.torch.load(weights, weights_only=True))
-  expected = fid_score.calculate_fid_given_paths([test, train], batch_size=1, device='cpu',
-                                                 dims=2048, num_workers=0)
+  fid_reference.torch.set_num_threads(1)  # The other xdist worker has the other core.
+  network = fid_reference.pytorch_fid_inception.InceptionV3([3]).eval()
+  test_stats, train_stats = (
+      fid_score.compute_statistics_of_path(folder, network, batch_size=1, dims=2048,
+                                           device='cpu', num_workers=0)
+      for folder in (test, train))
+  expected = fid_score.calculate_frechet_distance(*test_stats, *train_stats)
   assert ours['fid'] == pytest.approx(expected, rel=1e-3)
   assert ours['num_samples'] == 16 and ours['num_reference'] == 16
   for key in ('sfid', 'kid_mean', 'kid_std', 'is_mean', 'is_std', 'precision', 'recall'):
@@ -62,12 +68,12 @@ def test_fid_of_two_photo_folders_equals_pytorch_fid(shared_data, weights, tmp_p
   assert len(ours['weights_sha256']) == 64
   assert f'FID {ours["fid"]:.3f} (16 samples' in result.stdout
 
-  again = _evaluate('--images', test, '--reference', str(stats), '--fid_weights', weights,
-                    '--json', str(tmp_path / 'again.json'), '--is_splits', '2')
-  assert again.returncode == 0, again.stderr[-3000:]
-  second = json.loads((tmp_path / 'again.json').read_text())
-  assert second['fid'] == pytest.approx(ours['fid'], rel=1e-9)
-  assert second['kid_mean'] == pytest.approx(ours['kid_mean'], rel=1e-9)
+  saved = fid_data.read_reference(str(stats))
+  assert saved['weights_sha256'] == ours['weights_sha256']
+  scale = np.abs(train_stats[1]).max()
+  np.testing.assert_allclose(saved['sigma'], train_stats[1], rtol=0, atol=1e-4 * scale)
+  assert fid.frechet_distance(*test_stats, saved['mu'], saved['sigma']) == pytest.approx(
+      expected, rel=1e-3)
 
 
 def test_missing_or_wrong_weights_stop_before_any_work(tmp_path):
@@ -96,30 +102,24 @@ def test_missing_or_wrong_weights_stop_before_any_work(tmp_path):
   assert not out.exists()
 
 
-def test_fid_of_a_run_and_generate_columns(trained_run, weights, tmp_path):
+def test_fid_of_a_run_and_generate_columns(trained_run, tmp_path, capsys):
   """A run as --images: --num samples generated, scored against its held-out split; --num is
-  required for a run; --mode generate with --fid_weights adds the FID / KID columns."""
-  result = _evaluate('--images', trained_run, '--reference', trained_run, '--fid_weights',
-                     weights)
-  assert result.returncode == 1 and '--num: how many samples to generate' in result.stderr
+  required for a run; evaluate_generation (--mode generate) with the weights adds the FID / KID
+  columns. In-process (the CLI's flags are the folder test's); weights as .npz (no torch)."""
+  weights = str(tmp_path / 'fid_inception.npz')
+  fid_reference.inception.save_npz(fid_reference.random_state_dict(seed=0), weights)
+  with pytest.raises(ValueError, match='--num: how many samples to generate'):
+    fid_run.evaluate_fid(trained_run, trained_run, weights=weights, num=None)
   out = tmp_path / 'run.json'
-  result = _evaluate('--images', trained_run, '--reference', trained_run, '--fid_weights',
-                     weights, '--num', '12', '--batch_size', '6', '--is_splits', '2',
-                     '--json', str(out))
-  assert result.returncode == 0, result.stderr[-3000:]
-  ours = json.loads(out.read_text())
+  ours = fid_run.evaluate_fid(trained_run, trained_run, weights=weights, num=12, batch_size=6,
+                              is_splits=2, json_path=str(out))
+  assert json.loads(out.read_text())['fid'] == ours['fid']
   assert ours['num_samples'] == 12 and ours['num_reference'] >= 2
   assert ours['images'].startswith(f'run {trained_run} (12 samples')
   assert 'held out by' in ours['reference'] and np.isfinite(ours['fid'])
-  generate = tmp_path / 'generate.json'
-  result = subprocess.run(
-      [sys.executable, 'evaluate.py', '--workdirs', trained_run, '--num', '8', '--fid_weights',
-       weights, '--json', str(generate)], cwd=REPO_ROOT, capture_output=True, text=True,
-      timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads(generate.read_text())
+  summary = runs.evaluate_generation([trained_run], num=8, batch_size=8, fid_weights=weights)
   run_row, photos_row = summary['rows'][0], summary['rows'][1]
   assert run_row['num_samples'] == 8 and np.isfinite(run_row['fid'])
   assert photos_row['name'] == 'train photos' and np.isfinite(photos_row['kid_mean'])
   assert summary['fid_weights_sha256'] == ours['weights_sha256']
-  assert '| FID (N) |' in result.stdout
+  assert '| FID (N) |' in capsys.readouterr().out
