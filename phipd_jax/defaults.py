@@ -86,6 +86,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'all': mean over all elements, masked ones included (released code, the reference);
   # 'mask': mean over supervised elements (a DEVIATION from the paper's code).
   lwd.normalize = 'all'
+  # The energy map's channels: 'all' (paper Eq. 2, every study here) or 'released' (the
+  # released compute_wavelet_attention reads latent channels 0-2 only).
+  lwd.channels = 'all'
   lwd.log_bins = 5  # Mask fraction logged at the centres of this many sigma bins (0 = none).
 
   # Latent diffusion: the frozen autoencoder of a train.py autoencoder run (configs/

@@ -52,10 +52,13 @@ class LwdSettings:
     ell: the mask's offset: supervised where ``sigma <= A + ell`` (paper 0.3).
     normalize: ``'all'`` (mean over every element, as released) or ``'mask'``.
     log_bins: the supervised fraction is logged at the centres of this many sigma bins.
+    channels: the energy map's channels: ``'all'`` (paper Eq. 2) or ``'released'`` (the
+      released code reads latent channels 0-2 only).
   """
   ell: float
   normalize: str = 'all'
   log_bins: int = 5
+  channels: str = 'all'
 
   def __post_init__(self):
     if not isinstance(self.ell, (int, float)) or not math.isfinite(self.ell) or self.ell < 0:
@@ -65,6 +68,10 @@ class LwdSettings:
                  f"must be one of {lwd.NORMALIZATIONS} ('all' = released code; 'mask' = deviation)")
     if not isinstance(self.log_bins, int) or self.log_bins < 0:
       specs.fail('diffusion.lwd.log_bins', self.log_bins, 'must be an integer >= 0')
+    if self.channels not in lwd.CHANNELS:
+      specs.fail('diffusion.lwd.channels', self.channels,
+                 f"must be one of {lwd.CHANNELS} ('all' = paper Eq. 2; 'released' = the released "
+                 "code's channels 0-2)")
 
 
 def lwd_settings(section: dict, process: processes.Process) -> Optional[LwdSettings]:
@@ -76,7 +83,8 @@ def lwd_settings(section: dict, process: processes.Process) -> Optional[LwdSetti
   """
   if not isinstance(section['enabled'], bool):
     specs.fail('diffusion.lwd.enabled', section['enabled'], 'must be True or False')
-  settings = LwdSettings(section['ell'], section['normalize'], section['log_bins'])
+  settings = LwdSettings(section['ell'], section['normalize'], section['log_bins'],
+                         section.get('channels', 'all'))
   if section['enabled'] and not process.flow_noise_level_time:
     specs.fail('diffusion.lwd.enabled', True,
                "LWD's mask compares the flow-matching noise level t in [0, 1]; it needs "
@@ -116,10 +124,11 @@ def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_
     codec: the frozen codec of a latent run, or None (pixel space).
     mesh: activations are constrained to the batch axes of this mesh (None: no constraint).
   """
-  weight_fn, log_sigmas, ell = None, (), 0.0
+  weight_fn, log_sigmas, ell, channels = None, (), 0.0, 'all'
   if lwd_settings is not None:
-    ell = lwd_settings.ell
-    weight_fn = lwd.process_weight_fn(process, ell, lwd_settings.normalize)
+    ell, channels = lwd_settings.ell, lwd_settings.channels
+    weight_fn = lwd.process_weight_fn(process, ell, lwd_settings.normalize,
+                                      lwd_settings.channels)
     log_sigmas = lwd_log_sigmas(lwd_settings.log_bins)
   constrain = batch_constraint(mesh)
 
@@ -145,7 +154,7 @@ def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_
     metrics = {}
     if log_sigmas:
       eps = noise_fn(jax.random.fold_in(key, 1), x0)
-      fractions = lwd.mask_fraction_at_sigmas(x0, eps, log_sigmas, ell)
+      fractions = lwd.mask_fraction_at_sigmas(x0, eps, log_sigmas, ell, channels)
       metrics = {lwd_metric_name(s): fractions[i] for i, s in enumerate(log_sigmas)}
     return loss, metrics
 

@@ -72,13 +72,36 @@ def parts(exp: experiment_lib.Experiment) -> dict:
   return json.loads(json.dumps(built))  # As parts.json holds them (tuples as lists).
 
 
+# Fields added to a part after parts.json began, with the value that builds what runs saved
+# before them built: a recorded part without the field matches a rebuilt one holding that value.
+ADDED_FIELDS = {
+    ('loss', 'lwd', 'channels'): 'all',  # LWD energy map over every channel (paper Eq. 2).
+}
+
+
+def _drop_added_fields(recorded: dict, rebuilt: dict) -> dict:
+  """``rebuilt`` without the :data:`ADDED_FIELDS` that ``recorded`` predates (at their
+  behaviour-preserving value)."""
+  rebuilt = json.loads(json.dumps(rebuilt))
+  for path, value in ADDED_FIELDS.items():
+    old, new = recorded, rebuilt
+    for key in path[:-1]:
+      old = old.get(key) if isinstance(old, dict) else None
+      new = new.get(key) if isinstance(new, dict) else None
+    if isinstance(old, dict) and isinstance(new, dict) and path[-1] not in old and (
+        new.get(path[-1]) == value):
+      del new[path[-1]]
+  return rebuilt
+
+
 def check_parts(exp: experiment_lib.Experiment, workdir: str):
   """Raises ValueError when ``workdir``'s ``parts.json`` differs from the parts ``exp`` builds
-  (a default or a builder changed since the run was saved); runs saved without it pass."""
+  (a default or a builder changed since the run was saved); runs saved without it pass, and so
+  do fields added since at the value that builds what the run built (:data:`ADDED_FIELDS`)."""
   recorded = checkpoint.load_parts(workdir)
   if recorded is None:
     return
-  rebuilt = parts(exp)
+  rebuilt = _drop_added_fields(recorded, parts(exp))
   changed = [f'{name}: saved {recorded.get(name)!r}, rebuilt {rebuilt.get(name)!r}'
              for name in sorted(set(recorded) | set(rebuilt))
              if recorded.get(name) != rebuilt.get(name)]

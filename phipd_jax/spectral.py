@@ -478,7 +478,10 @@ def upsample_bilinear_half_pixel(e: Array, height: int, width: int) -> Array:
   return (1.0 - lam) * jnp.take(e, i0, axis=2) + lam * jnp.take(e, i1, axis=2)
 
 
-def wavelet_energy_map(z_noisy: Array) -> Array:
+RELEASED_LWD_CHANNELS = 3  # The released compute_wavelet_attention reads latent channels 0-2.
+
+
+def wavelet_energy_map(z_noisy: Array, channels: str = 'all') -> Array:
   """LWD wavelet saliency map ``A`` in ``[0, 1]`` of a **noisy** latent, float32 ``[B, H, W]``.
 
   LWD paper Eqs. 2-3 (App. A.1): a single-level Haar DWT per channel (:func:`haar_dwt2`), the
@@ -494,17 +497,30 @@ def wavelet_energy_map(z_noisy: Array) -> Array:
   scale of ``z`` cancel (up to the 1e-8 epsilon). A constant latent of even ``H`` and ``W``
   gives ``A = 0``; with odd sizes the zero-padded border carries energy (as in the reference).
 
+  ``channels='released'`` reproduces the released ``compute_wavelet_attention``: it indexes
+  pytorch_wavelets' ``[B, C, 3, h, w]`` detail tensor on the channel axis as if it were the band
+  axis, so its three "bands" are latent channels 0, 1 and 2 (all three bands each), and the
+  energy is that of channels 0-2 only (the band mean and channel sum are constant factors that
+  the min-max step cancels). An independent audit measured masks that differ on 13-16 % of
+  positions with 4 latent channels and on 18-31 % with 16. ``'all'`` (default) is the paper's
+  Eq. 2 over every channel.
+
   Args:
     z_noisy: noisy latent ``[B, H, W, C]``, any float dtype (computed in float32).
+    channels: ``'all'`` (paper Eq. 2) or ``'released'`` (channels 0-2, the released code).
 
   Returns:
     float32 ``[B, H, W]``, min 0 and (for non-constant energy) max 1 per sample.
 
   Raises:
-    ValueError: ``z_noisy`` is not 4-D.
+    ValueError: ``z_noisy`` is not 4-D, or an unknown ``channels``.
   """
   if z_noisy.ndim != 4:
     raise ValueError(f'wavelet_energy_map: z_noisy must be [B, H, W, C], got {z_noisy.shape}')
+  if channels not in ('all', 'released'):
+    raise ValueError(f"wavelet_energy_map: channels={channels!r} must be 'all' or 'released'")
+  if channels == 'released':
+    z_noisy = z_noisy[..., :RELEASED_LWD_CHANNELS]
   z = jax.lax.stop_gradient(z_noisy.astype(jnp.float32))
   _, lh, hl, hh = haar_dwt2(z)
   energy = jnp.mean(jnp.square(lh) + jnp.square(hl) + jnp.square(hh), axis=-1)

@@ -46,3 +46,13 @@ def test_parts_json_records_each_part_and_a_changed_rebuild_is_refused(trained_r
     saved_run.load_run(str(changed))
   (changed / 'parts.json').unlink()  # Runs saved before parts.json load as before.
   saved_run.load_run(str(changed))
+  # A field added since (diffusion.lwd.channels) at its behaviour-preserving value: loads; at
+  # another value (the config asks for the released channels): refused.
+  recorded['model']['patch_size'] //= 2
+  del recorded['loss']['lwd']['channels']
+  (changed / 'parts.json').write_text(json.dumps(recorded))
+  saved_run.load_run(str(changed))
+  config['diffusion']['lwd']['channels'] = 'released'
+  (changed / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(ValueError, match="loss: saved .*'lwd'"):
+    saved_run.load_run(str(changed))

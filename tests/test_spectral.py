@@ -249,6 +249,29 @@ def test_wavelet_energy_map_equals_a_pywavelets_numpy_reference():
   np.testing.assert_allclose(_energy(z), reference, atol=1e-5)
 
 
+def test_released_channels_energy_map_equals_the_released_indexing():
+  """channels='released' is what the released compute_wavelet_attention computes: it indexes
+  pytorch_wavelets' [B, C, 3, h, w] detail tensor on axis 1 (channels) as if it were the bands,
+  then averages the three "bands" -> channels 0-2 only (a numpy replica of that indexing on
+  PyWavelets' bands). On 4-channel noisy latents the masks then differ from the paper's
+  all-channel rule on a sizeable share of positions."""
+  pywt = pytest.importorskip('pywt')
+  z = np.random.default_rng(4).normal(size=(2, 8, 10, 4)).astype(np.float32)
+  z[:, 2:5, 3:8, 3] *= 6.0  # Detail energy in channel 3 only: invisible to the released map.
+  _, (c_h, c_v, c_d) = pywt.dwt2(z.astype(np.float64), 'haar', mode='zero', axes=(1, 2))
+  yh = np.stack([c_h, c_v, c_d], axis=1).transpose(0, 4, 1, 2, 3)  # [B, C, 3, h, w] as torch.
+  lh, hl, hh = yh[:, 0], yh[:, 1], yh[:, 2]  # The slip: channels 0, 1, 2 read as the bands.
+  energy = _numpy_half_pixel_bilinear((lh ** 2 + hl ** 2 + hh ** 2).mean(1), 8, 10)
+  low = energy.min(axis=(1, 2), keepdims=True)
+  reference = (energy - low) / (energy.max(axis=(1, 2), keepdims=True) - low + 1e-8)
+  released = np.asarray(spectral.wavelet_energy_map(jnp.asarray(z), 'released'))
+  np.testing.assert_allclose(released, reference, atol=1e-5)
+  paper = np.asarray(spectral.wavelet_energy_map(jnp.asarray(z)))
+  assert np.abs(paper - released).max() > 0.3  # Channel 3's energy counts only in the paper's.
+  with pytest.raises(ValueError, match="channels='some' must be 'all' or 'released'"):
+    spectral.wavelet_energy_map(jnp.asarray(z), 'some')
+
+
 def test_wavelet_energy_map_range_constant_input_and_scale_invariance():
   np.testing.assert_array_equal(_energy(np.full((2, 6, 10, 3), 3.0, np.float32)), 0.0)
   z = np.random.default_rng(4).normal(size=(2, 6, 10, 3)).astype(np.float32)

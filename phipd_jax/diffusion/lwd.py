@@ -37,6 +37,7 @@ Array = jax.Array
 
 DEFAULT_ELL = 0.3
 NORMALIZATIONS = ('all', 'mask')
+CHANNELS = ('all', 'released')  # wavelet_energy_map's channel rule: paper Eq. 2 / released.
 
 
 def _check_ell(ell: float) -> None:
@@ -109,6 +110,7 @@ def mask_fraction_by_sigma(A: Array, sigmas,  # pylint: disable=invalid-name
     A: saliency map ``[B, H, W]``.
     sigmas: ``[S]`` (or scalar) noise levels in ``[0, 1]``, same units as :func:`lwd_mask`.
     ell: offset (paper 0.3).
+    channels: the energy map's channel rule (:func:`lwd_weight_fn`).
 
   Returns:
     float32 ``[S]`` in ``[0, 1]``.
@@ -133,8 +135,14 @@ def _check_normalize(normalize: str) -> None:
                      'the released code; \'mask\' is a deviation)')
 
 
-def lwd_weight_fn(ell: float = DEFAULT_ELL,
-                  normalize: str = 'all') -> Callable[[Array, Array], Array]:
+def _check_channels(channels: str) -> None:
+  if channels not in CHANNELS:
+    raise ValueError(f'lwd: channels={channels!r} must be one of {CHANNELS} (\'all\' is the '
+                     'paper\'s Eq. 2; \'released\' the released code\'s channels 0-2)')
+
+
+def lwd_weight_fn(ell: float = DEFAULT_ELL, normalize: str = 'all',
+                  channels: str = 'all') -> Callable[[Array, Array], Array]:
   """Loss-weight hook ``weight_fn(x_t, t) = lwd_mask(wavelet_energy_map(x_t), t, ell)``.
 
   For a flow-matching diffusion loss that multiplies ``weight_fn(x_t, t)`` into the squared
@@ -153,6 +161,8 @@ def lwd_weight_fn(ell: float = DEFAULT_ELL,
   Args:
     ell: offset (paper 0.3).
     normalize: ``'all'`` (reference) or ``'mask'`` (deviation).
+    channels: the energy map's channels: ``'all'`` (paper Eq. 2) or ``'released'`` (0-2, the
+      released code; see :func:`phipd_jax.spectral.wavelet_energy_map`).
 
   Returns:
     ``weight_fn(x_t [B, H, W, C], t [B] or scalar) -> float32 [B, H, W, 1]``, in ``{0, 1}`` for
@@ -164,9 +174,10 @@ def lwd_weight_fn(ell: float = DEFAULT_ELL,
   """
   _check_ell(ell)
   _check_normalize(normalize)
+  _check_channels(channels)
 
   def weight_fn(x_t: Array, t: Array) -> Array:
-    mask = lwd_mask(wavelet_energy_map(x_t), t, ell)
+    mask = lwd_mask(wavelet_energy_map(x_t, channels), t, ell)
     if normalize == 'mask':
       mask = mask / jnp.maximum(jnp.mean(mask), 1e-12)
     return jax.lax.stop_gradient(mask)
@@ -174,8 +185,8 @@ def lwd_weight_fn(ell: float = DEFAULT_ELL,
   return weight_fn
 
 
-def process_weight_fn(process, ell: float = DEFAULT_ELL,
-                      normalize: str = 'all') -> Callable[[Array, Array], Array]:
+def process_weight_fn(process, ell: float = DEFAULT_ELL, normalize: str = 'all',
+                      channels: str = 'all') -> Callable[[Array, Array], Array]:
   """:func:`lwd_weight_fn` for a forward process whose time is the mask's noise level.
 
   The mask compares the flow-matching noise level ``sigma = t in [0, 1]`` (t = 0 data) against
@@ -188,6 +199,7 @@ def process_weight_fn(process, ell: float = DEFAULT_ELL,
     process: a :class:`~phipd_jax.diffusion.processes.Process`.
     ell: offset (paper 0.3).
     normalize: ``'all'`` (reference) or ``'mask'`` (deviation).
+    channels: ``'all'`` (paper) or ``'released'`` (see :func:`lwd_weight_fn`).
 
   Raises:
     ValueError: the process's time is not the flow noise level, or as :func:`lwd_weight_fn`.
@@ -195,11 +207,11 @@ def process_weight_fn(process, ell: float = DEFAULT_ELL,
   if not getattr(process, 'flow_noise_level_time', False):
     raise ValueError(f'lwd: the mask needs the flow-matching process (time t = noise level in '
                      f'[0, 1]); got {type(process).__name__}, whose time is in other units')
-  return lwd_weight_fn(ell, normalize)
+  return lwd_weight_fn(ell, normalize, channels)
 
 
 def mask_fraction_at_sigmas(x0: Array, eps: Array, sigmas,
-                            ell: float = DEFAULT_ELL) -> Array:
+                            ell: float = DEFAULT_ELL, channels: str = 'all') -> Array:
   """Supervised fraction of the LWD mask if the batch were noised to each ``sigma_s``, ``[S]``.
 
   ``f(sigma_s) = mean_{b, i, j} lwd_mask(A(x_s), sigma_s, ell)`` with
@@ -213,6 +225,7 @@ def mask_fraction_at_sigmas(x0: Array, eps: Array, sigmas,
     eps: noise, same shape.
     sigmas: ``[S]`` noise levels in ``[0, 1]`` (concrete), same units as :func:`lwd_mask`.
     ell: offset (paper 0.3).
+    channels: the energy map's channel rule (:func:`lwd_weight_fn`).
 
   Returns:
     float32 ``[S]`` in ``[0, 1]``.
@@ -224,13 +237,14 @@ def mask_fraction_at_sigmas(x0: Array, eps: Array, sigmas,
     raise ValueError(f'mask_fraction_at_sigmas: x0 {x0.shape} and eps {eps.shape} must both be '
                      '[B, H, W, C]')
   _check_ell(ell)
+  _check_channels(channels)
   _check_sigma(sigmas)
   sigmas = jnp.atleast_1d(jnp.asarray(sigmas, jnp.float32))
   x0, eps = (jax.lax.stop_gradient(v.astype(jnp.float32)) for v in (x0, eps))
 
   def fraction(sigma):
     x_s = (1.0 - sigma) * x0 + sigma * eps
-    return jnp.mean(lwd_mask(wavelet_energy_map(x_s), sigma, ell))
+    return jnp.mean(lwd_mask(wavelet_energy_map(x_s, channels), sigma, ell))
 
   return jnp.stack([fraction(sigma) for sigma in sigmas])
 

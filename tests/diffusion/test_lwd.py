@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from phipd_jax import spectral
+from phipd_jax import diffusion
 from phipd_jax.diffusion import lwd
 
 # Jitted once per shape (far cheaper on CPU than op-by-op eager compilation). Under jit sigma is
@@ -119,6 +120,25 @@ def test_weight_fn_is_the_mask_of_the_noisy_latent_map_and_has_no_gradient():
   np.testing.assert_array_equal(weights[0], 1.0)  # t = 0.25 <= ell.
   grad = jax.jit(jax.grad(lambda x: jnp.sum(weight_fn(x, t) * x)))(x_t)
   np.testing.assert_array_equal(grad, weights * np.ones_like(x_t))  # Only the explicit factor.
+
+
+def test_released_channels_reach_the_weight_fn_and_the_logged_fractions():
+  """diffusion.lwd.channels='released' -> the weight and the logged fractions use the map of
+  channels 0-2 (spectral.wavelet_energy_map's released rule, tested against the released
+  indexing in tests/test_spectral.py)."""
+  x_t = np.asarray(_textured_noisy_latent(0.7, seed=5))
+  x_t = np.concatenate([x_t, 3.0 * x_t[..., :1]], axis=-1)  # A 4th channel the rule ignores.
+  t = np.array([0.6, 0.7], np.float32)
+  released = jax.jit(lwd.process_weight_fn(diffusion.FlowMatching(), 0.3,
+                                           channels='released'))(x_t, t)
+  np.testing.assert_array_equal(released, _mask(_energy(x_t[..., :3]), t))
+  sigmas = np.array([0.5, 0.8], np.float32)
+  eps = np.zeros_like(x_t)
+  fractions = lwd.mask_fraction_at_sigmas(x_t, eps, sigmas, 0.3, channels='released')
+  expected = lwd.mask_fraction_at_sigmas(x_t[..., :3], eps[..., :3], sigmas, 0.3)
+  np.testing.assert_allclose(fractions, expected)
+  with pytest.raises(ValueError, match="channels='first' must be one of"):
+    lwd.lwd_weight_fn(0.3, channels='first')
 
 
 def test_masked_loss_reference_normalisation_and_the_mask_deviation():

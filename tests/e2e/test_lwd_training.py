@@ -19,6 +19,7 @@ def _batch(seed=0, shape=(8, 16, 16, 3)):
     ('ell', float('nan'), 'config.diffusion.lwd.ell'),
     ('normalize', 'sum', 'config.diffusion.lwd.normalize'),
     ('log_bins', -1, 'config.diffusion.lwd.log_bins'),
+    ('channels', 'first', 'config.diffusion.lwd.channels'),
 ])
 def test_lwd_fields_are_validated(tiny_config, field, value, message):
   tiny_config.diffusion.lwd.enabled = True
