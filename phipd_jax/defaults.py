@@ -68,7 +68,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   ddpm.num_steps = 1000  # K.
   ddpm.beta_start = 1e-4  # linear / scaled_linear betas (SD: 0.00085, 0.012).
   ddpm.beta_end = 0.02
-  ddpm.spacing = 'linspace'  # DDIM grid: 'linspace' or 'trailing'.
+  ddpm.spacing = 'linspace'  # DDIM grid: 'linspace', 'trailing' or 'leading' (released OVG).
   diffusion.edm = edm = ml_collections.ConfigDict()  # Karras et al. 2022.
   edm.sigma_data = 0.5
   edm.sigma_min = 0.002

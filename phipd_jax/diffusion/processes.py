@@ -49,7 +49,7 @@ Array = jax.Array
 PREDICTIONS = ('v', 'x', 'eps', 'edm')
 TIME_SAMPLERS = ('uniform', 'logit_normal')
 SCHEDULES = ('cosine', 'linear', 'scaled_linear')
-SPACINGS = ('linspace', 'trailing')
+SPACINGS = ('linspace', 'trailing', 'leading')
 CONDITIONINGS = ('log_sigma', 'sigma')
 
 
@@ -294,6 +294,11 @@ class DDPM(Process):
       ``'trailing'`` (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
       Flawed", Table 2): ``round(k_start + 1 - i (k_start + 1) / N) - 1``, which spaces the steps
       evenly from the start and leaves the data end to the final update.
+      ``'leading'`` with offset 1 (diffusers' ``DDIMScheduler(timestep_spacing='leading',
+      steps_offset=1)``, the released OVG code's DDIM grid): ``floor((N - 1 - i) (k_start + 1) /
+      N) + 1``, ending at **k = 0** instead of the data end -1, so that the source of an
+      inversion is taken as ``x`` at step 0 (``alpha_bar[0]``) as the released code takes it:
+      ``0 -> 1 -> 21 -> ... -> 981`` for N = 50.
 
   On the cosine schedule ``alpha_bar[K-1] = 2.4e-9``: an eps error of 1% is amplified ~600x in
   the first ``x0_hat`` of DDIM. The remedy is a sampler setting, not a process one: clip
@@ -362,12 +367,15 @@ class DDPM(Process):
 
   def time_grid(self, num_steps: int, start=None) -> Array:
     """int32 ``[num_steps + 1]``: ``num_steps`` evaluation steps from ``start`` (default
-    ``K - 1``) down, then ``-1`` (the data end)."""
+    ``K - 1``) down, then ``-1`` (the data end; ``0`` for ``'leading'``, see ``spacing``)."""
     _check_steps(num_steps)
     start = self.num_steps - 1 if start is None else start
     start = jnp.asarray(start, jnp.float32)
     if self.spacing == 'linspace':
       steps = jnp.round(jnp.linspace(start, 0.0, num_steps))
+    elif self.spacing == 'leading':
+      steps = jnp.floor((num_steps - 1 - jnp.arange(num_steps)) * (start + 1) / num_steps) + 1
+      return jnp.concatenate([steps.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
     else:
       steps = jnp.round(start + 1 - jnp.arange(num_steps) * (start + 1) / num_steps) - 1
     return jnp.concatenate([steps.astype(jnp.int32), jnp.full((1,), -1, jnp.int32)])

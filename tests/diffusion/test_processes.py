@@ -249,3 +249,32 @@ def test_integrate_records_the_trajectory():
   assert trajectory.shape == (6,) + SHAPE
   np.testing.assert_allclose(trajectory[0], x)
   np.testing.assert_allclose(trajectory[-1], end)
+
+
+def test_leading_spacing_is_the_released_ovg_ddim_grid_and_inverts():
+  """spacing='leading' (offset 1) is the released OVG code's DDIM grid: sampling 981 -> 961 ...
+  -> 1 -> 0, inversion 0 -> 1 -> 21 -> ... -> 981 (each step from max(t - 20, 0) to t); the
+  source is x at k = 0. Inversion then sampling on it returns the source (exact denoiser), and
+  its x_T differs from the linspace grid's by a few percent (DDIM is first order: neither grid
+  returns it exactly at 50 steps)."""
+  kwargs = dict(schedule='scaled_linear', beta_start=0.00085, beta_end=0.012)
+  leading = diffusion.DDPM(spacing='leading', **kwargs)
+  grid = np.asarray(leading.time_grid(50))
+  np.testing.assert_array_equal(grid, list(range(981, 0, -20)) + [0])
+  walk = np.asarray(inversion.inversion_grid(leading, 50))
+  np.testing.assert_array_equal(walk[1:], np.arange(1, 1000, 20))
+  np.testing.assert_array_equal(walk[:-1], np.maximum(walk[1:] - 20, 0))
+  np.testing.assert_array_equal(leading.time_grid(4, 499), [376, 251, 126, 1, 0])
+
+  x_src = MU + S * jax.random.normal(jax.random.key(11), SHAPE)
+
+  def round_trip(process):
+    x_t = inversion.invert(process, oracle(process), x_src, 50, method='ddim')
+    back = samplers.solve(process, oracle(process), x_t, process.time_grid(50), 'ddim')
+    return x_t, float(jnp.max(jnp.abs(back - x_src)))
+
+  x_t, error = round_trip(leading)
+  x_t_linspace, error_linspace = round_trip(diffusion.DDPM(**kwargs))
+  assert error < 1.5 * error_linspace and error < 0.2, (error, error_linspace)  # First order.
+  relative = float(jnp.linalg.norm(x_t - x_t_linspace) / jnp.linalg.norm(x_t_linspace))
+  assert 0.005 < relative < 0.2, relative
