@@ -278,8 +278,8 @@ def fss_from_noise(
     pad_factor: mirror padding before the FFT, as a size factor. Reference mode: default 1.5
       (upstream). Paper mode: default 1 (none, the equations as written); 1.5 is an option:
       without padding the FFT wraps around the image, and on 32-px photos the corner pixels get
-      1.6-2.6x the mean noise variance, while mirror padding keeps them near 1 (tested on real
-      photos). The radius stays in unpadded units either way.
+      1.6-2.6x the mean noise variance, while mirror padding brings them to 1.07-1.35x (measured
+      on real photos). The radius stays in unpadded units either way.
 
   Returns:
     ``eps_hat`` with the shape and dtype of ``x0``.

@@ -118,6 +118,17 @@ def test_blurred_noise_has_a_high_frequency_deficit_and_is_spatially_correlated(
   assert float(np.mean(collapse.lag1_decorrelation(white))) > 0.95
 
 
+@pytest.mark.parametrize('count, dim', [(200, 3072), (64, 64), (500, 48), (40, 768)])
+def test_gaussian_pca_reference_is_the_marchenko_pastur_expectation(count, dim):
+  """The Gaussian reference of pca_effective_rank for fewer maps than dimensions and for more
+  (the old ~1 / (1 + d / M) reference is 0.06 for 200 maps of 3072 values; the truth 0.934)."""
+  maps = jax.random.normal(jax.random.key(count + dim), (count, dim))
+  simulated = float(collapse.pca_effective_rank(maps))
+  assert collapse.gaussian_pca_effective_rank(count, dim) == pytest.approx(simulated, abs=0.01)
+  if (count, dim) == (200, 3072):
+    assert collapse.gaussian_pca_effective_rank(count, dim) == pytest.approx(0.934, abs=1e-3)
+
+
 def test_pca_effective_rank_of_gaussian_maps_is_near_one_and_collapses_with_a_shared_field():
   count, shape = 2000, (6, 6, 1)
   rng = np.random.default_rng(4)
