@@ -59,3 +59,16 @@ def test_ovg_reading_follows_its_numbers():
   text = _text()
   assert 'the DC power, the latent\'s mean offset, is inflated to 2.4-12.3x' in text
   assert '2.3x high-frequency overshoot' in text and 'The link is **not reproduced**' in text
+
+
+def test_claims_table_gives_each_claim_a_verdict_from_the_vocabulary():
+  with open(os.path.join(REPO_ROOT, 'docs', 'results.md')) as f:
+    text = f.read()
+  table = text.split('## Claims at a glance', 1)[1].split('\n## ', 1)[0]
+  rows = [line for line in table.splitlines() if line.startswith('| ') and '---' not in line][1:]
+  assert len(rows) >= 15
+  verdicts = ('reproduced', 'partly', 'inconclusive', 'contradicted', 'untested at this scale')
+  for row in rows:
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert len(cells) == 4 and cells[3].startswith(verdicts), row
+    assert 'seed' in cells[2] or cells[3].startswith('untested'), row  # The spread is named.
