@@ -91,3 +91,11 @@ def use_huge_page_malloc() -> bool:
     stream.flush()
   _os.execve(_sys.executable, _sys.orig_argv, env)
   return True  # Not reached.
+
+
+def load(workdir: str, num_steps=None, mesh=None):
+  """A run directory (trained by ``train.py`` or written by ``convert.py``) as a
+  :class:`phipd_jax.loaded_run.Run`: ``run.apply``, ``run.encode`` / ``run.decode``,
+  ``run.sample``, ``run.translate``, ``run.invert``. See :func:`phipd_jax.loaded_run.load`."""
+  from phipd_jax import loaded_run  # pylint: disable=g-import-not-at-top
+  return loaded_run.load(workdir, num_steps, mesh)

@@ -324,7 +324,8 @@ def sample_section(exp: experiment_lib.Experiment, params, image_shape, peak: fl
         def run(x, key, sampler=sampler, start=start):
           eps = sampler.noise_fn(key, x, radius) if start == 'phipd' else sampler.gaussian_fn(key, x)
           return sampler._sample_from(params, x, eps, 1.0, labels,  # pylint: disable=protected-access
-                                      jnp.float32(sample.guidance_scale))
+                                      jnp.float32(sample.guidance_scale),
+                                      sampler._step_key(key))  # pylint: disable=protected-access
 
         timing = time_compiled(run, (x_input, jax.random.key(4)),
                                repeats if steps == sample.num_steps else 1,

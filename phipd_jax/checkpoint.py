@@ -66,6 +66,17 @@ def has_checkpoint(workdir: str) -> bool:
   return any(os.path.isdir(os.path.join(directory, str(s))) for s in _steps_on_disk(directory))
 
 
+def latest_has_optimizer_state(workdir: str) -> bool:
+  """False when the newest checkpoint step lacks ``opt_state`` (a converted pretrained run,
+  :mod:`phipd_jax.convert.runs`, holds only ``params``, ``ema_params`` and ``meta``)."""
+  directory = checkpoint_dir(workdir)
+  for step in _steps_on_disk(directory):
+    step_dir = os.path.join(directory, str(step))
+    if os.path.isdir(step_dir):
+      return is_legacy(step_dir) or os.path.isdir(os.path.join(step_dir, 'opt_state'))
+  return True
+
+
 def is_legacy(step_dir: str) -> bool:
   """A step saved as one ``default`` item (before named items)."""
   return os.path.isdir(os.path.join(step_dir, LEGACY_ITEM))

@@ -100,6 +100,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.codec = codec = ml_collections.ConfigDict()
   codec.workdir = ''
   codec.scale = 0.0  # 1 / std of the latents; 0 = measured on training images at the start.
+  codec.shift = 0.0  # Subtracted before scaling: z = (E(x) - shift) * scale (SD3 / FLUX VAEs).
   codec.scale_images = 256  # Training images the scale is measured on.
   # Encode every training image (and its mirror) once at the start instead of inside each step:
   # the encoder was 56% of the CPU latent step (benchmark.py --what train). Needs images of
@@ -137,11 +138,12 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.sample = sample = ml_collections.ConfigDict()
   sample.write_grids = True  # Generation and translation PNGs at every checkpoint.
-  sample.sampler = 'euler'  # Flow and EDM: 'euler' or 'heun'; DDPM: 'ddim'.
+  sample.sampler = 'euler'  # Flow and EDM: 'euler' or 'heun'; DDPM: 'ddim' or 'ddpm' (ancestral).
   sample.num_steps = 25
   sample.num_generate = 16
   sample.guidance_scale = 1.0
   sample.guidance_interval = ()  # () = everywhere; (low, high) in t (0 = data); JiT (0.0, 0.9).
+  sample.guidance_channels = 0  # Guide the first N channels only (0 = all; converted DiT: 3).
   sample.clip_x0 = 0.0  # Clip x0_hat to [-c, c] at every step (0 = off; DDPM eps: 1).
   sample.translate_source = 'photo'  # Grid inputs: 'photo', 'flat_shaded' or a feature name.
   sample.translate_reference = ''  # Feature shown beside the outputs ('' = none).
@@ -280,7 +282,9 @@ def config_from_saved(saved: dict) -> ml_collections.ConfigDict:
   name = saved['model'].get('name')
   if name == 'jit':
     set_jit_recipe(config)
-  elif name == 'autoencoder':
+  elif name in ('autoencoder', 'autoencoder_kl'):
     set_autoencoder_recipe(config)  # Its model fields (no patch_size) and loss section.
+    if name == 'autoencoder_kl':  # A converted diffusers VAE: its own (diffusers') fields only.
+      config.model = ml_collections.ConfigDict()
   config.update(saved)
   return config

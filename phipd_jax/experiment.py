@@ -65,7 +65,8 @@ def build_model(model: dict, rngs: nnx.Rngs, in_channels: int, image_size: int) 
   image_size, in_channels]`` inputs (the latent side and channels of a latent run)."""
   kwargs = dict(model)
   name = kwargs.pop('name')
-  if name in models.SIZES and kwargs.get('size') not in models.SIZES[name]:
+  if name in models.SIZES and kwargs.get('size') not in models.SIZES[name] and not (
+      name == 'dit' and kwargs.get('size') == 'custom'):
     _fail('model.size', kwargs.get('size'),
           f'must be one of {sorted(models.SIZES[name])} for model.name={name!r}')
   with field('model', None):
@@ -94,12 +95,12 @@ def _codec_experiment(spec: specs.RunSpec, objective: str, source: str) -> 'Expe
   except FileNotFoundError:
     _fail('codec.workdir', workdir, f'{source!r} has no config.json: train an autoencoder first '
           '(python train.py --config configs/autoencoder_lwd.py:cpu,f=4 --workdir ...)')
-  if codec_config.model.name != 'autoencoder':
+  if models.objective(codec_config.model.name) != 'autoencoder':
     _fail('codec.workdir', workdir,
           f'{source!r} is a model.name={codec_config.model.name!r} run, not an autoencoder')
   with field('codec.workdir', workdir):
     codec_exp = build(codec_config)
-  factor = codec_config.model.downsample
+  factor = models.downsample_factor(codec_config.model.to_dict())
   if data.image_size % factor:
     _fail('data.image_size', data.image_size,
           f'must be a multiple of the codec\'s downsampling factor {factor} ({source})')
@@ -240,6 +241,7 @@ class Experiment:
         gaussian_fn=build_noise_fn(self.spec.noise, 'gaussian'),
         null_label=self.num_classes or None,
         guidance_interval=tuple(sample.guidance_interval) or None, clip_x0=sample.clip_x0,
+        guidance_channels=sample.guidance_channels,
         ovg=sample.ovg,
         codec=self._loaded_codec() if self.is_latent else None)
 
@@ -286,7 +288,7 @@ def _check_autoencoder(spec: specs.RunSpec):
   if spec.autoencoder is None:
     _fail('autoencoder', None, "model.name='autoencoder' needs the config.autoencoder section "
           '(phipd_jax.defaults.set_autoencoder_recipe)')
-  side = spec.data.image_size // spec.model['downsample']
+  side = spec.data.image_size // models.downsample_factor(spec.model)
   if spec.autoencoder.alpha > 0 and any(side % s for s in spec.autoencoder.scales):
     _fail('autoencoder.scales', spec.autoencoder.scales,
           f'every scale must divide the latent side data.image_size / model.downsample = '
@@ -336,7 +338,7 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
   codec_source = codec_source or spec.codec.workdir
   if codec_source:
     codec_exp = _codec_experiment(spec, objective, codec_source)
-    factor = codec_exp.spec.model['downsample']
+    factor = models.downsample_factor(codec_exp.spec.model)
     model_shape = (image_shape[0] // factor, image_shape[1] // factor,
                    codec_exp.spec.model['latent_channels'])
   model = nnx.eval_shape(lambda: build_model(spec.model, nnx.Rngs(0), model_shape[-1],

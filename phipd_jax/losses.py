@@ -119,7 +119,8 @@ def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_
     prediction: the network's prediction type (``'v'``, ``'x'``, ``'eps'``, ``'edm'``).
     loss_space: ``'prediction'`` or ``'v'`` (:func:`phipd_jax.diffusion.objectives.diffusion_loss`).
     num_classes: 0 for an unconditional model.
-    label_dropout: probability in ``[0, 1)`` of the null class.
+    label_dropout: probability in ``[0, 1]`` of the null class (1: always, an unconditional
+      fine-tune of a class-conditional model on unlabelled data).
     lwd_settings: LWD's mask (flow matching only), or None.
     codec: the frozen codec of a latent run, or None (pixel space).
     mesh: activations are constrained to the batch axes of this mesh (None: no constraint).
@@ -139,7 +140,8 @@ def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_
       drop = jax.random.uniform(label_key, batch['label'].shape) < label_dropout
       labels = jnp.where(drop, num_classes, batch['label'])
     model = models.apply_model(graphdef, params)
-    apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y))
+    # The prediction: a learned-variance head's extra channels (DiT's v) get no loss here.
+    apply_fn = lambda x, t, y: constrain(model(constrain(x), t, y)[..., :x.shape[-1]])
     if 'latent' in batch:  # Encoded once, before training (codec.cache).
       x0 = constrain(batch['latent'])
     else:

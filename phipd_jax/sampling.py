@@ -47,13 +47,17 @@ class Sampler:
     process: the forward process.
     graphdef: the model's ``nnx.GraphDef``.
     prediction: the network's prediction type.
-    method: integrator (``'euler'``, ``'heun'``, ``'ddim'``).
+    method: integrator (``'euler'``, ``'heun'``, ``'ddim'``) or ``'ddpm'`` (ancestral DDPM
+      sampling, with a learned-variance head's variance when the network has one:
+      :func:`phipd_jax.diffusion.samplers.ddpm_ancestral`; inversion then runs DDIM).
     num_steps: grid intervals.
     noise_fn: the run's structured noise, ``(key, x0, radius) -> eps`` (FSS settings of the run).
     gaussian_fn: the run's Gaussian noise, ``(key, x0) -> eps`` (same scale).
     null_label: the model's "no label" index (``num_classes``), or None (unconditional model).
     guidance_interval: ``(low, high)`` in normalised time, or None.
     clip_x0: clip ``x0_hat`` to ``[-clip_x0, clip_x0]`` at every step (0 = off).
+    guidance_channels: classifier-free guidance on the first channels only (0 = all; DiT's own
+      sampling guides 3 of its 4 latent channels).
     ovg: Orthogonal Variance Guidance settings of :meth:`translate_by_inversion` with
       ``method='ovg'``: ``eta_n``, ``eta_c``, ``kappa`` and (DDPM only) ``forward_fraction``
       (see :func:`phipd_jax.diffusion.inversion.ovg_invert`); None = the released Edges2Shoes
@@ -65,7 +69,8 @@ class Sampler:
                method: str, num_steps: int, noise_fn: Callable, gaussian_fn: Callable,
                null_label: Optional[int] = None,
                guidance_interval: Optional[tuple[float, float]] = None, clip_x0: float = 0.0,
-               ovg: Optional[dict] = None, codec: Optional[latent_lib.Codec] = None):
+               ovg: Optional[dict] = None, codec: Optional[latent_lib.Codec] = None,
+               guidance_channels: int = 0):
     process.check_sampler(method)
     process.check_prediction(prediction)
     if num_steps < 1:
@@ -74,6 +79,9 @@ class Sampler:
     self.method, self.num_steps = method, num_steps
     self.noise_fn, self.gaussian_fn = noise_fn, gaussian_fn
     self.null_label, self.guidance_interval, self.clip_x0 = null_label, guidance_interval, clip_x0
+    self.guidance_channels = int(guidance_channels)
+    # The deterministic method of inversion and of sampling from inverted noise.
+    self.ode_method = {'heun': 'euler', 'ddpm': 'ddim'}.get(method, method)
     if ovg is None:
       ovg = dict(guidance.OVG_PRESETS['edges2shoes'])
       if process.ovg_branch != 'ddim':
@@ -125,7 +133,7 @@ class Sampler:
     if self.null_label is None:  # An unconditional model: labels, if any, are not guidance.
       guidance_scale = 1.0
     denoise = samplers.denoiser(self.process, apply_fn, self.prediction, labels, guidance_scale,
-                                self.null_label, self.guidance_interval)
+                                self.null_label, self.guidance_interval, self.guidance_channels)
     return guidance.clip_denoised(self.process, denoise, self.clip_x0)
 
   def _noise(self, x: Array, key: Array, radius=None, method: str = 'phipd') -> Array:
@@ -136,10 +144,21 @@ class Sampler:
     return self.gaussian_fn(key, x)
 
   def _sample_from(self, params, x: Array, eps: Array, strength=1.0, labels=None,
-                   guidance_scale=1.0) -> Array:
+                   guidance_scale=1.0, key=None) -> Array:
     """Noises ``x`` to ``strength`` with ``eps`` and samples to data (phi-PD, SDEdit,
     structured SDEdit; generation is ``x = 0``, strength 1). Model space: ``x``, ``eps`` and
-    the result are latents in a latent run (see :meth:`encode`, :meth:`decode`)."""
+    the result are latents in a latent run (see :meth:`encode`, :meth:`decode`). ``key``: the
+    per-step noise of ancestral sampling (``method='ddpm'`` only, where it is required)."""
+    if self.method == 'ddpm':
+      if key is None:
+        raise ValueError("sampler: method='ddpm' (ancestral) needs a key for its per-step noise")
+      if self.null_label is None:
+        labels, guidance_scale = None, 1.0
+      denoise_v = samplers.variance_denoiser(
+          self.process, models.apply_model(self.graphdef, params), self.prediction, labels,
+          guidance_scale, self.null_label, self.guidance_channels, self.clip_x0)
+      return samplers.ancestral_sample_from(self.process, denoise_v, x, eps, strength,
+                                            self.num_steps, key)
     denoise = self.denoiser(params, labels, guidance_scale)
     return samplers.sample_from(self.process, denoise, x, eps, strength, self.num_steps,
                                 self.method)
@@ -151,7 +170,7 @@ class Sampler:
     eps = self.noise(zeros, key, method='generate')
     return self.decode(self.sample_from(
         params, zeros, eps, jnp.float32(1.0), labels,
-        jnp.float32(guidance_scale) if labels is not None else 1.0))
+        jnp.float32(guidance_scale) if labels is not None else 1.0, self._step_key(key)))
 
   def translate(self, params, x: Array, key: Array, method: str, radius=None,
                 strength=1.0, label: Optional[int] = None, guidance_scale=1.0) -> Array:
@@ -173,17 +192,23 @@ class Sampler:
     z = self.encode(x)
     eps = self.noise(z, key, radius, method=method)
     if label is None or self.null_label is None:
-      return self.decode(self.sample_from(params, z, eps, jnp.float32(strength)))
+      return self.decode(self.sample_from(params, z, eps, jnp.float32(strength), None, 1.0,
+                                          self._step_key(key)))
     labels = jnp.full((x.shape[0],), label, jnp.int32)
     return self.decode(self.sample_from(params, z, eps, jnp.float32(strength), labels,
-                                        jnp.float32(guidance_scale)))
+                                        jnp.float32(guidance_scale), self._step_key(key)))
+
+  def _step_key(self, key: Array) -> Optional[Array]:
+    """The key of ancestral sampling's per-step noise (None for the deterministic methods, so
+    their compiled functions take no key)."""
+    return jax.random.fold_in(key, 1) if self.method == 'ddpm' else None
 
   def _invert(self, params, x: Array, labels=None, start_noise=None) -> Array:
     """Deterministic inversion of ``x`` to the noise end on the reversed sampling grid
     (labels: the source condition; no guidance)."""
     denoise = self.denoiser(params, labels)
     return inversion.invert(self.process, denoise, x, self.num_steps,
-                            method=self.method if self.method != 'heun' else 'euler',
+                            method=self.ode_method,
                             start_noise=start_noise)
 
 
@@ -249,12 +274,12 @@ class Sampler:
     inverted = self._invert_source(params, x, key, source_labels, method)
     target = self.denoiser(params, target_labels, guidance_scale)
     grid = self.process.time_grid(self.num_steps)
-    return samplers.solve(self.process, target, inverted, grid, self.method), inverted
+    return samplers.solve(self.process, target, inverted, grid, self.ode_method), inverted
 
   def _invert_source(self, params, x, key, source_labels, method):
     source = self.denoiser(params, source_labels)
     n = jax.random.normal(jax.random.fold_in(key, 0), x.shape, jnp.float32)
-    inverse_method = 'ddim' if self.method == 'ddim' else 'euler'
+    inverse_method = 'ddim' if self.ode_method == 'ddim' else 'euler'
     if method == 'ovg':
       settings = dict(self.ovg)
       forward_fraction = float(settings.pop('forward_fraction', 0.0))

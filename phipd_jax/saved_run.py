@@ -47,7 +47,7 @@ def load_codec(exp: experiment_lib.Experiment, scale: Optional[float] = None) ->
   params = checkpoint.restore_items(exp.codec_source, template, ('ema_params',))
   scale = exp.spec.codec.scale if scale is None else scale
   return latent.autoencoder_codec(codec_exp.graphdef, params['ema_params'],
-                                  scale=float(scale) or 1.0)
+                                  scale=float(scale) or 1.0, shift=float(exp.spec.codec.shift))
 
 
 def parts(exp: experiment_lib.Experiment) -> dict:
@@ -67,7 +67,8 @@ def parts(exp: experiment_lib.Experiment) -> dict:
                'autoencoder': dataclasses.asdict(spec.autoencoder) if spec.autoencoder else None},
       'noise': dict(spec.noise.settings(), kind=spec.noise.kind),
       'optimizer': dict(dataclasses.asdict(spec.optim), num_steps=spec.train.num_steps),
-      'codec': ({'latent_shape': list(exp.model_shape), 'scale': spec.codec.scale}
+      'codec': ({'latent_shape': list(exp.model_shape), 'scale': spec.codec.scale,
+                 'shift': spec.codec.shift}
                 if exp.is_latent else None)}
   return json.loads(json.dumps(built))  # As parts.json holds them (tuples as lists).
 
@@ -76,6 +77,7 @@ def parts(exp: experiment_lib.Experiment) -> dict:
 # before them built: a recorded part without the field matches a rebuilt one holding that value.
 ADDED_FIELDS = {
     ('loss', 'lwd', 'channels'): 'all',  # LWD energy map over every channel (paper Eq. 2).
+    ('codec', 'shift'): 0.0,  # Latents before codec.shift existed were not shifted.
 }
 
 

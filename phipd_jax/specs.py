@@ -133,8 +133,8 @@ class TrainSpec(_Spec):
     for name in ('num_steps', 'checkpoint_every', 'log_every', 'keep_checkpoints'):
       if not getattr(self, name) >= 1:
         fail(f'train.{name}', getattr(self, name), 'must be >= 1')
-    if not 0 <= self.label_dropout < 1:
-      fail('train.label_dropout', self.label_dropout, 'must be in [0, 1)')
+    if not 0 <= self.label_dropout <= 1:  # 1: always the null class (unlabelled fine-tuning).
+      fail('train.label_dropout', self.label_dropout, 'must be in [0, 1]')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +152,7 @@ class SampleSpec(_Spec):
   num_generate: int = _cosmetic()
   guidance_scale: float = _cosmetic()
   guidance_interval: tuple = _cosmetic()
+  guidance_channels: int = _cosmetic()
   clip_x0: float = _cosmetic()
   translate_source: str = _cosmetic()
   translate_reference: str = _cosmetic()
@@ -174,6 +175,8 @@ class SampleSpec(_Spec):
         fail('sample.radii', tuple(self.radii), 'every radius must be >= 0 (or inf)')
     check_number('sample.guidance_scale', self.guidance_scale, allow_zero=True)
     check_number('sample.clip_x0', self.clip_x0, allow_zero=True)
+    if not (isinstance(self.guidance_channels, int) and self.guidance_channels >= 0):
+      fail('sample.guidance_channels', self.guidance_channels, 'must be an integer >= 0 (0 = all)')
     interval = tuple(self.guidance_interval)
     if interval and (len(interval) != 2 or not 0 <= interval[0] < interval[1] <= 1):
       fail('sample.guidance_interval', interval, '() or (low, high) with 0 <= low < high <= 1')
@@ -191,6 +194,7 @@ class CodecSpec(_Spec):
   SECTION = 'codec'
   workdir: str = _field()
   scale: float = _field()
+  shift: float = _field()
   scale_images: int = _field()
   cache: bool = _cosmetic()
 

@@ -311,6 +311,9 @@ def _train(exp, workdir, stop_after, allow_config_change, stop_request) -> Summa
   if is_main:
     print(f'data: {source}', flush=True)
   resuming = checkpoint.has_checkpoint(workdir)
+  if resuming and not checkpoint.latest_has_optimizer_state(workdir):
+    raise ValueError(f'{workdir} holds a converted pretrained model (no optimizer state): '
+                     f'fine-tune it into a new workdir with --config.init_from={workdir}')
   if resuming and os.path.exists(os.path.join(workdir, 'config.json')):
     if exp.is_latent and not spec.codec.scale:  # The scale measured when the run started.
       exp = exp.with_codec_scale(

@@ -26,7 +26,8 @@ Array = jax.Array
 def classifier_free_guidance(denoise_y: Callable, y: Array, scale: float | Array,
                              null_label: Optional[int],
                              interval: Optional[tuple[float, float]] = None,
-                             normalized_time: Optional[Callable] = None) -> Callable:
+                             normalized_time: Optional[Callable] = None,
+                             channels: int = 0) -> Callable:
   """Classifier-free guidance (Ho & Salimans 2022): ``out = out(null) + w (out(y) - out(null))``.
 
   Computed on ``(x0_hat, eps_hat)``, which are affine in the network output for fixed
@@ -41,6 +42,9 @@ def classifier_free_guidance(denoise_y: Callable, y: Array, scale: float | Array
     interval: ``(low, high)`` in ``normalized_time(t)`` (0 = data end): guidance only where
       ``low < t < high``, scale 1 elsewhere (Kynkaanniemi et al. 2024). None = everywhere.
     normalized_time: the process's ``normalized_time`` (needed with ``interval``).
+    channels: guide only the first ``channels`` channels, the rest from the conditional pass
+      (0 = all). DiT's ``forward_with_cfg`` guides the first 3 of its 4 latent channels
+      (facebookresearch/DiT ``models.py``); converted DiT runs set 3 to sample as DiT does.
 
   Raises:
     ValueError: no ``null_label``, or an interval without ``normalized_time``.
@@ -61,7 +65,12 @@ def classifier_free_guidance(denoise_y: Callable, y: Array, scale: float | Array
       low, high = interval
       u = jnp.broadcast_to(normalized_time(t), (batch,))
       w = jnp.where((u > low) & (u < high), w, 1.0).reshape((batch,) + (1,) * (x_t.ndim - 1))
-    combine = lambda both: both[batch:] + w * (both[:batch] - both[batch:])
+    def combine(both):
+      guided = both[batch:] + w * (both[:batch] - both[batch:])
+      if channels and channels < x_t.shape[-1]:
+        guided = jnp.concatenate([guided[..., :channels], both[:batch, ..., channels:]], -1)
+      return guided
+
     return combine(x0_both), combine(eps_both)
 
   return denoise

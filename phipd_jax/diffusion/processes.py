@@ -314,7 +314,7 @@ class DDPM(Process):
   spacing: str = 'linspace'
 
   predictions = ('v', 'x', 'eps')
-  samplers = ('ddim',)
+  samplers = ('ddim', 'ddpm')  # 'ddpm': ancestral (samplers.ddpm_ancestral).
   min_sigma = 1e-4
 
   def __post_init__(self):

@@ -48,7 +48,8 @@ def make_denoiser(process: Process, apply_fn: Callable, prediction: str) -> Cond
   Args:
     process: the forward process (preconditions the input, converts the output).
     apply_fn: ``(x_in [B, ...], t_in [B] float32, y [B] int32 or None) -> [B, ...]``, called on
-      ``process.model_input(x_t, t)``.
+      ``process.model_input(x_t, t)``; channels past ``x_t``'s (DiT's learned-variance ``v``)
+      are dropped.
     prediction: the network's prediction type (``process.predictions``).
 
   Raises:
@@ -60,7 +61,7 @@ def make_denoiser(process: Process, apply_fn: Callable, prediction: str) -> Cond
     x_t = x_t.astype(jnp.float32)
     x_in, t_in = process.model_input(x_t, t)
     t_in = jnp.broadcast_to(jnp.asarray(t_in, jnp.float32), (x_t.shape[0],))
-    output = apply_fn(x_in, t_in, y)
+    output = apply_fn(x_in, t_in, y)[..., :x_t.shape[-1]]  # Without a variance head's v.
     return process.to_x0_eps(output.astype(jnp.float32), x_t, t, prediction)
 
   return denoise
@@ -68,12 +69,14 @@ def make_denoiser(process: Process, apply_fn: Callable, prediction: str) -> Cond
 
 def denoiser(process: Process, apply_fn: Callable, prediction: str, y: Optional[Array] = None,
              guidance_scale: float | Array = 1.0, null_label: Optional[int] = None,
-             guidance_interval: Optional[tuple[float, float]] = None) -> Denoiser:
+             guidance_interval: Optional[tuple[float, float]] = None,
+             guidance_channels: int = 0) -> Denoiser:
   """A network as ``denoise(x_t, t) -> (x0_hat, eps_hat)`` with labels ``y`` bound, and
   classifier-free guidance when ``guidance_scale`` is not the literal 1.
 
   See :func:`make_denoiser` and :func:`phipd_jax.diffusion.guidance.classifier_free_guidance`.
-  ``guidance_interval`` is in ``process.normalized_time`` (0 = data end).
+  ``guidance_interval`` is in ``process.normalized_time`` (0 = data end); ``guidance_channels``
+  guides only the first channels (0 = all; DiT: 3).
 
   Raises:
     ValueError: guidance requested without labels or a null label.
@@ -83,7 +86,8 @@ def denoiser(process: Process, apply_fn: Callable, prediction: str, y: Optional[
   if guided:
     return guidance_lib.classifier_free_guidance(
         conditional, y, guidance_scale, null_label,
-        interval=guidance_interval, normalized_time=process.normalized_time)
+        interval=guidance_interval, normalized_time=process.normalized_time,
+        channels=guidance_channels)
   return lambda x_t, t: conditional(x_t, t, y)
 
 
@@ -199,3 +203,138 @@ def sample_from(process: Process, denoise: Denoiser, x_input: Array, eps: Array,
   x_start = process.noisy(x_input.astype(jnp.float32), eps.astype(jnp.float32), t_start)
   grid = process.time_grid(num_steps, t_start)
   return solve(process, denoise, x_start, grid, method, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ancestral DDPM sampling, with DiT's learned variance.
+
+VarianceDenoiser = Callable[[Array, Array], tuple[Array, Array, Optional[Array]]]
+
+
+def variance_denoiser(process: Process, apply_fn: Callable, prediction: str,
+                      y: Optional[Array] = None, guidance_scale: float | Array = 1.0,
+                      null_label: Optional[int] = None, guidance_channels: int = 0,
+                      clip_x0: float = 0.0) -> VarianceDenoiser:
+  """``denoise(x_t, k) -> (x0_hat, eps_hat, v)``: :func:`denoiser` that also returns a
+  learned-variance head's ``v`` (the network's channels past ``x_t``'s, in ``[-1, 1]``), or None
+  for a network without one.
+
+  Guidance is DiT's ``forward_with_cfg``: the doubled batch ``[y; null]``, the first
+  ``guidance_channels`` channels (0 = all) guided, the other channels and ``v`` taken from the
+  conditional pass. ``clip_x0 > 0`` clips ``x0_hat`` and recomputes ``eps_hat``.
+  """
+  process.check_prediction(prediction)
+  guided = y is not None and not (isinstance(guidance_scale, (int, float)) and guidance_scale == 1)
+  if guided and null_label is None:
+    raise ValueError('classifier-free guidance needs null_label (the model\'s num_classes)')
+
+  def denoise(x_t: Array, k: Array) -> tuple[Array, Array, Optional[Array]]:
+    x_t = x_t.astype(jnp.float32)
+    channels, batch = x_t.shape[-1], x_t.shape[0]
+    x_in, t_in = process.model_input(x_t, k)
+    t_in = jnp.broadcast_to(jnp.asarray(t_in, jnp.float32), (batch,))
+    if guided:
+      labels = jnp.concatenate([y, jnp.full_like(y, null_label)])
+      output = apply_fn(jnp.concatenate([x_in, x_in]), jnp.concatenate([t_in, t_in]),
+                        labels).astype(jnp.float32)
+      cond, uncond = output[:batch, ..., :channels], output[batch:, ..., :channels]
+      w = jnp.asarray(guidance_scale, jnp.float32)
+      mixed = uncond + w * (cond - uncond)
+      if guidance_channels and guidance_channels < channels:
+        mixed = jnp.concatenate([mixed[..., :guidance_channels],
+                                 cond[..., guidance_channels:]], -1)
+      prediction_out, extra = mixed, output[:batch, ..., channels:]
+    else:
+      output = apply_fn(x_in, t_in, y).astype(jnp.float32)
+      prediction_out, extra = output[..., :channels], output[..., channels:]
+    x0_hat, eps_hat = process.to_x0_eps(prediction_out, x_t, k, prediction)
+    if clip_x0 > 0:
+      x0_hat, eps_hat = process.to_x0_eps(jnp.clip(x0_hat, -clip_x0, clip_x0), x_t, k, 'x')
+    return x0_hat, eps_hat, (extra if extra.shape[-1] == channels else None)
+
+  return denoise
+
+
+def ddpm_posterior(process: Process, x: Array, x0_hat: Array, v: Optional[Array], k: Array,
+                   k_next: Array) -> tuple[Array, Array]:
+  """Mean and log-variance of ``p(x_{k_next} | x_k)`` on a (respaced) DDPM grid.
+
+  The chain between grid steps has ``beta = 1 - alpha_bar[k] / alpha_bar[k_next]`` (DDPM
+  respacing, Nichol & Dhariwal 2021, Sec. 4; ``alpha_bar[-1] = 1``). The mean is the posterior
+  ``q(x_{k_next} | x_k, x0_hat)`` mean (Ho et al. 2020, Eq. 7): ``sqrt(alpha_bar') beta / (1 -
+  alpha_bar) x0_hat + sqrt(1 - beta) (1 - alpha_bar') / (1 - alpha_bar) x``. The log-variance
+  is the posterior's ``log(beta~)``, ``beta~ = beta (1 - alpha_bar') / (1 - alpha_bar)``, or
+  with a learned head ``v`` in ``[-1, 1]`` the interpolation ``f log(beta) + (1 - f) log(beta~)``,
+  ``f = (v + 1) / 2`` (Nichol & Dhariwal 2021, Eq. 15; DiT ``learn_sigma``).
+
+  Args:
+    process: a DDPM process (``alpha_bar_at``).
+    x: ``x_k`` ``[B, ...]``; ``x0_hat``: the denoised estimate, same shape.
+    v: the variance head's output, same shape, or None.
+    k, k_next: int32 steps, ``k_next < k`` (``-1`` the data end).
+
+  Returns:
+    ``(mean, log_variance)``, float32, shapes of ``x`` (the log-variance broadcastable).
+  """
+  ab = expand_like(process.alpha_bar_at(k), x)
+  ab_next = expand_like(process.alpha_bar_at(k_next), x)
+  beta = 1.0 - ab / ab_next
+  mean = (jnp.sqrt(ab_next) * beta * x0_hat + jnp.sqrt(1.0 - beta) * (1.0 - ab_next) * x) / (
+      1.0 - ab)
+  min_log = jnp.log(jnp.maximum(beta * (1.0 - ab_next) / (1.0 - ab), 1e-20))
+  if v is None:
+    return mean, min_log
+  fraction = (v.astype(jnp.float32) + 1.0) / 2.0
+  return mean, fraction * jnp.log(beta) + (1.0 - fraction) * min_log
+
+
+def expand_like(value: Array, x: Array) -> Array:
+  """A scalar or ``[B]`` value broadcastable against ``x`` ``[B, ...]`` (float32)."""
+  value = jnp.asarray(value, jnp.float32)
+  return jnp.reshape(value, value.shape + (1,) * (x.ndim - value.ndim))
+
+
+def ddpm_ancestral(process: Process, denoise: VarianceDenoiser, x: Array, grid: Array,
+                   key: Array, record: bool = False):
+  """Ancestral DDPM sampling (Ho et al. 2020, Alg. 2) along an integer ``grid`` (``[N + 1]``,
+  decreasing to ``-1``; a respaced grid such as DiT's 250 of 1000 steps is
+  ``process.time_grid(250)``): at each step ``x' = mean + exp(log_variance / 2) z``
+  (:func:`ddpm_posterior`), with no noise on the step into the data end.
+
+  Args:
+    process: a DDPM process.
+    denoise: :func:`variance_denoiser`.
+    x: the state at ``grid[0]``, float32 ``[B, ...]``.
+    grid: int32 steps; its values are traced (one compile per length).
+    key: PRNG key of the per-step noise ``z``.
+    record: also return the trajectory ``[N + 1, B, ...]``.
+
+  Returns:
+    float32 ``x`` at ``grid[-1]`` (unclipped), or ``(x, trajectory)``.
+  """
+  keys = jax.random.split(key, grid.shape[0] - 1)
+
+  def body(x, inputs):
+    k, k_next, step_key = inputs
+    x0_hat, _, v = denoise(x, k)
+    mean, log_variance = ddpm_posterior(process, x, x0_hat, v, k, k_next)
+    z = jax.random.normal(step_key, x.shape, jnp.float32)
+    x_next = jnp.where(k_next >= 0, mean + jnp.exp(0.5 * log_variance) * z, mean)
+    return x_next.astype(jnp.float32), (x_next if record else None)
+
+  x_end, states = jax.lax.scan(body, x.astype(jnp.float32), (grid[:-1], grid[1:], keys))
+  if record:
+    return x_end, jnp.concatenate([x[None].astype(jnp.float32), states])
+  return x_end
+
+
+def ancestral_sample_from(process: Process, denoise: VarianceDenoiser, x_input: Array,
+                          eps: Array, strength: float | Array, num_steps: int, key: Array,
+                          record: bool = False):
+  """:func:`sample_from` with :func:`ddpm_ancestral` in place of the ODE solver: ``x_input``
+  noised to ``strength`` with ``eps`` (phi-PD's structured noise enters here, as in every
+  sampler), then ``num_steps`` ancestral steps with per-step Gaussian noise from ``key``."""
+  k_start = process.time_from_strength(strength)
+  x_start = process.noisy(x_input.astype(jnp.float32), eps.astype(jnp.float32), k_start)
+  grid = process.time_grid(num_steps, k_start)
+  return ddpm_ancestral(process, denoise, x_start, grid, key, record)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phipd_jax.models.autoencoder import AUTOENCODER_SIZES, Autoencoder, autoencoder
+from phipd_jax.models.autoencoder_kl import AutoencoderKL
 from phipd_jax.models.dit import DIT_SIZES, DiT, count_parameters, dit
 from phipd_jax.models.jit import JIT_SIZES, JiT, SpectralForcing, jit_model
 
@@ -50,17 +51,39 @@ def cast_params(model: nnx.Module, param_dtype: str) -> nnx.Module:
 
 def build_dit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 'float32',
               param_dtype: str = 'float32', attention_impl: str = 'auto', remat: str = 'none',
+              learn_sigma: bool = False, time_frequency_shift: int = 0, depth: int = 0,
+              hidden: int = 0, heads: int = 0,
               in_channels: int, image_size: int, rngs: nnx.Rngs) -> DiT:
   """DiT (Peebles & Xie 2023) of a named size for ``image_size``-pixel inputs.
 
   ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype (:func:`cast_params`),
   ``attention_impl`` the attention form (:func:`phipd_jax.models.layers.attention`), ``remat``
   the per-block rematerialisation (:data:`phipd_jax.models.layers.REMAT_POLICIES`).
+  ``learn_sigma`` adds DiT's learned-variance head (``2 C`` outputs: prediction, then ``v``);
+  ``time_frequency_shift`` is 1 only for weights converted from diffusers (see
+  :class:`phipd_jax.models.dit.DiT`). ``size='custom'`` takes ``depth``, ``hidden`` and
+  ``heads`` (a converted checkpoint of no named size); they must be 0 with a named size.
   """
   _check_patch(image_size, patch_size)
+  if size == 'custom':
+    if min(depth, hidden, heads) < 1:
+      raise ValueError(f"model.size='custom' needs model.depth, model.hidden and model.heads "
+                       f'>= 1 (got {depth}, {hidden}, {heads})')
+    return cast_params(DiT(in_channels=in_channels, patch_size=patch_size, hidden=hidden,
+                           depth=depth, heads=heads, num_classes=num_classes,
+                           out_channels=2 * in_channels if learn_sigma else None,
+                           dtype=jnp.dtype(dtype), attention_impl=attention_impl, remat=remat,
+                           time_frequency_shift=time_frequency_shift, rngs=rngs), param_dtype)
+  if depth or hidden or heads:
+    raise ValueError(f'model.depth/hidden/heads={depth, hidden, heads} are for '
+                     f"model.size='custom' only (model.size={size!r} fixes them)")
+  if time_frequency_shift not in (0, 1):
+    raise ValueError(f'model.time_frequency_shift={time_frequency_shift} must be 0 or 1')
   return cast_params(dit(size, in_channels=in_channels, patch_size=patch_size,
-                         num_classes=num_classes, dtype=jnp.dtype(dtype),
-                         attention_impl=attention_impl, remat=remat, rngs=rngs), param_dtype)
+                         num_classes=num_classes,
+                         out_channels=2 * in_channels if learn_sigma else None,
+                         dtype=jnp.dtype(dtype), attention_impl=attention_impl, remat=remat,
+                         time_frequency_shift=time_frequency_shift, rngs=rngs), param_dtype)
 
 
 def spectral_forcing_from_settings(settings: Optional[dict]) -> Optional[SpectralForcing]:
@@ -106,11 +129,38 @@ def build_autoencoder(*, size: str, downsample: int = 8, latent_channels: int = 
                      param_dtype)
 
 
+def build_autoencoder_kl(*, latent_channels: int = 4,
+                         block_out_channels: tuple = (128, 256, 512, 512),
+                         layers_per_block: int = 2, norm_num_groups: int = 32,
+                         out_channels: int = 3, use_quant_conv: bool = True,
+                         use_post_quant_conv: bool = True, mid_block_add_attention: bool = True,
+                         num_classes: int = 0, dtype: str = 'float32',
+                         param_dtype: str = 'float32', in_channels: int, image_size: int,
+                         rngs: nnx.Rngs) -> AutoencoderKL:
+  """diffusers' ``AutoencoderKL`` layout (the SD / SDXL / SD3 / FLUX VAEs; a ``convert.py
+  --from diffusers_vae`` run), with diffusers' config names; ``f = 2 ** (levels - 1)``."""
+  if num_classes:
+    raise ValueError(f'model.num_classes={num_classes} must be 0: the autoencoder is '
+                     'unconditional')
+  factor = 2 ** (len(block_out_channels) - 1)
+  if image_size <= 0 or image_size % factor:
+    raise ValueError(f'data.image_size={image_size} must be a positive multiple of the '
+                     f'autoencoder\'s factor {factor}')
+  return cast_params(AutoencoderKL(
+      in_channels=in_channels, out_channels=out_channels, latent_channels=latent_channels,
+      block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
+      norm_num_groups=norm_num_groups, use_quant_conv=use_quant_conv,
+      use_post_quant_conv=use_post_quant_conv, mid_block_add_attention=mid_block_add_attention,
+      dtype=jnp.dtype(dtype), rngs=rngs), param_dtype)
+
+
 MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_jit,
-                                                'autoencoder': build_autoencoder}
+                                                'autoencoder': build_autoencoder,
+                                                'autoencoder_kl': build_autoencoder_kl}
 SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES, 'autoencoder': AUTOENCODER_SIZES}
 # The objective that trains each model (experiment.Experiment.loss_fn dispatches on it).
-OBJECTIVES = {'dit': 'diffusion', 'jit': 'diffusion', 'autoencoder': 'autoencoder'}
+OBJECTIVES = {'dit': 'diffusion', 'jit': 'diffusion', 'autoencoder': 'autoencoder',
+              'autoencoder_kl': 'autoencoder'}
 
 
 def build(name: str, *, rngs: nnx.Rngs, in_channels: int, image_size: int,
@@ -130,6 +180,14 @@ def build(name: str, *, rngs: nnx.Rngs, in_channels: int, image_size: int,
     raise ValueError(f'model.{unknown[0]} is not a setting of model.name={name!r} (it takes '
                      f'{sorted(accepted - {"rngs", "in_channels", "image_size"})})')
   return builder(rngs=rngs, in_channels=in_channels, image_size=image_size, **kwargs)
+
+
+def downsample_factor(model: dict) -> int:
+  """The spatial factor ``f`` of an autoencoder's ``config.model`` section: ``downsample`` of
+  the small autoencoder, ``2 ** (levels - 1)`` of a diffusers-layout ``autoencoder_kl``."""
+  if model.get('name') == 'autoencoder_kl':
+    return 2 ** (len(model.get('block_out_channels', (128, 256, 512, 512))) - 1)
+  return int(model['downsample'])
 
 
 def objective(name: str) -> str:

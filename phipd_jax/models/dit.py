@@ -110,8 +110,12 @@ class DiT(nnx.Module):
     hidden, depth, heads: transformer width, blocks, attention heads (or use :func:`dit`).
     num_classes: 0 for unconditional; otherwise labels ``0 .. num_classes - 1`` plus the null
       label ``num_classes`` used for classifier-free guidance.
-    out_channels: output channels (default ``in_channels``; ``2 C`` reproduces DiT's learned
-      sigma head for parameter counts).
+    out_channels: output channels (default ``in_channels``). ``2 C`` is DiT's learned-variance
+      head (``learn_sigma``): channels ``[:C]`` are the prediction, ``[C:]`` the variance
+      interpolation ``v`` in ``[-1, 1]`` (Nichol & Dhariwal 2021, Eq. 15), which the diffusion
+      code reads only in ancestral DDPM sampling
+      (:func:`phipd_jax.diffusion.samplers.ddpm_ancestral`); every other sampler and the loss
+      use the first ``C`` channels.
     mlp_ratio: MLP width multiple.
     dtype: compute dtype (parameters are float32).
     attention_impl: attention form, ``'auto'`` (the fastest for the backend and dtype),
@@ -119,6 +123,9 @@ class DiT(nnx.Module):
       All forms compute the same function; only speed differs.
     remat: per-block rematerialisation, ``'none'``, ``'dots'`` or ``'full'``
       (:data:`phipd_jax.models.layers.REMAT_POLICIES`): memory for time, same function.
+    time_frequency_shift: the timestep embedding's frequency shift (0 as facebookresearch/DiT;
+      1 for weights converted from diffusers' ``DiTTransformer2DModel``;
+      :func:`phipd_jax.models.layers.timestep_embedding`).
     rngs: NNX random streams for initialisation.
 
   Raises:
@@ -128,7 +135,7 @@ class DiT(nnx.Module):
   def __init__(self, *, in_channels: int, patch_size: int, hidden: int, depth: int, heads: int,
                num_classes: int = 0, out_channels: Optional[int] = None, mlp_ratio: float = 4.0,
                dtype=jnp.float32, attention_impl: str = 'auto', remat: str = 'none',
-               rngs: nnx.Rngs):
+               time_frequency_shift: int = 0, rngs: nnx.Rngs):
     check_attention_implementation(attention_impl)
     check_remat(remat)
     self.remat = remat
@@ -143,7 +150,8 @@ class DiT(nnx.Module):
         in_channels, hidden, (patch_size, patch_size), strides=(patch_size, patch_size),
         padding='VALID', dtype=dtype,
         kernel_init=nnx.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3), rngs=rngs)
-    self.time_embed = TimestepEmbedder(hidden, dtype=dtype, rngs=rngs)
+    self.time_embed = TimestepEmbedder(hidden, frequency_shift=time_frequency_shift, dtype=dtype,
+                                       rngs=rngs)
     if num_classes:
       self.label_embed = nnx.Embed(num_classes + 1, hidden, embedding_init=nnx.initializers.normal(
           0.02), rngs=rngs)
@@ -176,7 +184,7 @@ class DiT(nnx.Module):
 
 def dit(size: str, *, in_channels: int, patch_size: int, num_classes: int = 0,
         out_channels: Optional[int] = None, dtype=jnp.float32, attention_impl: str = 'auto',
-        remat: str = 'none', rngs: nnx.Rngs) -> DiT:
+        remat: str = 'none', time_frequency_shift: int = 0, rngs: nnx.Rngs) -> DiT:
   """A DiT of a named size (``'tiny'``, ``'small'``, ``'S'``, ``'B'``, ``'L'``, ``'XL'``).
 
   Raises:
@@ -187,7 +195,8 @@ def dit(size: str, *, in_channels: int, patch_size: int, num_classes: int = 0,
   depth, hidden, heads = DIT_SIZES[size]
   return DiT(in_channels=in_channels, patch_size=patch_size, hidden=hidden, depth=depth,
              heads=heads, num_classes=num_classes, out_channels=out_channels, dtype=dtype,
-             attention_impl=attention_impl, remat=remat, rngs=rngs)
+             attention_impl=attention_impl, remat=remat,
+             time_frequency_shift=time_frequency_shift, rngs=rngs)
 
 
 def count_parameters(module: nnx.Module) -> int:

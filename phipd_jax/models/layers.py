@@ -25,18 +25,23 @@ ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cpu', 'cudnn', 'tpu')
 _CPU_TILE_BYTES = 4 * 2**20
 
 
-def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array:
-  """Sinusoidal embedding ``[cos(t f_i), sin(t f_i)]``, ``f_i = max_period^(-i / (dim/2))``.
+def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0,
+                       frequency_shift: int = 0) -> Array:
+  """Sinusoidal embedding ``[cos(t f_i), sin(t f_i)]``, ``f_i = max_period^(-i / (dim/2 - s))``.
 
   Args:
     t: float ``[B]`` (already scaled, e.g. ``1000 * t``).
     dim: even embedding size.
+    frequency_shift: ``s``: 0 in DiT and JiT (facebookresearch/DiT ``TimestepEmbedder``); 1 in
+      diffusers' ``DiTTransformer2DModel`` (``Timesteps(downscale_freq_shift=1)``), whose
+      converted weights need it.
 
   Returns:
     float32 ``[B, dim]``.
   """
   half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) /
+                  (half - frequency_shift))
   args = t.astype(jnp.float32)[:, None] * freqs[None]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
@@ -137,14 +142,16 @@ class TimestepEmbedder(nnx.Module):
   """``t -> MLP(sinusoidal(time_scale * t))``; DiT embeds integer steps, hence ``time_scale``."""
 
   def __init__(self, hidden: int, *, frequency_dim: int = 256, time_scale: float = 1000.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               frequency_shift: int = 0, dtype=jnp.float32, rngs: nnx.Rngs):
     init = nnx.initializers.normal(0.02)
     self.frequency_dim, self.time_scale = frequency_dim, time_scale
+    self.frequency_shift = frequency_shift
     self.linear1 = Linear(frequency_dim, hidden, kernel_init=init, dtype=dtype, rngs=rngs)
     self.linear2 = Linear(hidden, hidden, kernel_init=init, dtype=dtype, rngs=rngs)
 
   def __call__(self, t: Array) -> Array:
-    embedding = timestep_embedding(self.time_scale * t, self.frequency_dim)
+    embedding = timestep_embedding(self.time_scale * t, self.frequency_dim,
+                                   frequency_shift=self.frequency_shift)
     return self.linear2(nnx.silu(self.linear1(embedding)))
 
 
