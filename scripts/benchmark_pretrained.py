@@ -14,7 +14,6 @@ peak memory against the checkpoint's size. Writes ``<out>.json`` and ``<out>.md`
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -163,7 +162,6 @@ def main():
             'rows': rows}
   if args.convert_xl:
     result['conversion'] = bench_convert_xl()
-  del resource
   with open(args.out + '.json', 'w') as f:
     json.dump(result, f, indent=2)
   lines = [f'Device: {result["device"]} ({os.cpu_count()} cores), jax {jax.__version__}, torch '

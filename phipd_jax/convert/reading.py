@@ -69,9 +69,10 @@ def _load_safetensors(path: str) -> dict:
     out = {}
     with safe_open(path, framework='flax') as f:  # 'flax' reads bfloat16 too (as jax arrays).
       for key in f.keys():
-        out[key] = np.asarray(f.get_tensor(key).astype('float32')
-                              if str(f.get_tensor(key).dtype) in ('bfloat16', 'float16')
-                              else f.get_tensor(key))
+        tensor = f.get_tensor(key)
+        if str(tensor.dtype) in ('bfloat16', 'float16'):
+          tensor = tensor.astype('float32')
+        out[key] = np.asarray(tensor)
     return out
   except ConversionError:
     raise
