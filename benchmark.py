@@ -1,6 +1,8 @@
 r"""Benchmarks of the jit-compiled noise constructors, samplers and train step of a config.
 
   python benchmark.py --config configs/quickstart.py --what all --json benchmarks/quickstart.json
+  # A run directory (trained, or converted by convert.py) with its own weights and sampler:
+  python benchmark.py --workdir runs/dit_xl2_256 --what sample,noise --batch 4
 
 Prints one table per section and writes JSON. Every figure is the median over ``--repeats``
 timed calls (with min and max); compilation is timed apart; inputs are random data; outputs are
@@ -31,11 +33,13 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from phipd_jax import benchmarking, console, experiment
+from phipd_jax import benchmarking, console, experiment, saved_run
 
 import benchmark_compare as compare
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (or --workdir).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (train.py or convert.py) instead '
+                               'of --config: its config, its codec and (sampling) its weights.')
 _WHAT = flags.DEFINE_string('what', 'all', 'Sections: all, or a comma-separated subset of noise, '
                             'sample, train; or compare (side by side with the PyTorch originals, '
                             'see benchmark_compare.py).')
@@ -55,12 +59,16 @@ _NOISE_REPO = flags.DEFINE_string('noise_repo', None,
 _COMPARE = flags.DEFINE_list('compare', ['train', 'forward', 'noise'],
                              'compare: cases, a subset of train, forward, noise.')
 _SIZES = flags.DEFINE_list('sizes', ['S/4', 'B/4'], 'compare: DiT sizes as size/patch.')
-flags.mark_flag_as_required('config')
+flags.register_multi_flags_validator(
+    ['config', 'workdir'], lambda f: (f['config'] is None) != (f['workdir'] is None),
+    message='give exactly one of --config and --workdir')
 
 
 def main(argv):
   del argv
   if _WHAT.value == 'compare':
+    if _WORKDIR.value:
+      raise ValueError('--what compare takes --config (it builds the PyTorch twin of a config)')
     sizes = [(s.split('/')[0], int(s.split('/')[1])) for s in _SIZES.value]
     results = compare.run_compare(_CONFIG.value, _TORCH_PYTHON.value, _DIT_REPO.value,
                                   _NOISE_REPO.value, _REPEATS.value, _COMPARE.value, sizes)
@@ -69,8 +77,14 @@ def main(argv):
     _write(results, benchmarking.format_table(results['compare'], compare.COMPARE_COLUMNS,
                                               markdown=True))
     return
-  results = benchmarking.run_benchmarks(experiment.build(_CONFIG.value), _WHAT.value,
-                                        _REPEATS.value, _BATCH.value, _FRAMES.value, _PEAK.value)
+  params = None
+  if _WORKDIR.value:
+    _, exp, restored = saved_run.load_run(_WORKDIR.value)
+    params = restored['ema_params']
+  else:
+    exp = experiment.build(_CONFIG.value)
+  results = benchmarking.run_benchmarks(exp, _WHAT.value, _REPEATS.value, _BATCH.value,
+                                        _FRAMES.value, _PEAK.value, params=params)
   print(benchmarking.report(results))
   _write(results, benchmarking.report(results, markdown=True))
 

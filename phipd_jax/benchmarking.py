@@ -401,12 +401,14 @@ def sections(what: str) -> set[str]:
 
 
 def run_benchmarks(exp: experiment_lib.Experiment, what: str = 'all', repeats: int = 5,
-                   batch: int = 8, frames: int = 8, given_peak: float = 0.0) -> dict:
+                   batch: int = 8, frames: int = 8, given_peak: float = 0.0,
+                   params=None) -> dict:
   """The requested sections for the built experiment ``exp`` (see :func:`sections`); returns
-  JSON-ready results."""
+  JSON-ready results. ``params``: the model's weights for the sampling section (a saved or
+  converted run's; default: a fresh initialisation)."""
   wanted = sections(what)
   mesh = sharding.make_mesh(exp.spec.mesh.data, exp.spec.mesh.fsdp)
-  if exp.is_latent:  # Sampling and noise are timed in the latent space; training encodes.
+  if exp.is_latent and exp.codec is None:  # Sampling and noise in the latent space.
     exp = exp.with_codec(saved_run.load_codec(exp))
   image_shape = (batch,) + exp.model_shape
   peak, peak_source = peak_flops(given_peak, jnp.dtype(exp.spec.model['dtype']))
@@ -414,7 +416,8 @@ def run_benchmarks(exp: experiment_lib.Experiment, what: str = 'all', repeats: i
              platform.machine(), 'jax': jax.__version__, 'config': exp.saved_config(),
              'repeats': repeats, 'peak_flops': peak, 'peak_source': peak_source}
   if 'sample' in wanted:
-    params = exp.init_params(jax.random.key(exp.spec.seed))
+    if params is None:
+      params = exp.init_params(jax.random.key(exp.spec.seed))
     results['sample'] = sample_section(exp, params, image_shape, peak, repeats)
   if 'noise' in wanted:
     run_ms = None

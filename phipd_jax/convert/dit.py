@@ -261,6 +261,9 @@ def convert_diffusers_dit(state: StateDict, model: Mapping, in_channels: int,
                                                  (hidden, in_channels, patch, patch)))
   values['patch_embed.bias'] = state.take('pos_embed.proj.bias', (hidden,))
   embedder = 'transformer_blocks.{}.norm1.emb.'
+  # Block 0's embedders, kept (small) to compare every other block's with.
+  first = {k[len(embedder.format(0)):]: state.peek(k) for k in state.keys()
+           if k.startswith(embedder.format(0))}
   shared = {'time_embed.linear1': ('timestep_embedder.linear_1',
                                    shapes['time_embed.linear1.kernel'][0], hidden),
             'time_embed.linear2': ('timestep_embedder.linear_2', hidden, hidden)}
@@ -269,8 +272,6 @@ def convert_diffusers_dit(state: StateDict, model: Mapping, in_channels: int,
   label_key = embedder.format(0) + 'class_embedder.embedding_table.weight'
   if model['num_classes']:
     values['label_embed.embedding'] = state.take(label_key, (model['num_classes'] + 1, hidden))
-  first = {k[len(embedder.format(0)):]: state.arrays[k] for k in state.keys()
-           if k.startswith(embedder.format(0))}
   for i in range(depth):
     prefix = f'transformer_blocks.{i}'
     if i:  # The same embedders in every block (as converted from DiT), read and compared.
