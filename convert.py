@@ -17,6 +17,9 @@ r"""Converts a pretrained PyTorch checkpoint into a run directory (phipd_jax.con
   python convert.py --from jit --checkpoint checkpoint-last.pth --model JiT-B/16 \
       --workdir runs/jit_b16
 
+  # A LoRA run's adapters merged into its base: a plain run that no longer needs the base
+  python convert.py --from lora --checkpoint runs/e2s_lora16 --workdir runs/e2s_lora16_merged
+
 The run directory loads like a trained run: sample.py, evaluate.py, benchmark.py,
 phipd_jax.load(), and train.py --config.init_from=<workdir> (fine-tuning into a new workdir).
 .pt / .pth / .bin files need torch (pip install -e .[convert]); .safetensors do not. A wrong
@@ -39,8 +42,9 @@ from phipd_jax import console
 from phipd_jax.convert import runs
 
 _FROM = flags.DEFINE_enum('from', None, list(runs.SOURCES), 'Checkpoint source.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The checkpoint file (dit, jit) or '
-                                  'diffusers model folder (diffusers_dit, diffusers_vae).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The checkpoint file (dit, jit), '
+                                  'diffusers model folder (diffusers_dit, diffusers_vae) or '
+                                  'LoRA run directory (lora).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory to create (new or empty).')
 _MODEL = flags.DEFINE_string('model', None, 'dit: DiT-{S,B,L,XL}/{2,4,8}; jit: JiT-{B,L,H}/'
                              '{16,32}. What the state dict does not hold (attention heads); '

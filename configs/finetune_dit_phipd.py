@@ -11,7 +11,9 @@ run's own config (model, DDPM process, codec and its scale) and starts from its 
   python train.py --config configs/finetune_dit_phipd.py:base=runs/dit_xl2_256 \\
       --workdir runs/dit_xl2_256_phipd
 
-Options: ``base=DIR`` (required: the converted run), ``labels`` (the data's labels are the
+Options: ``base=DIR`` (required: the converted run), ``lora=R`` (LoRA adapters of rank R on
+every block's linear layers instead of a full fine-tune: the base frozen, adapters checkpointed
+alone), ``labels`` (the data's labels are the
 model's classes, e.g. an ImageNet tfds; default off: every example trains the null class, an
 unconditional fine-tune), ``runlocal`` (a 10-step CPU smoke run of the same path). The data
 default is the bundled photos (``skimage_photos``) at the run's image size; BSDS500-layout folders
@@ -27,7 +29,7 @@ from phipd_jax import saved_run
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, base='', labels=False, runlocal=False)
+  arg = common.parse_arg(arg, base='', labels=False, lora=0, runlocal=False)
   if not arg.base:
     raise ValueError('configs/finetune_dit_phipd.py needs :base=<converted run directory>')
   config = saved_run.run_config(arg.base)  # Model, process, codec and sampler of the base run.
@@ -54,6 +56,9 @@ def get_config(arg=None):
   config.sample.translate_source = 'photo'
   config.sample.radii = (4.0, 8.0)
   config.model.dtype = 'bfloat16'
+  if arg.lora:  # LoRA of rank `lora` on every block's linear layers; the base frozen.
+    config.lora.rank = arg.lora
+    config.optim.learning_rate = 1e-4 * 4  # Adapters take a larger rate (LoRA paper, App. D).
   if arg.runlocal:
     config.model.dtype = 'float32'
     config.optim.warmup_steps = 2

@@ -359,7 +359,8 @@ def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: in
                                 'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}, mesh)
   # Model FLOPs of a train step: 3x the forward's matrix products (forward, and the two
   # products per product of the backward), the convention of MFU; without the codec's encode.
-  params = jax.eval_shape(exp.init_params, jax.random.key(0))  # Shapes only: nothing allocated.
+  # Shapes only, nothing allocated; the network's (a LoRA run's merge adds rank-r products).
+  params = jax.eval_shape(exp.model_init_params, jax.random.key(0))
   t = jnp.full((batch,), 0.5, jnp.float32)
   x = jnp.zeros((batch,) + exp.model_shape, jnp.float32)
   y = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
@@ -410,6 +411,8 @@ def run_benchmarks(exp: experiment_lib.Experiment, what: str = 'all', repeats: i
   mesh = sharding.make_mesh(exp.spec.mesh.data, exp.spec.mesh.fsdp)
   if exp.is_latent and exp.codec is None:  # Sampling and noise in the latent space.
     exp = exp.with_codec(saved_run.load_codec(exp))
+  if exp.lora is not None and exp.lora_base is None:  # Timing: a random base of the same shapes.
+    exp = exp.with_lora_base(exp.model_init_params(jax.random.key(exp.spec.seed)))
   image_shape = (batch,) + exp.model_shape
   peak, peak_source = peak_flops(given_peak, jnp.dtype(exp.spec.model['dtype']))
   results = {'device': device_description(), 'host': platform.processor() or
@@ -417,7 +420,7 @@ def run_benchmarks(exp: experiment_lib.Experiment, what: str = 'all', repeats: i
              'repeats': repeats, 'peak_flops': peak, 'peak_source': peak_source}
   if 'sample' in wanted:
     if params is None:
-      params = exp.init_params(jax.random.key(exp.spec.seed))
+      params = exp.model_init_params(jax.random.key(exp.spec.seed))
     results['sample'] = sample_section(exp, params, image_shape, peak, repeats)
   if 'noise' in wanted:
     run_ms = None

@@ -97,6 +97,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   # the autoencoder run moves), encodes each batch inside the train step (posterior mean) and
   # decodes every sample before it is written. Noise (FSS / phi-PD), losses, the LWD mask and
   # radii are then in latent units (frequency index of the latent).
+  # LoRA fine-tuning (Hu et al. 2022) of a base run (config.init_from, referenced, not copied):
+  # the base frozen, rank-r adapters on the named linear layers of DiT / JiT blocks trained.
+  config.lora = lora = ml_collections.ConfigDict()
+  lora.rank = 0  # 0 = off (a full fine-tune when init_from is set).
+  lora.alpha = 0.0  # Scale alpha / rank; 0 = rank (scale 1).
+  lora.targets = ('qkv', 'proj', 'mlp', 'adaln')  # phipd_jax.lora.TARGETS.
   config.codec = codec = ml_collections.ConfigDict()
   codec.workdir = ''
   codec.scale = 0.0  # 1 / std of the latents; 0 = measured on training images at the start.

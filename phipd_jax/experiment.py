@@ -19,7 +19,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from phipd_jax import defaults, latent, losses, models, noise as noise_lib, sampling
+from phipd_jax import defaults, latent, lora as lora_lib, losses, models, noise as noise_lib
+from phipd_jax import sampling
 from phipd_jax import sharding as sharding_lib, specs, training
 from phipd_jax.diffusion import objectives, processes
 
@@ -148,6 +149,7 @@ class Experiment:
   codec_source: str = ''
   codec_experiment: Any = dataclasses.field(default=None, compare=False)
   codec: Optional[latent.Codec] = dataclasses.field(default=None, compare=False)
+  lora_base: Any = dataclasses.field(default=None, compare=False)
 
   @property
   def is_latent(self) -> bool:
@@ -182,10 +184,45 @@ class Experiment:
   def num_classes(self) -> int:
     return self.spec.model['num_classes']
 
-  def init_params(self, key: Array):
-    """Fresh model parameters (``nnx.State`` of ``nnx.Param``) from ``key``."""
+  @property
+  def lora(self) -> Optional[lora_lib.LoraSpec]:
+    """The run's LoRA settings (``config.lora``), or None when ``lora.rank`` is 0."""
+    section = self.spec.lora
+    if section is None or not section.rank:
+      return None
+    return lora_lib.LoraSpec(section.rank, section.alpha, tuple(section.targets))
+
+  def with_lora_base(self, base_params) -> 'Experiment':
+    """This LoRA experiment with its frozen base parameters loaded (the ``init_from`` run's EMA
+    parameters; :func:`phipd_jax.saved_run.load_lora_base`)."""
+    return dataclasses.replace(self, lora_base=base_params)
+
+  def model_init_params(self, key: Array):
+    """Fresh parameters of the network (``nnx.State`` of ``nnx.Param``) from ``key``."""
     return nnx.state(build_model(self.spec.model, nnx.Rngs(key), self.model_shape[-1],
                                  self.model_shape[0]), nnx.Param)
+
+  def init_params(self, key: Array):
+    """Fresh trainable parameters from ``key``: the network's (:meth:`model_init_params`), or
+    for a LoRA run the adapters (:func:`phipd_jax.lora.init_adapters`, ``B = 0``)."""
+    if self.lora is None:
+      return self.model_init_params(key)
+    abstract = jax.eval_shape(self.model_init_params, key)
+    return lora_lib.init_adapters(key, abstract, self.lora)
+
+  def model_params(self, params):
+    """The network's parameters for trainable ``params``: ``params`` itself, or for a LoRA run
+    the base merged with the adapters ``params``.
+
+    Raises:
+      ValueError: a LoRA run whose base is not loaded (:meth:`with_lora_base`).
+    """
+    if self.lora is None:
+      return params
+    if self.lora_base is None:
+      raise ValueError('a LoRA run needs its base loaded first: '
+                       'exp.with_lora_base(saved_run.load_lora_base(exp))')
+    return lora_lib.merge(self.lora_base, params, self.lora)
 
   @property
   def rng_impl(self) -> str:
@@ -202,6 +239,18 @@ class Experiment:
     or :func:`phipd_jax.losses.autoencoder_loss_fn`. ``constants`` is :meth:`loss_constants`
     (frozen arrays the loss reads, passed through the jitted step as an argument); None uses
     cached copies. With a mesh, activations are kept split over its batch axes."""
+    if self.lora is not None:  # d loss(merge(base, adapters)) / d adapters; the base a constant.
+      base_loss, spec = self._model_loss_fn(mesh), self.lora
+
+      def lora_loss(adapters, batch, key, constants=None):
+        constants = dict(constants)
+        base = constants.pop('lora_base')
+        return base_loss(lora_lib.merge(base, adapters, spec), batch, key, constants or None)
+
+      return lora_loss
+    return self._model_loss_fn(mesh)
+
+  def _model_loss_fn(self, mesh=None) -> Callable:
     if self.objective == 'autoencoder':
       ae = self.spec.autoencoder
       return losses.autoencoder_loss_fn(self.graphdef, alpha=ae.alpha, beta=ae.beta, lam=ae.lam,
@@ -216,12 +265,18 @@ class Experiment:
 
   def loss_constants(self):
     """Frozen arrays the loss reads (a pytree or None): the LPIPS-VGG weights of an autoencoder
-    run with ``autoencoder.lam > 0`` (59 MB: an argument of the step, not compiled in)."""
+    run with ``autoencoder.lam > 0`` (59 MB: an argument of the step, not compiled in), a
+    latent run's codec parameters, a LoRA run's base parameters (``lora_base``)."""
+    constants = None
     if self.objective == 'autoencoder' and self.spec.autoencoder.lam > 0:
-      return {'lpips': latent.lpips_vgg_weights()}
-    if self.is_latent:
-      return {'codec': self._loaded_codec().params}
-    return None
+      constants = {'lpips': latent.lpips_vgg_weights()}
+    elif self.is_latent:
+      constants = {'codec': self._loaded_codec().params}
+    if self.lora is not None:
+      if self.lora_base is None:
+        raise ValueError('a LoRA run needs its base loaded first (exp.with_lora_base)')
+      constants = dict(constants or {}, lora_base=self.lora_base)
+    return constants
 
   def _loaded_codec(self) -> latent.Codec:
     if self.is_latent and self.codec is None:
@@ -281,6 +336,18 @@ def _validate_across_sections(spec: specs.RunSpec, data_parallel_size: int):
   if classes and (len(classes) != 2 or not all(0 <= c < num_classes for c in classes)):
     _fail('sample.inversion_classes', classes,
           f'() or (source, target) with classes in [0, model.num_classes={num_classes})')
+
+
+def _check_lora(spec: specs.RunSpec, objective: str, abstract_params):
+  """A LoRA run: a diffusion model, a base run to adapt, targets that match its layers."""
+  if objective != 'diffusion':
+    _fail('lora.rank', spec.lora.rank, f"LoRA adapts the transformers (dit, jit), not "
+          f"model.name={spec.model['name']!r}")
+  if not spec.top.init_from:
+    _fail('lora.rank', spec.lora.rank, 'a LoRA run adapts a base run: set config.init_from')
+  with field('lora', None):
+    lora_lib.target_kernels(abstract_params, lora_lib.LoraSpec(
+        spec.lora.rank, spec.lora.alpha, tuple(spec.lora.targets)))
 
 
 def _check_autoencoder(spec: specs.RunSpec):
@@ -343,6 +410,8 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
                    codec_exp.spec.model['latent_channels'])
   model = nnx.eval_shape(lambda: build_model(spec.model, nnx.Rngs(0), model_shape[-1],
                                              model_shape[0]))
+  if spec.lora is not None and spec.lora.rank:
+    _check_lora(spec, objective, nnx.state(model, nnx.Param))
   if objective == 'autoencoder':  # After the model: its builder checks the downsampling first.
     _check_autoencoder(spec)
   return Experiment(config=config, spec=spec, graphdef=nnx.split(model)[0], process=process,

@@ -16,6 +16,7 @@ import os
 from typing import Optional, Sequence
 
 import ml_collections
+from flax import nnx
 
 from phipd_jax import checkpoint, defaults, experiment as experiment_lib, sharding, specs
 from phipd_jax import latent, training
@@ -70,6 +71,9 @@ def parts(exp: experiment_lib.Experiment) -> dict:
       'codec': ({'latent_shape': list(exp.model_shape), 'scale': spec.codec.scale,
                  'shift': spec.codec.shift}
                 if exp.is_latent else None)}
+  if exp.lora is not None:  # Only LoRA runs record it (older parts.json have no 'lora').
+    built['lora'] = {'rank': exp.lora.rank, 'alpha': exp.lora.alpha,
+                     'targets': list(exp.lora.targets), 'base': spec.top.init_from}
   return json.loads(json.dumps(built))  # As parts.json holds them (tuples as lists).
 
 
@@ -110,6 +114,30 @@ def check_parts(exp: experiment_lib.Experiment, workdir: str):
   if changed:
     raise ValueError(f'{workdir}: the run no longer rebuilds as it was trained; ' +
                      '; '.join(changed))
+
+
+def load_lora_base(exp: experiment_lib.Experiment, mesh=None):
+  """The frozen base of a LoRA run: the EMA parameters of its ``config.init_from`` run, whose
+  network must have exactly the shapes of this run's.
+
+  Raises:
+    FileNotFoundError: the base run (referenced, not copied) is missing or has no checkpoint.
+    ValueError: the base run's network has other shapes (an adapter applied to another base).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  base_dir = exp.spec.top.init_from
+  if not base_dir or not os.path.isdir(base_dir):
+    raise FileNotFoundError(f'config.init_from={base_dir!r}: the base run of this LoRA run is '
+                            'missing (LoRA runs reference their base; they do not copy it)')
+  _, base_exp, restored = load_run(base_dir, ('ema_params',), mesh=mesh)
+  expected = jax.eval_shape(exp.model_init_params, jax.random.key(0))
+  shapes = lambda tree: {'.'.join(map(str, p)): tuple(v.shape)
+                         for p, v in nnx.to_flat_state(tree)}
+  if shapes(expected) != shapes(restored['ema_params']):
+    raise ValueError(f'config.init_from={base_dir!r}: its model '
+                     f"{base_exp.spec.model} has other parameter shapes than this run's "
+                     f'{exp.spec.model}: LoRA adapters need the same base network')
+  return restored['ema_params']
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -165,6 +193,10 @@ def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
   template = training.abstract_train_state(exp.init_params, exp.optimizer, mesh, config.seed,
                                            rng_impl=exp.rng_impl)
   restored = checkpoint.restore_items(workdir, template, items)
+  if exp.lora is not None:  # Adapters merged into the base once: callers get the network's.
+    exp = exp.with_lora_base(load_lora_base(exp, mesh))
+    restored = {name: (exp.model_params(tree) if name in ('params', 'ema_params') else tree)
+                for name, tree in restored.items()}
   if exp.is_latent:
     exp = exp.with_codec(load_codec(exp))
   return config, exp, restored

@@ -189,6 +189,21 @@ class SampleSpec(_Spec):
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraSection(_Spec):
+  """``config.lora``: LoRA adapters over a frozen base run (rank 0 = off); see
+  :mod:`phipd_jax.lora`."""
+  SECTION = 'lora'
+  rank: int = _field(SHAPE)
+  alpha: float = _field()
+  targets: tuple = _field(SHAPE)
+
+  def __post_init__(self):
+    if not (isinstance(self.rank, int) and self.rank >= 0):
+      fail('lora.rank', self.rank, 'must be an integer >= 0 (0 = off)')
+    check_number('lora.alpha', self.alpha, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class CodecSpec(_Spec):
   """``config.codec``: the autoencoder run of a latent run (``workdir=''``: pixel space)."""
   SECTION = 'codec'
@@ -329,7 +344,8 @@ class DiffusionRules:
 # change the optimisation in every field.
 RULES = {'': TopSpec, 'data': DataSpec, 'train': TrainSpec, 'sample': SampleSpec,
          'optim': OptimSpec, 'codec': CodecSpec, 'mesh': MeshSpec, 'distributed': DistributedSpec,
-         'autoencoder': AutoencoderSpec, 'model': ModelRules, 'diffusion': DiffusionRules}
+         'autoencoder': AutoencoderSpec, 'model': ModelRules, 'diffusion': DiffusionRules,
+         'lora': LoraSection}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,6 +368,7 @@ class RunSpec:
   model: dict
   diffusion: dict
   autoencoder: Optional[AutoencoderSpec] = None
+  lora: Optional[LoraSection] = None
 
   @property
   def seed(self) -> int:
@@ -377,7 +394,8 @@ def from_config_dict(config: dict) -> RunSpec:
                  distributed=section(DistributedSpec, 'distributed'),
                  model=dict(config['model']), diffusion=dict(config['diffusion']),
                  autoencoder=(section(AutoencoderSpec, 'autoencoder')
-                              if 'autoencoder' in config else None))
+                              if 'autoencoder' in config else None),
+                 lora=section(LoraSection, 'lora') if 'lora' in config else None)
 
 
 def resume_rule(key: str) -> str:

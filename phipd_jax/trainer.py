@@ -328,6 +328,8 @@ def _train(exp, workdir, stop_after, allow_config_change, stop_request) -> Summa
                                    spec.train.num_steps, jax.process_index(),
                                    jax.process_count())
   grids = grid_inputs(exp)
+  if exp.lora is not None:  # The frozen base (init_from, referenced): checked before any write.
+    exp = exp.with_lora_base(saved_run.load_lora_base(exp, mesh))
   if exp.is_latent:
     exp = prepare_codec(exp, workdir, is_main)
     if spec.codec.cache:
@@ -342,6 +344,12 @@ def _train(exp, workdir, stop_after, allow_config_change, stop_request) -> Summa
       state = checkpointer.restore(state)
       if is_main:
         print(f'resumed from {checkpointer.directory} at step {int(state.step)}', flush=True)
+    elif exp.lora is not None:
+      if is_main:
+        size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
+        print(f'LoRA rank {exp.lora.rank} on {len(state.params)} layers of {init_from} (frozen): '
+              f'{sum(x.size for x in jax.tree.leaves(state.params)):,} trainable parameters, '
+              f'{size / 2**20:.2f} MiB per copy', flush=True)
     elif init_from:
       source = checkpoint.restore_items(init_from, state, ('params', 'ema_params'))
       state = state.replace(params=source['params'], ema_params=source['ema_params'])
@@ -403,7 +411,7 @@ def _loop(exp, mesh, state, dataset, checkpointer, workdir, stop_after, grids,
         checkpointer.save(done, state, force=True)
         message = f'step {done}: checkpoint saved'
         if is_main and write_grids_enabled and not stop:
-          paths = write_grids(state.ema_params, done)
+          paths = write_grids(exp.model_params(state.ema_params), done)
           message += f'; samples: {", ".join(paths)}'
         progress.write(message)
         window_start = time.perf_counter()  # Sampling time is not training throughput.

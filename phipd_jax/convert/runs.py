@@ -17,7 +17,9 @@ Everything is written to ``<workdir>.tmp`` and renamed at the end: a failed conv
 
 Sources (:data:`SOURCES`): ``'dit'`` (facebookresearch/DiT ``.pt``), ``'diffusers_dit'`` (a
 diffusers ``DiTTransformer2DModel`` folder), ``'jit'`` (JiT / Spectral Forcing ``.pth``),
-``'diffusers_vae'`` (a diffusers ``AutoencoderKL`` folder, which becomes a codec run).
+``'diffusers_vae'`` (a diffusers ``AutoencoderKL`` folder, which becomes a codec run), and
+``'lora'``: a LoRA run's adapters merged into its base (:func:`export_merged`), a plain run
+that no longer needs the base.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from phipd_jax import checkpoint, defaults, experiment as experiment_lib, saved_
 from phipd_jax.convert import dit as dit_convert
 from phipd_jax.convert.reading import ConversionError, StateDict, read_state_dict
 
-SOURCES = ('dit', 'diffusers_dit', 'jit', 'diffusers_vae')
+SOURCES = ('dit', 'diffusers_dit', 'jit', 'diffusers_vae', 'lora')
 CONVERSION_FILE = 'conversion.json'
 CONVERTED_ITEMS = ('params', 'ema_params', 'meta')
 DIFFUSERS_WEIGHTS = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin')
@@ -260,7 +262,37 @@ def convert(source: str, checkpoint_path: str, workdir: str, *, model_name: Opti
   if source == 'diffusers_vae':
     config, weights = _diffusers_folder(checkpoint_path, 'vae')
     return convert_vae_run(read_state_dict(weights), config, workdir)
+  if source == 'lora':
+    return export_merged(checkpoint_path, workdir)
   return convert_jit_run(checkpoint_path, workdir, model_name)
+
+
+def export_merged(lora_run: str, workdir: str) -> dict:
+  """Writes the LoRA run ``lora_run``'s EMA adapters merged into its base as a plain run
+  (``lora.rank = 0``, no ``init_from``; the codec copied): what :func:`phipd_jax.load` samples,
+  without the base run.
+
+  Raises:
+    ConversionError: ``lora_run`` is not a LoRA run directory, or its base is missing.
+  """
+  try:
+    config, exp, restored = saved_run.load_run(lora_run, ('ema_params',))
+  except (FileNotFoundError, ValueError) as error:
+    raise ConversionError(f'--checkpoint={lora_run}: {error}') from None
+  if exp.lora is None:
+    raise ConversionError(f'--checkpoint={lora_run} is not a LoRA run (config.lora.rank = 0)')
+  config.lora.rank, config.init_from = 0, ''
+  own_codec = saved_run.codec_dir(lora_run)
+  codec = own_codec if os.path.isdir(own_codec) else None
+  if codec:
+    config.codec.workdir = os.path.abspath(own_codec)
+  merged_exp = _build(config, codec)
+  note = {'from': 'lora', 'checkpoint': os.path.abspath(lora_run), 'model': config.model.to_dict(),
+          'base': exp.spec.top.init_from, 'rank': exp.lora.rank,
+          'parameters': int(sum(np.prod(v.shape)
+                                for _, v in nnx.to_flat_state(restored['ema_params'])))}
+  _save(workdir, merged_exp, restored['ema_params'], note, codec=codec)
+  return note
 
 
 def convert_vae_run(state: StateDict, diffusers_config: Mapping, workdir: str,

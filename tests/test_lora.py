@@ -1,0 +1,159 @@
+"""LoRA (phipd_jax.lora and its runs): step 0 equals the base exactly, training changes only the
+adapters (the base bit-identical), merged layers equal the unmerged low-rank path, small adapter
+checkpoints, loading merges once, and bad settings fail before anything is written."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from phipd_jax import checkpoint, experiment, lora, saved_run, trainer
+
+
+@pytest.fixture(scope='module')
+def base_run(tmp_path_factory, tfds_dir):
+  """A 6-step quickstart base (tiny DiT, 16 px)."""
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config('runlocal')
+  config.data.tfds_dir = tfds_dir
+  config.data.image_size, config.data.resize = 16, 48
+  config.train.batch_size, config.train.num_steps = 8, 6
+  config.train.checkpoint_every, config.train.log_every = 6, 3
+  config.optim.warmup_steps = 2
+  config.sample.write_grids = False
+  workdir = str(tmp_path_factory.mktemp('base'))
+  trainer.train(experiment.build(config), workdir)
+  return config, workdir
+
+
+def lora_config(base_run, rank=4, **overrides):
+  config, workdir = base_run
+  config = config.copy_and_resolve_references()
+  config.init_from = workdir
+  config.lora.rank = rank
+  config.lora.alpha = 8.0
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  return config
+
+
+def flat(tree):
+  return {'.'.join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(tree)}
+
+
+def test_step_zero_equals_the_base_exactly(base_run):
+  exp = experiment.build(lora_config(base_run))
+  base = saved_run.load_lora_base(exp)
+  exp = exp.with_lora_base(base)
+  adapters = exp.init_params(jax.random.key(0))
+  assert set(adapters) and all(np.all(np.asarray(a['b']) == 0) for a in adapters.values())
+  merged, original = flat(exp.model_params(adapters)), flat(base)
+  assert merged.keys() == original.keys()
+  assert all(np.array_equal(merged[k], original[k]) for k in merged)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  t = jnp.array([0.2, 0.7])
+  assert np.array_equal(exp.apply_fn(exp.model_params(adapters))(x, t, None),
+                        exp.apply_fn(base)(x, t, None))
+
+
+def test_merged_layers_equal_the_unmerged_low_rank_path(base_run):
+  spec = lora.LoraSpec(rank=4, alpha=8.0, targets=('qkv', 'proj', 'mlp', 'adaln'))
+  exp = experiment.build(lora_config(base_run))
+  base = saved_run.load_lora_base(exp)
+  adapters = lora.init_adapters(jax.random.key(2), base, spec)
+  adapters = {name: {'a': a['a'], 'b': jax.random.normal(jax.random.fold_in(jax.random.key(3), i),
+                                                         a['b'].shape) * 0.1}
+              for i, (name, a) in enumerate(sorted(adapters.items()))}
+  merged = flat(lora.merge(base, adapters, spec))
+  original = flat(base)
+  rng = np.random.RandomState(0)
+  kernels = lora.target_kernels(base, spec)
+  assert len(kernels) == 4 * 5  # 4 blocks x (qkv, proj, mlp_in, mlp_out, adaln).
+  for name, (path, _) in kernels.items():
+    key = '.'.join(map(str, path))
+    x_in = rng.randn(5, original[key].shape[0]).astype(np.float32)
+    unmerged = x_in @ original[key] + spec.scale * (x_in @ np.asarray(adapters[name]['a'])) @ (
+        np.asarray(adapters[name]['b']))
+    np.testing.assert_allclose(x_in @ merged[key], unmerged, rtol=1e-5, atol=1e-5)
+  untouched = [k for k in original if not any(k == '.'.join(map(str, p))
+                                             for p, _ in kernels.values())]
+  assert all(np.array_equal(merged[k], original[k]) for k in untouched)
+
+
+def test_training_changes_only_the_adapters(base_run, tmp_path):
+  _, base_dir = base_run
+  before = {name: open(os.path.join(root, name), 'rb').read()
+            for root, _, names in os.walk(os.path.join(base_dir, 'checkpoints'))
+            for name in names}
+  exp = experiment.build(lora_config(base_run))
+  workdir = str(tmp_path / 'lora')
+  summary = trainer.train(exp, workdir)
+  adapters = summary.state.params
+  assert isinstance(adapters, dict) and all(set(v) == {'a', 'b'} for v in adapters.values())
+  assert any(np.any(np.asarray(v['b']) != 0) for v in adapters.values())  # It trained.
+  after = {name: open(os.path.join(root, name), 'rb').read()
+           for root, _, names in os.walk(os.path.join(base_dir, 'checkpoints'))
+           for name in names}
+  assert before == after  # The base run is read, never written.
+  # The adapter checkpoint is small: a fraction of the base's.
+  size = lambda d: sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(d) for n in ns)
+  step = lambda d: os.path.join(d, 'checkpoints', '6')
+  assert size(step(workdir)) < 0.35 * size(step(base_dir))
+  # Loading merges once; the merged network differs from the base after training.
+  _, loaded, restored = saved_run.load_run(workdir)
+  base = saved_run.load_lora_base(loaded)
+  merged, original = flat(restored['ema_params']), flat(base)
+  assert merged.keys() == original.keys()
+  assert any(not np.array_equal(merged[k], original[k]) for k in merged)
+  expected = flat(lora.merge(base, checkpoint.restore_items(
+      workdir, jax.eval_shape(lambda: summary.state), ('ema_params',))['ema_params'],
+                             loaded.lora))
+  assert all(np.array_equal(merged[k], expected[k]) for k in merged)
+  # Exported merged weights: a plain run (no base needed) with the same network.
+  from phipd_jax.convert import runs  # pylint: disable=g-import-not-at-top
+  runs.export_merged(workdir, str(tmp_path / 'merged'))
+  _, plain, exported = saved_run.load_run(str(tmp_path / 'merged'))
+  assert plain.lora is None and not plain.spec.top.init_from
+  exported = flat(exported['ema_params'])
+  assert all(np.array_equal(merged[k], exported[k]) for k in merged)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(rank=1000), 'config.lora.rank=1000 is invalid: above the smaller side'),
+    ({'targets': ('attention',)}, 'must be one of'),
+])
+def test_bad_lora_settings_fail_at_build(base_run, overrides, message):
+  config = lora_config(base_run, rank=overrides.pop('rank', 4))
+  for name, value in overrides.items():
+    config.lora[name] = value
+  with pytest.raises(ValueError, match=message):
+    experiment.build(config)
+
+
+def test_targets_that_match_no_layer_are_an_error():
+  from phipd_jax import models  # pylint: disable=g-import-not-at-top
+  autoencoder = nnx.eval_shape(lambda: models.build('autoencoder', rngs=nnx.Rngs(0),
+                                                    in_channels=3, image_size=16, size='tiny'))
+  with pytest.raises(ValueError, match='match no layer'):
+    lora.target_kernels(nnx.state(autoencoder, nnx.Param), lora.LoraSpec(4, 0.0, ('qkv',)))
+
+
+def test_a_lora_run_needs_a_base_and_the_same_network(base_run, tmp_path):
+  config = lora_config(base_run)
+  config.init_from = ''
+  with pytest.raises(ValueError, match='set config.init_from'):
+    experiment.build(config)
+  config = lora_config(base_run)
+  config.init_from = str(tmp_path / 'missing')
+  with pytest.raises(FileNotFoundError, match='has no checkpoint'):
+    trainer.train(experiment.build(config), str(tmp_path / 'a'))
+  assert not os.path.exists(tmp_path / 'a')
+  config = lora_config(base_run)
+  config.model.size = 'small'  # Another width than the base's tiny DiT.
+  with pytest.raises(ValueError, match='other parameter shapes'):
+    trainer.train(experiment.build(config), str(tmp_path / 'b'))
+  assert not os.path.exists(tmp_path / 'b')
