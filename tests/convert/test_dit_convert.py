@@ -239,3 +239,23 @@ def test_training_in_a_converted_workdir_is_refused(dit_s8):
   from phipd_jax import checkpoint  # pylint: disable=g-import-not-at-top
   _, _, workdir, _ = dit_s8
   assert not checkpoint.latest_has_optimizer_state(workdir)
+
+
+def test_every_sampler_and_translation_runs_on_a_converted_dit(dit_s8):
+  """DiT's own ancestral sampler is seeded and stochastic per seed; DDIM, inversion and OVG (the
+  DDIM branch) run on the same converted model."""
+  _, _, workdir, _ = dit_s8
+  run = phipd_jax.load(workdir)
+  first = run.sample(2, labels=[1, 2], seed=3, num_steps=6)
+  assert np.array_equal(first, run.sample(2, labels=[1, 2], seed=3, num_steps=6))
+  assert not np.allclose(first, run.sample(2, labels=[1, 2], seed=4, num_steps=6))
+  ddim = run.sample(2, labels=[1, 2], seed=3, num_steps=6, method='ddim')
+  assert ddim.shape == first.shape and np.isfinite(ddim).all()
+  images = np.random.RandomState(5).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  for method, setting in (('phipd', dict(radius=4.0, target=1, guidance_scale=2.0)),
+                          ('sdedit', dict(strength=0.5)),
+                          ('invert', dict(source=0, target=1)),
+                          ('ovg', dict(source=0, target=1))):
+    out = run.translate(images, method, num_steps=5, seed=1, **setting)
+    assert out.shape == images.shape and np.isfinite(out).all(), method
+  assert run.invert(images, source=0, num_steps=5).shape == (2, 32, 32, 3)
