@@ -138,6 +138,30 @@ def abstract_model(model: Mapping, in_channels: int, image_size: int) -> nnx.Sta
   return nnx.state(module, nnx.Param)
 
 
+def _start(state: StateDict, model: Mapping, in_channels: int, image_size: int, patch_key: str):
+  """What both DiT converters begin with: the library model's abstract parameters, its
+  dimensions (``hidden``, ``out``, ``mlp``, ``depth``, ``frequency``), the values dict with the
+  patch embedding (``patch_key``'s conv) filled, and ``dense(target, source, in, out)``, which
+  takes a torch Linear's weight and bias into it."""
+  template = abstract_model(model, in_channels, image_size)
+  shapes = {'.'.join(map(str, p)): v.shape for p, v in nnx.to_flat_state(template)}
+  dims = dict(hidden=shapes['time_embed.linear2.kernel'][0], out=shapes['final.linear.kernel'][1],
+              mlp=shapes['blocks.0.mlp_in.kernel'][1],
+              frequency=shapes['time_embed.linear1.kernel'][0],
+              depth=sum(1 for n in shapes if n.startswith('blocks.') and n.endswith('adaln.bias')))
+  values = {}
+
+  def dense(target, source, width_in, width_out):
+    values[f'{target}.kernel'] = linear(state.take(f'{source}.weight', (width_out, width_in)))
+    values[f'{target}.bias'] = state.take(f'{source}.bias', (width_out,))
+
+  patch, hidden = model['patch_size'], dims['hidden']
+  values['patch_embed.kernel'] = conv(state.take(f'{patch_key}.weight',
+                                                 (hidden, in_channels, patch, patch)))
+  values['patch_embed.bias'] = state.take(f'{patch_key}.bias', (hidden,))
+  return template, dims, values, dense
+
+
 def _check_positions(state: StateDict, key: str, grid: int, hidden: int):
   """The checkpoint's fixed table must be the sin-cos table the library recomputes."""
   table = state.take(key, (1, grid * grid, hidden))[0]
@@ -157,27 +181,13 @@ def convert_dit(state: StateDict, model: Mapping, in_channels: int, image_size: 
     ConversionError: a missing or unexpected key, a shape mismatch (naming the key and both
       shapes), or a positional table other than the fixed sin-cos one.
   """
-  template = abstract_model(model, in_channels, image_size)
-  shapes = {'.'.join(map(str, p)): v.shape for p, v in nnx.to_flat_state(template)}
-  hidden = shapes['time_embed.linear2.kernel'][0]
-  patch = model['patch_size']
-  out = shapes['final.linear.kernel'][1]
-  values = {}
-
-  def dense(target, source, width_in, width_out):
-    values[f'{target}.kernel'] = linear(state.take(f'{source}.weight', (width_out, width_in)))
-    values[f'{target}.bias'] = state.take(f'{source}.bias', (width_out,))
-
-  values['patch_embed.kernel'] = conv(state.take('x_embedder.proj.weight',
-                                                 (hidden, in_channels, patch, patch)))
-  values['patch_embed.bias'] = state.take('x_embedder.proj.bias', (hidden,))
-  dense('time_embed.linear1', 't_embedder.mlp.0', shapes['time_embed.linear1.kernel'][0], hidden)
+  template, dims, values, dense = _start(state, model, in_channels, image_size, 'x_embedder.proj')
+  hidden, out, mlp, depth = dims['hidden'], dims['out'], dims['mlp'], dims['depth']
+  dense('time_embed.linear1', 't_embedder.mlp.0', dims['frequency'], hidden)
   dense('time_embed.linear2', 't_embedder.mlp.2', hidden, hidden)
   if model['num_classes']:
     values['label_embed.embedding'] = state.take('y_embedder.embedding_table.weight',
                                                  (model['num_classes'] + 1, hidden))
-  depth = sum(1 for name in shapes if name.startswith('blocks.') and name.endswith('adaln.bias'))
-  mlp = shapes['blocks.0.mlp_in.kernel'][1]
   for i in range(depth):
     block, source = f'blocks.{i}', f'blocks.{i}'
     dense(f'{block}.attn.qkv', f'{source}.attn.qkv', hidden, 3 * hidden)
@@ -244,28 +254,13 @@ def convert_diffusers_dit(state: StateDict, model: Mapping, in_channels: int,
   """
   if model.get('time_frequency_shift') != 1:
     raise ConversionError('diffusers DiT weights need model.time_frequency_shift=1')
-  template = abstract_model(model, in_channels, image_size)
-  shapes = {'.'.join(map(str, p)): v.shape for p, v in nnx.to_flat_state(template)}
-  hidden = shapes['time_embed.linear2.kernel'][0]
-  patch = model['patch_size']
-  out = shapes['final.linear.kernel'][1]
-  mlp = shapes['blocks.0.mlp_in.kernel'][1]
-  depth = sum(1 for name in shapes if name.startswith('blocks.') and name.endswith('adaln.bias'))
-  values = {}
-
-  def dense(target, source, width_in, width_out):
-    values[f'{target}.kernel'] = linear(state.take(f'{source}.weight', (width_out, width_in)))
-    values[f'{target}.bias'] = state.take(f'{source}.bias', (width_out,))
-
-  values['patch_embed.kernel'] = conv(state.take('pos_embed.proj.weight',
-                                                 (hidden, in_channels, patch, patch)))
-  values['patch_embed.bias'] = state.take('pos_embed.proj.bias', (hidden,))
+  template, dims, values, dense = _start(state, model, in_channels, image_size, 'pos_embed.proj')
+  hidden, out, mlp, depth = dims['hidden'], dims['out'], dims['mlp'], dims['depth']
   embedder = 'transformer_blocks.{}.norm1.emb.'
   # Block 0's embedders, kept (small) to compare every other block's with.
   first = {k[len(embedder.format(0)):]: state.peek(k) for k in state.keys()
            if k.startswith(embedder.format(0))}
-  shared = {'time_embed.linear1': ('timestep_embedder.linear_1',
-                                   shapes['time_embed.linear1.kernel'][0], hidden),
+  shared = {'time_embed.linear1': ('timestep_embedder.linear_1', dims['frequency'], hidden),
             'time_embed.linear2': ('timestep_embedder.linear_2', hidden, hidden)}
   for target, (source, width_in, width_out) in shared.items():
     dense(target, embedder.format(0) + source, width_in, width_out)

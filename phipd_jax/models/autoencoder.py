@@ -40,6 +40,24 @@ DOWNSAMPLE_FACTORS = (4, 8)
 LOGVAR_RANGE = (-30.0, 20.0)  # Upstream DiagonalGaussianDistribution clamps the log-variance.
 
 
+def latent_shape(model, image_shape: Sequence[int]) -> Tuple[int, ...]:
+  """``(..., H, W, C) -> (..., H/f, W/f, latent_channels)`` of an autoencoder ``model`` (its
+  ``in_channels``, ``downsample`` and ``latent_channels``).
+
+  Raises:
+    ValueError: fewer than 3 dimensions, ``C`` other than ``in_channels``, or ``H`` / ``W`` not
+      divisible by ``f = downsample``.
+  """
+  image_shape = tuple(int(d) for d in image_shape)
+  f = model.downsample
+  if len(image_shape) < 3 or image_shape[-1] != model.in_channels or (
+      image_shape[-3] % f or image_shape[-2] % f):
+    raise ValueError(
+        f'{type(model).__name__}: image size {image_shape} needs (..., H, W, '
+        f'C={model.in_channels}) with H and W divisible by downsample f={f}')
+  return image_shape[:-3] + (image_shape[-3] // f, image_shape[-2] // f, model.latent_channels)
+
+
 def _num_groups(channels: int) -> int:
   """GroupNorm groups: 32 as upstream for wide layers, at least 4 channels a group when thin."""
   groups = max(1, min(32, channels // 4))
@@ -177,14 +195,7 @@ class Autoencoder(nnx.Module):
 
   def latent_shape(self, image_shape: Sequence[int]) -> Tuple[int, ...]:
     """``(..., H, W, C) -> (..., H/f, W/f, latent_channels)``; ValueError as :meth:`encode`."""
-    image_shape = tuple(int(d) for d in image_shape)
-    if len(image_shape) < 3 or image_shape[-1] != self.in_channels or (
-        image_shape[-3] % self.downsample or image_shape[-2] % self.downsample):
-      raise ValueError(
-          f'Autoencoder: image size {image_shape} needs (..., H, W, C={self.in_channels}) with H '
-          f'and W divisible by downsample f={self.downsample}')
-    f = self.downsample
-    return image_shape[:-3] + (image_shape[-3] // f, image_shape[-2] // f, self.latent_channels)
+    return latent_shape(self, image_shape)
 
   def encode(self, x: Array) -> Tuple[Array, Array]:
     """Posterior ``q(z|x) = N(mean, exp(logvar))``.

@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from phipd_jax.models.autoencoder import _lecun_normal
+from phipd_jax.models.autoencoder import _lecun_normal, latent_shape as _latent_shape
 
 Array = jax.Array
 
@@ -344,14 +344,7 @@ class AutoencoderKL(nnx.Module):
       ValueError: fewer than 3 dimensions, a channel count other than ``in_channels``, or ``H`` /
         ``W`` not divisible by ``f = downsample``.
     """
-    image_shape = tuple(int(d) for d in image_shape)
-    if len(image_shape) < 3 or image_shape[-1] != self.in_channels or (
-        image_shape[-3] % self.downsample or image_shape[-2] % self.downsample):
-      raise ValueError(
-          f'AutoencoderKL: image size {image_shape} needs (..., H, W, C={self.in_channels}) with '
-          f'H and W divisible by downsample f={self.downsample}')
-    f = self.downsample
-    return image_shape[:-3] + (image_shape[-3] // f, image_shape[-2] // f, self.latent_channels)
+    return _latent_shape(self, image_shape)
 
   def encode(self, x: Array) -> Tuple[Array, Array]:
     """Posterior ``q(z|x) = N(mean, exp(logvar))`` (diffusers ``encode(x).latent_dist``).

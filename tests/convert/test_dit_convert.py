@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
 
