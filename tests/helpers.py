@@ -48,3 +48,24 @@ def load_and_sample_elsewhere(site: str, workdir: str, cwd: str):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+def random_diffusers_vae(seed: int, **config):
+  """A random diffusers ``AutoencoderKL(**config)`` in eval mode, every weight perturbed:
+  GroupNorm affines away from (1, 0), biases nonzero, conv / linear weights ~ N(0, 1/fan_in) (q
+  and k wider, so the attention is far from uniform). Needs torch and diffusers."""
+  import diffusers  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  levels = len(config['block_out_channels'])
+  vae = diffusers.AutoencoderKL(down_block_types=('DownEncoderBlock2D',) * levels,
+                                up_block_types=('UpDecoderBlock2D',) * levels, **config)
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for key, p in vae.named_parameters():
+      noise = torch.randn(p.shape, generator=generator)
+      if p.ndim == 1:
+        p.copy_(1 + 0.2 * noise if key.endswith('weight') else 0.2 * noise)
+      else:
+        gain = 1.5 if ('.to_q.' in key or '.to_k.' in key) else 1.0
+        p.copy_(gain * noise / np.sqrt(np.prod(p.shape[1:])))
+  return vae.eval()

@@ -16,6 +16,7 @@ from PIL import Image
 torch = pytest.importorskip('torch')
 diffusers = pytest.importorskip('diffusers')
 
+import helpers  # pylint: disable=g-import-not-at-top,wrong-import-position
 import phipd_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_dit  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -36,19 +37,9 @@ def relative_error(out, ref):
 
 def _random_vae():
   """A small AutoencoderKL (f = 2, 4 latent channels), every weight perturbed from its init."""
-  vae = diffusers.AutoencoderKL(
-      block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-      down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2,
-      scaling_factor=SCALE)
-  generator = torch.Generator().manual_seed(5)
-  with torch.no_grad():
-    for key, p in vae.named_parameters():
-      noise = torch.randn(p.shape, generator=generator)
-      if p.ndim == 1:
-        p.copy_(1 + 0.2 * noise if key.endswith('weight') else 0.2 * noise)
-      else:
-        p.copy_(noise / np.sqrt(np.prod(p.shape[1:])))
-  return vae.eval()
+  return helpers.random_diffusers_vae(5, block_out_channels=(32, 64), layers_per_block=1,
+                                      norm_num_groups=8, latent_channels=4,
+                                      scaling_factor=SCALE)
 
 
 @pytest.fixture(scope='module')

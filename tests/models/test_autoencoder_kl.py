@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import helpers
 from phipd_jax.convert.reading import ConversionError, StateDict
 from phipd_jax.convert.vae import (autoencoder_kl_from_diffusers, convert_autoencoder_kl,
                                    model_kwargs_from_diffusers_config, scaling_and_shift)
@@ -33,23 +34,8 @@ IMAGE = (2, 32, 32, 3)  # [B, H, W, C]
 
 
 def _diffusers_vae(name: str):
-  """A random diffusers AutoencoderKL in eval mode, every weight perturbed: GroupNorm affines
-  away from (1, 0), biases nonzero, conv / linear weights ~ N(0, 1/fan_in) (q and k wider, so the
-  attention is far from uniform)."""
-  config = dict(CONFIGS[name])
-  levels = len(config['block_out_channels'])
-  vae = diffusers.AutoencoderKL(down_block_types=('DownEncoderBlock2D',) * levels,
-                                up_block_types=('UpDecoderBlock2D',) * levels, **config)
-  generator = torch.Generator().manual_seed(sum(map(ord, name)))
-  with torch.no_grad():
-    for key, p in vae.named_parameters():
-      noise = torch.randn(p.shape, generator=generator)
-      if p.ndim == 1:
-        p.copy_(1 + 0.2 * noise if key.endswith('weight') else 0.2 * noise)
-      else:
-        gain = 1.5 if ('.to_q.' in key or '.to_k.' in key) else 1.0
-        p.copy_(gain * noise / np.sqrt(np.prod(p.shape[1:])))
-  return vae.eval()
+  """A random diffusers AutoencoderKL of ``CONFIGS[name]``, every weight perturbed."""
+  return helpers.random_diffusers_vae(sum(map(ord, name)), **CONFIGS[name])
 
 
 def _state_dict(vae) -> dict:
