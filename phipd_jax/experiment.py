@@ -66,10 +66,9 @@ def build_model(model: dict, rngs: nnx.Rngs, in_channels: int, image_size: int) 
   image_size, in_channels]`` inputs (the latent side and channels of a latent run)."""
   kwargs = dict(model)
   name = kwargs.pop('name')
-  if name in models.SIZES and kwargs.get('size') not in models.SIZES[name] and not (
-      name == 'dit' and kwargs.get('size') == 'custom'):
+  if name in models.SIZES and kwargs.get('size') not in models.size_names(name):
     _fail('model.size', kwargs.get('size'),
-          f'must be one of {sorted(models.SIZES[name])} for model.name={name!r}')
+          f'must be one of {models.size_names(name)} for model.name={name!r}')
   with field('model', None):
     return models.build(name, rngs=rngs, in_channels=in_channels, image_size=image_size, **kwargs)
 

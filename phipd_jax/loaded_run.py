@@ -42,6 +42,7 @@ class Run:
   config: ml_collections.ConfigDict
   experiment: experiment_lib.Experiment
   params: object
+  _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -103,18 +104,17 @@ class Run:
     unclipped; the identity for pixel runs)."""
     return self.sampler().decode(jnp.asarray(latents, jnp.float32))
 
-  @functools.lru_cache(maxsize=8)
   def sampler(self, num_steps: Optional[int] = None,
               method: Optional[str] = None) -> sampling.Sampler:
-    """The run's :class:`~phipd_jax.sampling.Sampler` (``config.sample`` unless overridden).
+    """The run's :class:`~phipd_jax.sampling.Sampler` (``config.sample`` unless overridden),
+    built once per ``(num_steps, method)`` (its compiled functions are kept with it).
 
     Raises:
       ValueError: a method the run's process does not have, ``num_steps < 1``.
     """
-    return self.experiment.sampler(num_steps, method)
-
-  def __hash__(self):  # For the sampler cache: one loaded run is one object.
-    return id(self)
+    if (num_steps, method) not in self._samplers:
+      self._samplers[num_steps, method] = self.experiment.sampler(num_steps, method)
+    return self._samplers[num_steps, method]
 
   def _labels(self, labels, count: int) -> Optional[Array]:
     if labels is None:

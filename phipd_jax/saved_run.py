@@ -15,11 +15,11 @@ import json
 import os
 from typing import Optional, Sequence
 
+import jax
 import ml_collections
-from flax import nnx
 
 from phipd_jax import checkpoint, defaults, experiment as experiment_lib, sharding, specs
-from phipd_jax import latent, training
+from phipd_jax import latent, models, training
 
 
 CODEC_DIR = 'codec'  # <workdir>/codec: a latent run's copy of its autoencoder (a loadable run dir).
@@ -124,16 +124,13 @@ def load_lora_base(exp: experiment_lib.Experiment, mesh=None):
     FileNotFoundError: the base run (referenced, not copied) is missing or has no checkpoint.
     ValueError: the base run's network has other shapes (an adapter applied to another base).
   """
-  import jax  # pylint: disable=g-import-not-at-top
   base_dir = exp.spec.top.init_from
   if not base_dir or not os.path.isdir(base_dir):
     raise FileNotFoundError(f'config.init_from={base_dir!r}: the base run of this LoRA run is '
                             'missing (LoRA runs reference their base; they do not copy it)')
   _, base_exp, restored = load_run(base_dir, ('ema_params',), mesh=mesh)
   expected = jax.eval_shape(exp.model_init_params, jax.random.key(0))
-  shapes = lambda tree: {'.'.join(map(str, p)): tuple(v.shape)
-                         for p, v in nnx.to_flat_state(tree)}
-  if shapes(expected) != shapes(restored['ema_params']):
+  if models.parameter_shapes(expected) != models.parameter_shapes(restored['ema_params']):
     raise ValueError(f'config.init_from={base_dir!r}: its model '
                      f"{base_exp.spec.model} has other parameter shapes than this run's "
                      f'{exp.spec.model}: LoRA adapters need the same base network')

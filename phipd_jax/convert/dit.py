@@ -33,8 +33,8 @@ import numpy as np
 from flax import nnx
 
 from phipd_jax import models
-from phipd_jax.convert.reading import ConversionError, StateDict, conv, linear
-from phipd_jax.convert.reading import fill_state
+from phipd_jax.convert.reading import (ConversionError, StateDict, conv, count_blocks,
+                                       fill_state, linear)
 from phipd_jax.models.dit import DIT_SIZES
 from phipd_jax.models.layers import sincos_positions_2d
 
@@ -54,15 +54,6 @@ def parse_model_name(name: str) -> tuple[str, int]:
   return match.group(1), int(match.group(2))
 
 
-def _count_blocks(state: StateDict, prefix: str) -> int:
-  indices = {int(m.group(1)) for k in state.keys()
-             for m in [re.match(re.escape(prefix) + r'(\d+)\.', k)] if m}
-  depth = len(indices)
-  if indices and indices != set(range(depth)):
-    raise ConversionError(f'{state.source}: block indices {sorted(indices)} are not 0..{depth - 1}')
-  return depth
-
-
 def infer_dit(state: StateDict) -> dict:
   """What a facebookresearch DiT state dict determines: ``patch_size``, ``in_channels``,
   ``hidden``, ``depth``, ``num_classes``, ``learn_sigma``, ``grid`` (tokens per side, from
@@ -75,7 +66,7 @@ def infer_dit(state: StateDict) -> dict:
   if patch != patch_w:
     raise ConversionError(f'{state.source}: x_embedder.proj.weight has a non-square patch '
                           f'{patch}x{patch_w}')
-  depth = _count_blocks(state, 'blocks.')
+  depth = count_blocks(state)
   if depth == 0:
     raise ConversionError(f'{state.source}: no blocks.<i>. keys: not a facebookresearch DiT '
                           'state dict (a diffusers folder? use --from diffusers_dit)')
@@ -144,7 +135,7 @@ def _start(state: StateDict, model: Mapping, in_channels: int, image_size: int, 
   patch embedding (``patch_key``'s conv) filled, and ``dense(target, source, in, out)``, which
   takes a torch Linear's weight and bias into it."""
   template = abstract_model(model, in_channels, image_size)
-  shapes = {'.'.join(map(str, p)): v.shape for p, v in nnx.to_flat_state(template)}
+  shapes = models.parameter_shapes(template)
   dims = dict(hidden=shapes['time_embed.linear2.kernel'][0], out=shapes['final.linear.kernel'][1],
               mlp=shapes['blocks.0.mlp_in.kernel'][1],
               frequency=shapes['time_embed.linear1.kernel'][0],

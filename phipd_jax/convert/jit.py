@@ -88,7 +88,8 @@ import numpy as np
 from flax import nnx
 
 from phipd_jax.convert.reading import (TORCH_SUFFIXES, ConversionError, StateDict, conv,
-                                       fill_state, linear, read_checkpoint)
+                                       count_blocks, fill_state, is_state_dict, linear,
+                                       read_checkpoint)
 from phipd_jax.models import build_jit, spectral_forcing_from_settings
 from phipd_jax.models.jit import JIT_SIZES
 from phipd_jax.models.layers import sincos_positions_2d
@@ -108,10 +109,6 @@ POSITION_TOLERANCE = 1e-2
 
 _NAME_PATTERN = re.compile(r'^JiT-([BLHG])/(\d+)$')
 _ARCHITECTURE = ('depth', 'hidden', 'heads', 'bottleneck')
-
-
-def _is_state_dict(obj) -> bool:
-  return isinstance(obj, Mapping) and bool(obj) and all(hasattr(v, 'shape') for v in obj.values())
 
 
 def read_jit_checkpoint(path: str):
@@ -146,7 +143,7 @@ def select_jit_state_dict(obj, path: str = '<checkpoint>',
     ConversionError: no state dict inside, or ``which`` absent.
   """
   chosen = ''
-  if not _is_state_dict(obj):
+  if not is_state_dict(obj):
     if not isinstance(obj, Mapping):
       raise ConversionError(f'{path}: holds no state dict (a mapping of tensors); found '
                             f'{type(obj).__name__}')
@@ -155,7 +152,7 @@ def select_jit_state_dict(obj, path: str = '<checkpoint>',
     else:
       candidates = EMA_KEYS + RAW_KEYS
     for name in candidates:
-      if _is_state_dict(obj.get(name)):
+      if is_state_dict(obj.get(name)):
         chosen = name
         break
     if not chosen:
@@ -182,7 +179,7 @@ def select_jit_state_dict(obj, path: str = '<checkpoint>',
 
 def jit_checkpoint_args(obj) -> dict:
   """The run's ``args`` saved in a JiT training checkpoint as a dict (empty if none)."""
-  if not isinstance(obj, Mapping) or _is_state_dict(obj):
+  if not isinstance(obj, Mapping) or is_state_dict(obj):
     return {}
   args = obj.get('args')
   if isinstance(args, argparse.Namespace):
@@ -206,14 +203,6 @@ def parse_jit_model_name(name: str) -> tuple[str, int]:
                           'or JiT-G/p (e.g. JiT-B/16); JiT-700M, JiT-2B and JiT-7B have no size in '
                           f'this library ({sorted(JIT_SIZES)})')
   return match.group(1), int(match.group(2))
-
-
-def _block_count(state: StateDict) -> int:
-  indices = {int(m.group(1)) for m in (re.match(r'^blocks\.(\d+)\.', k) for k in state.keys()) if m}
-  depth = len(indices)
-  if indices != set(range(depth)):
-    raise ConversionError(f'{state.source}: block indices {sorted(indices)} are not 0..{depth - 1}')
-  return depth
 
 
 def infer_jit_settings(state: StateDict, *, in_channels: Optional[int] = None,
@@ -281,7 +270,7 @@ def infer_jit_settings(state: StateDict, *, in_channels: Optional[int] = None,
     if grid * grid != tokens:
       raise ConversionError(f'{source}: pos_embed has {tokens} tokens, not a square grid')
     image_size = grid * patch
-  settings = dict(patch_size=patch, in_channels=channels, hidden=hidden, depth=_block_count(state),
+  settings = dict(patch_size=patch, in_channels=channels, hidden=hidden, depth=count_blocks(state),
                   heads=hidden // head_dim, bottleneck=bottleneck, num_classes=rows - 1,
                   in_context_len=in_context, image_size=image_size, dct_patchify=dct)
   settings['size'] = next((name for name, dims in JIT_SIZES.items()

@@ -15,7 +15,9 @@ out]`` (:func:`conv`).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 import jax
@@ -104,7 +106,8 @@ def read_checkpoint(path: str):
                         f'{list(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}')
 
 
-def _is_tensor_dict(obj) -> bool:
+def is_state_dict(obj) -> bool:
+  """True for a non-empty mapping whose values are all tensors / arrays (a state dict)."""
   return isinstance(obj, Mapping) and bool(obj) and all(
       hasattr(v, 'shape') for v in obj.values())
 
@@ -121,13 +124,13 @@ def read_state_dict(path: str, prefer: Sequence[str] = ('ema', 'model')) -> 'Sta
   """
   obj = read_checkpoint(path)
   chosen = ''
-  if not _is_tensor_dict(obj):
+  if not is_state_dict(obj):
     if isinstance(obj, Mapping):
       for name in prefer:
-        if _is_tensor_dict(obj.get(name)):
+        if is_state_dict(obj.get(name)):
           obj, chosen = obj[name], name
           break
-    if not _is_tensor_dict(obj):
+    if not is_state_dict(obj):
       held = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
       raise ConversionError(f'{path}: holds no state dict (a mapping of tensors); found {held}, '
                             f'looked for a state dict or one of {list(prefer)}')
@@ -252,10 +255,57 @@ def fill_state(template: nnx.State, values: dict[str, np.ndarray], source: str =
                             f'value {tuple(np.shape(values[name]))}')
   leaves = []
   for path, leaf in flat:
-    name = path_name(path)
-    value = np.asarray(values.pop(name))
-    if tuple(value.shape) != tuple(leaf.shape):
-      raise ConversionError(f'{where}parameter {name} has shape {tuple(leaf.shape)}, the converted '
-                            f'value {tuple(value.shape)}')
+    value = np.asarray(values.pop(path_name(path)))
     leaves.append((path, leaf.replace(jax.numpy.asarray(value, dtype=leaf.dtype))))
   return nnx.from_flat_state(leaves)
+
+
+def count_blocks(state: StateDict, prefix: str = 'blocks.') -> int:
+  """The number of transformer blocks ``<prefix><i>.`` in ``state`` (0 if none).
+
+  Raises:
+    ConversionError: block indices that are not ``0 .. depth - 1``.
+  """
+  indices = {int(m.group(1)) for k in state.keys()
+             for m in [re.match(re.escape(prefix) + r'(\d+)\.', k)] if m}
+  depth = len(indices)
+  if indices != set(range(depth)):
+    raise ConversionError(f'{state.source}: block indices {sorted(indices)} are not 0..{depth - 1}')
+  return depth
+
+
+DIFFUSERS_WEIGHTS = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin')
+
+
+def read_diffusers_folder(path: str, subfolder: str = '') -> tuple[dict, str]:
+  """``(config, weights file)`` of a diffusers model folder (``config.json`` and one of
+  :data:`DIFFUSERS_WEIGHTS`, as ``save_pretrained`` writes them), or of a pipeline folder's
+  ``subfolder`` (``transformer``, ``vae``) when ``path`` has no config.json of its own.
+
+  Raises:
+    ConversionError: not a folder, no or an unreadable config.json (not a JSON object), or no
+      weights file.
+  """
+  if subfolder and os.path.isdir(os.path.join(path, subfolder)) and not os.path.isfile(
+      os.path.join(path, 'config.json')):
+    path = os.path.join(path, subfolder)
+  config_path = os.path.join(path, 'config.json')
+  if not os.path.isdir(path):
+    raise ConversionError(f'{path}: a diffusers model folder (config.json + '
+                          f'{DIFFUSERS_WEIGHTS[0]}) is expected; this is not a folder')
+  try:
+    with open(config_path) as f:
+      config = json.load(f)
+  except FileNotFoundError:
+    raise ConversionError(f'{path}: no config.json (a diffusers model folder is expected)') from None
+  except (OSError, ValueError) as error:
+    raise ConversionError(f'{config_path}: not a readable diffusers config '
+                          f'({type(error).__name__}: {error})') from None
+  if not isinstance(config, dict):
+    raise ConversionError(f'{config_path}: a diffusers config is a JSON object, found '
+                          f'{type(config).__name__}')
+  for name in DIFFUSERS_WEIGHTS:
+    if os.path.isfile(os.path.join(path, name)):
+      return config, os.path.join(path, name)
+  raise ConversionError(f'{path}: none of {list(DIFFUSERS_WEIGHTS)} (sharded or fp16-variant '
+                        'weights: save the model once with save_pretrained())')

@@ -35,42 +35,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from phipd_jax import checkpoint, defaults, experiment as experiment_lib, saved_run
+from phipd_jax import checkpoint, defaults, experiment as experiment_lib, models, saved_run
 from phipd_jax.convert import dit as dit_convert
-from phipd_jax.convert.reading import ConversionError, StateDict, read_state_dict
+from phipd_jax.convert.reading import (ConversionError, StateDict, read_diffusers_folder,
+                                       read_state_dict)
 
 SOURCES = ('dit', 'diffusers_dit', 'jit', 'diffusers_vae', 'lora')
 CONVERSION_FILE = 'conversion.json'
 CONVERTED_ITEMS = ('params', 'ema_params', 'meta')
-DIFFUSERS_WEIGHTS = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin')
-
-
-def _diffusers_folder(path: str, subfolder: str) -> tuple[dict, str]:
-  """``(config, weights file)`` of a diffusers model folder (or of a pipeline folder's
-  ``subfolder``: ``transformer``, ``vae``).
-
-  Raises:
-    ConversionError: no config.json, an unreadable one, or no weights file.
-  """
-  if os.path.isdir(os.path.join(path, subfolder)) and not os.path.isfile(
-      os.path.join(path, 'config.json')):
-    path = os.path.join(path, subfolder)
-  config_path = os.path.join(path, 'config.json')
-  if not os.path.isdir(path):
-    raise ConversionError(f'{path}: a diffusers model folder (config.json + '
-                          f'{DIFFUSERS_WEIGHTS[0]}) is expected; this is not a folder')
-  try:
-    with open(config_path) as f:
-      config = json.load(f)
-  except FileNotFoundError:
-    raise ConversionError(f'{path}: no config.json (a diffusers model folder is expected)') from None
-  except json.JSONDecodeError as error:
-    raise ConversionError(f'{config_path}: not valid JSON ({error})') from None
-  for name in DIFFUSERS_WEIGHTS:
-    if os.path.isfile(os.path.join(path, name)):
-      return config, os.path.join(path, name)
-  raise ConversionError(f'{path}: none of {list(DIFFUSERS_WEIGHTS)} (sharded or fp16-variant '
-                        'weights: save the model once with save_pretrained())')
 
 
 def base_config(model: Mapping, image_size: int) -> ml_collections.ConfigDict:
@@ -100,6 +72,11 @@ def dit_config(model: Mapping, image_size: int, guidance_channels: int) -> ml_co
   return config
 
 
+def _count(params) -> int:
+  """Scalars in a parameter state."""
+  return int(sum(np.prod(shape) for shape in models.parameter_shapes(params).values()))
+
+
 def _check_workdir(workdir: str):
   if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
     raise ConversionError(f'--workdir={workdir} exists and is not empty: converting never '
@@ -116,7 +93,6 @@ def _codec_settings(codec: str) -> tuple[int, int, float, float]:
     spec = saved_run.load_spec(codec)
   except (FileNotFoundError, ValueError) as error:
     raise ConversionError(f'--codec={codec}: not a run directory ({error})') from None
-  from phipd_jax import models  # pylint: disable=g-import-not-at-top
   if models.objective(spec.model['name']) != 'autoencoder':
     raise ConversionError(f"--codec={codec} is a model.name={spec.model['name']!r} run, not an "
                           'autoencoder (convert one with --from diffusers_vae)')
@@ -129,9 +105,8 @@ def _codec_settings(codec: str) -> tuple[int, int, float, float]:
 def _save(workdir: str, exp: experiment_lib.Experiment, params: nnx.State, note: dict,
           codec: Optional[str] = None, codec_config: Optional[dict] = None):
   """Writes the converted run (see the module docstring) to ``workdir`` atomically."""
-  template = jax.eval_shape(exp.init_params, jax.random.key(0))
-  expected = {'.'.join(map(str, p)): (v.shape, v.dtype) for p, v in nnx.to_flat_state(template)}
-  got = {'.'.join(map(str, p)): (v.shape, v.dtype) for p, v in nnx.to_flat_state(params)}
+  expected = models.parameter_shapes(jax.eval_shape(exp.init_params, jax.random.key(0)))
+  got = models.parameter_shapes(params)
   if expected != got:
     wrong = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))[:5]
     raise ConversionError('the converted parameters do not match the model the run config '
@@ -211,7 +186,7 @@ def convert_dit_run(state: StateDict, workdir: str, *, source: str, inferred: Ma
   params = convert_fn(state, config.model.to_dict(), exp.model_shape[-1], exp.model_shape[0])
   note = {'from': source, 'checkpoint': state.source, 'model': config.model.to_dict(),
           'inferred': dict(inferred), 'image_size': image_size, 'codec': codec or '',
-          'parameters': int(sum(np.prod(v.shape) for _, v in nnx.to_flat_state(params)))}
+          'parameters': _count(params)}
   _save(workdir, exp, params, note, codec=codec)
   return note
 
@@ -251,7 +226,7 @@ def convert(source: str, checkpoint_path: str, workdir: str, *, model_name: Opti
                            model_name=model_name, heads=None, codec=codec,
                            guidance_channels=guidance_channels)
   if source == 'diffusers_dit':
-    config, weights = _diffusers_folder(checkpoint_path, 'transformer')
+    config, weights = read_diffusers_folder(checkpoint_path, 'transformer')
     inferred = dit_convert.infer_diffusers_dit(config)
     state = read_state_dict(weights)
     heads = inferred.pop('heads')
@@ -260,7 +235,7 @@ def convert(source: str, checkpoint_path: str, workdir: str, *, model_name: Opti
                            model_name=model_name, heads=heads, codec=codec,
                            guidance_channels=0, time_frequency_shift=1)
   if source == 'diffusers_vae':
-    config, weights = _diffusers_folder(checkpoint_path, 'vae')
+    config, weights = read_diffusers_folder(checkpoint_path, 'vae')
     return convert_vae_run(read_state_dict(weights), config, workdir)
   if source == 'lora':
     return export_merged(checkpoint_path, workdir)
@@ -289,8 +264,7 @@ def export_merged(lora_run: str, workdir: str) -> dict:
   merged_exp = _build(config, codec)
   note = {'from': 'lora', 'checkpoint': os.path.abspath(lora_run), 'model': config.model.to_dict(),
           'base': exp.spec.top.init_from, 'rank': exp.lora.rank,
-          'parameters': int(sum(np.prod(v.shape)
-                                for _, v in nnx.to_flat_state(restored['ema_params'])))}
+          'parameters': _count(restored['ema_params'])}
   _save(workdir, merged_exp, restored['ema_params'], note, codec=codec)
   return note
 
@@ -317,7 +291,7 @@ def convert_vae_run(state: StateDict, diffusers_config: Mapping, workdir: str,
   params = vae_convert.convert_autoencoder_kl(state, kwargs)
   note = {'from': 'diffusers_vae', 'checkpoint': state.source, 'model': model,
           'scaling_factor': scale, 'shift_factor': shift,
-          'parameters': int(sum(np.prod(v.shape) for _, v in nnx.to_flat_state(params)))}
+          'parameters': _count(params)}
   _save(workdir, exp, params, note)
   return note
 
@@ -349,6 +323,6 @@ def convert_jit_run(checkpoint_path: str, workdir: str, model_name: Optional[str
   params = jit_convert.convert_jit(state, kwargs)
   note = {'from': 'jit', 'checkpoint': state.source, 'model': config.model.to_dict(),
           'image_size': kwargs['image_size'],
-          'parameters': int(sum(np.prod(v.shape) for _, v in nnx.to_flat_state(params)))}
+          'parameters': _count(params)}
   _save(workdir, exp, params, note)
   return note

@@ -21,8 +21,6 @@ load), and checkpoints converted from the original LDM code may store them as 1x
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Mapping, Sequence, Tuple
 
 import jax.numpy as jnp
@@ -30,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from phipd_jax.convert.reading import (ConversionError, StateDict, conv, fill_state, linear,
-                                       path_name, read_state_dict)
+                                       path_name, read_diffusers_folder, read_state_dict)
 from phipd_jax.models.autoencoder_kl import AutoencoderKL
 
 # diffusers' AutoencoderKL.__init__ defaults for the fields that shape the network.
@@ -47,7 +45,6 @@ IGNORED_FIELDS = ('sample_size', 'force_upcast', 'scaling_factor', 'shift_factor
                   'latents_mean', 'latents_std')
 DEFAULT_SCALING_FACTOR = 0.18215  # diffusers' AutoencoderKL default (the SD 1.x VAE).
 ACTIVATIONS = ('silu', 'swish')  # diffusers' get_activation maps both to nn.SiLU.
-WEIGHT_FILES = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin')
 
 # NNX module name -> diffusers module path where they differ.
 _RENAMES = {'downsample': 'downsamplers.0', 'upsample': 'upsamplers.0',
@@ -192,20 +189,6 @@ def convert_autoencoder_kl(state: StateDict, model_kwargs: Mapping) -> nnx.State
   return fill_state(template, values, state.source)
 
 
-def _read_config(directory: str) -> dict:
-  path = os.path.join(directory, 'config.json')
-  try:
-    with open(path) as f:
-      config = json.load(f)
-  except (OSError, ValueError) as error:
-    raise ConversionError(f'{path}: not a readable diffusers config ({type(error).__name__}: '
-                          f'{error})') from None
-  if not isinstance(config, dict):
-    raise ConversionError(f'{path}: a diffusers config is a JSON object, found '
-                          f'{type(config).__name__}')
-  return config
-
-
 def autoencoder_kl_from_diffusers(directory: str, *, dtype=jnp.float32
                                   ) -> Tuple[AutoencoderKL, float, float]:
   """``(model, scaling_factor, shift_factor)`` from a diffusers ``AutoencoderKL`` folder (as
@@ -216,15 +199,9 @@ def autoencoder_kl_from_diffusers(directory: str, *, dtype=jnp.float32
     ConversionError: no config or weights, an unsupported config (naming the field), or weights
       that do not fit (naming the key and shapes).
   """
-  config = _read_config(directory)
+  config, path = read_diffusers_folder(directory)
   kwargs = model_kwargs_from_diffusers_config(config)
   scaling, shift = scaling_and_shift(config)
-  for name in WEIGHT_FILES:
-    path = os.path.join(directory, name)
-    if os.path.isfile(path):
-      break
-  else:
-    raise ConversionError(f'{directory}: no weights file (looked for {list(WEIGHT_FILES)})')
   params = convert_autoencoder_kl(read_state_dict(path), kwargs)
   model = nnx.eval_shape(lambda: AutoencoderKL(**kwargs, dtype=dtype, rngs=nnx.Rngs(0)))
   graphdef, _ = nnx.split(model)

@@ -23,6 +23,19 @@ from phipd_jax.diffusion import processes as processes_lib
 Array = jax.Array
 
 
+def guide(cond: Array, uncond: Array, scale: float | Array, channels: int = 0) -> Array:
+  """Classifier-free guidance of one output: ``uncond + w (cond - uncond)``, ``[B, ..., C]``.
+
+  ``channels > 0`` guides only the first ``channels`` channels and keeps the conditional
+  output's others (DiT's ``forward_with_cfg`` guides 3 of its 4 latent channels,
+  facebookresearch/DiT ``models.py``); 0 guides all. ``scale`` broadcasts against ``cond``.
+  """
+  guided = uncond + scale * (cond - uncond)
+  if channels and channels < cond.shape[-1]:
+    guided = jnp.concatenate([guided[..., :channels], cond[..., channels:]], -1)
+  return guided
+
+
 def classifier_free_guidance(denoise_y: Callable, y: Array, scale: float | Array,
                              null_label: Optional[int],
                              interval: Optional[tuple[float, float]] = None,
@@ -43,8 +56,7 @@ def classifier_free_guidance(denoise_y: Callable, y: Array, scale: float | Array
       ``low < t < high``, scale 1 elsewhere (Kynkaanniemi et al. 2024). None = everywhere.
     normalized_time: the process's ``normalized_time`` (needed with ``interval``).
     channels: guide only the first ``channels`` channels, the rest from the conditional pass
-      (0 = all). DiT's ``forward_with_cfg`` guides the first 3 of its 4 latent channels
-      (facebookresearch/DiT ``models.py``); converted DiT runs set 3 to sample as DiT does.
+      (0 = all; :func:`guide`); converted DiT runs set 3 to sample as DiT does.
 
   Raises:
     ValueError: no ``null_label``, or an interval without ``normalized_time``.
@@ -65,12 +77,7 @@ def classifier_free_guidance(denoise_y: Callable, y: Array, scale: float | Array
       low, high = interval
       u = jnp.broadcast_to(normalized_time(t), (batch,))
       w = jnp.where((u > low) & (u < high), w, 1.0).reshape((batch,) + (1,) * (x_t.ndim - 1))
-    def combine(both):
-      guided = both[batch:] + w * (both[:batch] - both[batch:])
-      if channels and channels < x_t.shape[-1]:
-        guided = jnp.concatenate([guided[..., :channels], both[:batch, ..., channels:]], -1)
-      return guided
-
+    combine = lambda both: guide(both[:batch], both[batch:], w, channels)
     return combine(x0_both), combine(eps_both)
 
   return denoise

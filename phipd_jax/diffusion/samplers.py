@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from phipd_jax.diffusion import guidance as guidance_lib
-from phipd_jax.diffusion.processes import Process
+from phipd_jax.diffusion.processes import Process, expand
 
 Array = jax.Array
 Denoiser = Callable[[Array, Array], tuple[Array, Array]]
@@ -237,13 +237,10 @@ def variance_denoiser(process: Process, apply_fn: Callable, prediction: str,
       labels = jnp.concatenate([y, jnp.full_like(y, null_label)])
       output = apply_fn(jnp.concatenate([x_in, x_in]), jnp.concatenate([t_in, t_in]),
                         labels).astype(jnp.float32)
-      cond, uncond = output[:batch, ..., :channels], output[batch:, ..., :channels]
-      w = jnp.asarray(guidance_scale, jnp.float32)
-      mixed = uncond + w * (cond - uncond)
-      if guidance_channels and guidance_channels < channels:
-        mixed = jnp.concatenate([mixed[..., :guidance_channels],
-                                 cond[..., guidance_channels:]], -1)
-      prediction_out, extra = mixed, output[:batch, ..., channels:]
+      prediction_out = guidance_lib.guide(
+          output[:batch, ..., :channels], output[batch:, ..., :channels],
+          jnp.asarray(guidance_scale, jnp.float32), guidance_channels)
+      extra = output[:batch, ..., channels:]
     else:
       output = apply_fn(x_in, t_in, y).astype(jnp.float32)
       prediction_out, extra = output[..., :channels], output[..., channels:]
@@ -276,8 +273,8 @@ def ddpm_posterior(process: Process, x: Array, x0_hat: Array, v: Optional[Array]
   Returns:
     ``(mean, log_variance)``, float32, shapes of ``x`` (the log-variance broadcastable).
   """
-  ab = expand_like(process.alpha_bar_at(k), x)
-  ab_next = expand_like(process.alpha_bar_at(k_next), x)
+  ab = expand(process.alpha_bar_at(k), x)
+  ab_next = expand(process.alpha_bar_at(k_next), x)
   beta = 1.0 - ab / ab_next
   mean = (jnp.sqrt(ab_next) * beta * x0_hat + jnp.sqrt(1.0 - beta) * (1.0 - ab_next) * x) / (
       1.0 - ab)
@@ -286,12 +283,6 @@ def ddpm_posterior(process: Process, x: Array, x0_hat: Array, v: Optional[Array]
     return mean, min_log
   fraction = (v.astype(jnp.float32) + 1.0) / 2.0
   return mean, fraction * jnp.log(beta) + (1.0 - fraction) * min_log
-
-
-def expand_like(value: Array, x: Array) -> Array:
-  """A scalar or ``[B]`` value broadcastable against ``x`` ``[B, ...]`` (float32)."""
-  value = jnp.asarray(value, jnp.float32)
-  return jnp.reshape(value, value.shape + (1,) * (x.ndim - value.ndim))
 
 
 def ddpm_ancestral(process: Process, denoise: VarianceDenoiser, x: Array, grid: Array,

@@ -69,18 +69,17 @@ def build_dit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 
     if min(depth, hidden, heads) < 1:
       raise ValueError(f"model.size='custom' needs model.depth, model.hidden and model.heads "
                        f'>= 1 (got {depth}, {hidden}, {heads})')
-    return cast_params(DiT(in_channels=in_channels, patch_size=patch_size, hidden=hidden,
-                           depth=depth, heads=heads, num_classes=num_classes,
-                           out_channels=2 * in_channels if learn_sigma else None,
-                           dtype=jnp.dtype(dtype), attention_impl=attention_impl, remat=remat,
-                           time_frequency_shift=time_frequency_shift, rngs=rngs), param_dtype)
-  if depth or hidden or heads:
+  elif depth or hidden or heads:
     raise ValueError(f'model.depth/hidden/heads={depth, hidden, heads} are for '
                      f"model.size='custom' only (model.size={size!r} fixes them)")
+  elif size not in DIT_SIZES:
+    raise ValueError(f'model.size={size!r} must be one of {sorted(DIT_SIZES)}')
+  else:
+    depth, hidden, heads = DIT_SIZES[size]
   if time_frequency_shift not in (0, 1):
     raise ValueError(f'model.time_frequency_shift={time_frequency_shift} must be 0 or 1')
-  return cast_params(dit(size, in_channels=in_channels, patch_size=patch_size,
-                         num_classes=num_classes,
+  return cast_params(DiT(in_channels=in_channels, patch_size=patch_size, hidden=hidden,
+                         depth=depth, heads=heads, num_classes=num_classes,
                          out_channels=2 * in_channels if learn_sigma else None,
                          dtype=jnp.dtype(dtype), attention_impl=attention_impl, remat=remat,
                          time_frequency_shift=time_frequency_shift, rngs=rngs), param_dtype)
@@ -158,6 +157,22 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_j
                                                 'autoencoder': build_autoencoder,
                                                 'autoencoder_kl': build_autoencoder_kl}
 SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES, 'autoencoder': AUTOENCODER_SIZES}
+# Size names a model also takes besides its SIZES: DiT's 'custom' (explicit depth, hidden, heads:
+# a converted checkpoint of no named size).
+EXTRA_SIZES = {'dit': ('custom',)}
+
+
+def size_names(name: str) -> list[str]:
+  """The ``model.size`` values model ``name`` takes (empty for a model without sizes)."""
+  return sorted(SIZES.get(name, ())) + list(EXTRA_SIZES.get(name, ()))
+
+
+def parameter_shapes(params) -> dict[str, tuple[int, ...]]:
+  """``{dotted parameter path: shape}`` of an ``nnx.State`` (concrete or abstract), e.g.
+  ``{'blocks.0.attn.qkv.kernel': (384, 1152), ...}``: what two models must share to take the
+  same weights."""
+  return {'.'.join(map(str, path)): tuple(leaf.shape)
+          for path, leaf in nnx.to_flat_state(params)}
 # The objective that trains each model (experiment.Experiment.loss_fn dispatches on it).
 OBJECTIVES = {'dit': 'diffusion', 'jit': 'diffusion', 'autoencoder': 'autoencoder',
               'autoencoder_kl': 'autoencoder'}
