@@ -103,6 +103,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   lora.rank = 0  # 0 = off (a full fine-tune when init_from is set).
   lora.alpha = 0.0  # Scale alpha / rank; 0 = rank (scale 1).
   lora.targets = ('qkv', 'proj', 'mlp', 'adaln')  # phipd_jax.lora.TARGETS.
+  lora.dropout = 0.0  # Drop probability of the adapter branch's input (training only).
   config.codec = codec = ml_collections.ConfigDict()
   codec.workdir = ''
   codec.scale = 0.0  # 1 / std of the latents; 0 = measured on training images at the start.

@@ -189,7 +189,8 @@ class Experiment:
     section = self.spec.lora
     if section is None or not section.rank:
       return None
-    return lora_lib.LoraSpec(section.rank, section.alpha, tuple(section.targets))
+    return lora_lib.LoraSpec(section.rank, section.alpha, tuple(section.targets),
+                             float(section.dropout))
 
   def with_lora_base(self, base_params) -> 'Experiment':
     """This LoRA experiment with its frozen base parameters loaded (the ``init_from`` run's EMA
@@ -238,13 +239,17 @@ class Experiment:
     or :func:`phipd_jax.losses.autoencoder_loss_fn`. ``constants`` is :meth:`loss_constants`
     (frozen arrays the loss reads, passed through the jitted step as an argument); None uses
     cached copies. With a mesh, activations are kept split over its batch axes."""
-    if self.lora is not None:  # d loss(merge(base, adapters)) / d adapters; the base a constant.
+    if self.lora is not None:  # d loss / d adapters through the low-rank path; the base constant.
       base_loss, spec = self._model_loss_fn(mesh), self.lora
 
       def lora_loss(adapters, batch, key, constants=None):
         constants = dict(constants)
         base = constants.pop('lora_base')
-        return base_loss(lora_lib.merge(base, adapters, spec), batch, key, constants or None)
+        dropout_key = None
+        if spec.dropout:
+          key, dropout_key = jax.random.split(key)
+        params = lora_lib.low_rank(base, adapters, spec, dropout_key)
+        return base_loss(params, batch, key, constants or None)
 
       return lora_loss
     return self._model_loss_fn(mesh)

@@ -73,7 +73,8 @@ def parts(exp: experiment_lib.Experiment) -> dict:
                 if exp.is_latent else None)}
   if exp.lora is not None:  # Only LoRA runs record it (older parts.json have no 'lora').
     built['lora'] = {'rank': exp.lora.rank, 'alpha': exp.lora.alpha,
-                     'targets': list(exp.lora.targets), 'base': spec.top.init_from}
+                     'targets': list(exp.lora.targets),
+                     'dropout': exp.lora.dropout, 'base': spec.top.init_from}
   return json.loads(json.dumps(built))  # As parts.json holds them (tuples as lists).
 
 

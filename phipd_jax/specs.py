@@ -196,11 +196,14 @@ class LoraSection(_Spec):
   rank: int = _field(SHAPE)
   alpha: float = _field()
   targets: tuple = _field(SHAPE)
+  dropout: float = _field()
 
   def __post_init__(self):
     if not (isinstance(self.rank, int) and self.rank >= 0):
       fail('lora.rank', self.rank, 'must be an integer >= 0 (0 = off)')
     check_number('lora.alpha', self.alpha, allow_zero=True)
+    if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+      fail('lora.dropout', self.dropout, 'must be a probability in [0, 1)')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,6 +84,92 @@ def test_merged_layers_equal_the_unmerged_low_rank_path(base_run):
   assert all(np.array_equal(merged[k], original[k]) for k in untouched)
 
 
+def random_adapters(base, spec, seed=2):
+  adapters = lora.init_adapters(jax.random.key(seed), base, spec)
+  return {name: {'a': a['a'], 'b': 0.1 * jax.random.normal(
+      jax.random.fold_in(jax.random.key(seed + 1), i), a['b'].shape)}
+          for i, (name, a) in enumerate(sorted(adapters.items()))}
+
+
+def test_the_low_rank_training_path_equals_the_merged_network(base_run):
+  """Training runs x W + s (x A) B (never A B): same outputs and adapter gradients as merging."""
+  exp = experiment.build(lora_config(base_run))
+  base = saved_run.load_lora_base(exp)
+  spec = exp.lora
+  adapters = random_adapters(base, spec)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  t = jnp.array([0.2, 0.7])
+  merged = exp.apply_fn(lora.merge(base, adapters, spec))(x, t, None)
+  unmerged = jax.jit(lambda a: exp.apply_fn(lora.low_rank(base, a, spec))(x, t, None))(adapters)
+  assert float(jnp.max(jnp.abs(merged))) > 0.1  # The adapters change the output...
+  assert not np.allclose(merged, exp.apply_fn(base)(x, t, None), atol=1e-3)
+  np.testing.assert_allclose(unmerged, merged, rtol=1e-5, atol=1e-5)  # ...the same way.
+  objective = lambda f: (lambda a: jnp.sum(exp.apply_fn(f(base, a, spec))(x, t, None) ** 2))
+  grad_merged = jax.grad(objective(lora.merge))(adapters)
+  grad_low_rank = jax.jit(jax.grad(objective(lora.low_rank)))(adapters)
+  for name in adapters:
+    for part in 'ab':
+      scale = float(jnp.max(jnp.abs(grad_merged[name][part])))
+      np.testing.assert_allclose(grad_low_rank[name][part], grad_merged[name][part],
+                                 atol=1e-4 * max(scale, 1e-6), rtol=1e-4)
+
+
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_the_one_product_low_rank_layer_matches_its_definition(with_bias):
+  """layers._low_rank_dense = x W + (x' A) B (+ bias): value and every gradient, against
+  automatic differentiation of the definition."""
+  from phipd_jax.models import layers  # pylint: disable=g-import-not-at-top
+  keys = jax.random.split(jax.random.key(0), 6)
+  x, x_in = jax.random.normal(keys[0], (10, 12)), jax.random.normal(keys[1], (10, 12))
+  kernel, a = jax.random.normal(keys[2], (12, 7)), jax.random.normal(keys[3], (12, 3))
+  b = jax.random.normal(keys[4], (3, 7))
+  bias = jax.random.normal(keys[5], (7,)) if with_bias else None
+  cotangent = jnp.cos(jnp.arange(70.0)).reshape(10, 7)
+
+  def definition(x, x_in, kernel, bias, a, b):
+    out = x @ kernel + (x_in @ a) @ b
+    return out if bias is None else out + bias
+
+  args = (x, x_in, kernel, bias, a, b)
+  np.testing.assert_allclose(layers._low_rank_dense(*args), definition(*args), rtol=1e-5,
+                             atol=1e-5)
+  ours = jax.vjp(layers._low_rank_dense, *args)[1](cotangent)
+  reference = jax.vjp(definition, *args)[1](cotangent)
+  assert (ours[3] is None) == (not with_bias)
+  for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference)) == 5 + with_bias
+
+
+def test_lora_dropout_drops_the_adapter_input_only_when_training(base_run):
+  exp = experiment.build(lora_config(base_run))
+  base = saved_run.load_lora_base(exp)
+  spec = lora.LoraSpec(4, 8.0, exp.lora.targets, dropout=0.5)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  t = jnp.array([0.2, 0.7])
+  out = lambda adapters, key: exp.apply_fn(lora.low_rank(base, adapters, spec, key))(x, t, None)
+  # B = 0: the dropped branch is still zero (to rounding: the training path's one product over
+  # [x, x' A] sums in another order than x W; the merged model is exact, test above).
+  zero = exp.init_params(jax.random.key(0))
+  np.testing.assert_allclose(out(zero, jax.random.key(4)), exp.apply_fn(base)(x, t, None),
+                             rtol=1e-6, atol=1e-6)
+  adapters = random_adapters(base, spec)
+  no_key = out(adapters, None)
+  np.testing.assert_allclose(no_key, exp.apply_fn(lora.merge(base, adapters, spec))(x, t, None),
+                             rtol=1e-5, atol=1e-5)
+  dropped, other = out(adapters, jax.random.key(4)), out(adapters, jax.random.key(5))
+  assert not np.allclose(dropped, no_key, atol=1e-4) and not np.allclose(dropped, other, atol=1e-4)
+  # Inverted dropout: one layer's dropped update is unbiased (mean over keys -> the full update).
+  kernel = lora.LowRankKernel(jnp.zeros((64, 8)), jax.random.normal(jax.random.key(6), (64, 4)),
+                              jax.random.normal(jax.random.key(7), (4, 8)), None, 2.0, 0.5)
+  inputs = jax.random.normal(jax.random.key(8), (3, 64))
+  keys = jax.random.split(jax.random.key(9), 4000)
+  mean = jnp.mean(jax.vmap(lambda k: kernel.__class__(
+      kernel.base, kernel.a, kernel.b, k, 2.0, 0.5).update(inputs))(keys), axis=0)
+  full = kernel.update(inputs)
+  assert float(jnp.max(jnp.abs(mean - full))) < 0.1 * float(jnp.max(jnp.abs(full)))
+
+
 def test_training_changes_only_the_adapters(base_run, tmp_path):
   _, base_dir = base_run
   before = {name: open(os.path.join(root, name), 'rb').read()
@@ -124,6 +210,7 @@ def test_training_changes_only_the_adapters(base_run, tmp_path):
 
 @pytest.mark.parametrize('overrides, message', [
     (dict(rank=1000), 'config.lora.rank=1000 is invalid: above the smaller side'),
+    ({'dropout': 1.0}, r'config.lora.dropout=1.0 is invalid: must be a probability in \[0, 1\)'),
     ({'targets': ('attention',)}, 'must be one of'),
 ])
 def test_bad_lora_settings_fail_at_build(base_run, overrides, message):
