@@ -30,6 +30,8 @@ class Timing:
   calls_s: list[float]
   flops: Optional[float]  # XLA cost analysis of one call (None where unavailable).
   temp_bytes: Optional[int] = None  # XLA memory analysis: scratch buffers of one call.
+  # XLA memory analysis: all buffers of one call (arguments + outputs - donated aliases + temp).
+  total_bytes: Optional[int] = None
 
   @property
   def median_s(self) -> float:
@@ -87,9 +89,12 @@ def time_compiled(fn: Callable, args: Sequence[Any], repeats: int, name: str = '
   compile_s = time.perf_counter() - start
   flops = xla_flops(compiled)
   try:
-    temp_bytes = int(compiled.memory_analysis().temp_size_in_bytes)
+    memory = compiled.memory_analysis()
+    temp_bytes = int(memory.temp_size_in_bytes)
+    total_bytes = int(memory.argument_size_in_bytes + memory.output_size_in_bytes -
+                      memory.alias_size_in_bytes + memory.temp_size_in_bytes)
   except Exception:  # pylint: disable=broad-except  # Not every backend reports it.
-    temp_bytes = None
+    temp_bytes = total_bytes = None
   dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
   outputs = None
   calls = []
@@ -102,7 +107,7 @@ def time_compiled(fn: Callable, args: Sequence[Any], repeats: int, name: str = '
     if donate:
       dynamic = [outputs[0]] + dynamic[1:]
   _check_finite(outputs, name)
-  return Timing(compile_s, calls, flops, temp_bytes)
+  return Timing(compile_s, calls, flops, temp_bytes, total_bytes)
 
 
 def peak_rss_gb() -> float:
@@ -112,8 +117,13 @@ def peak_rss_gb() -> float:
 
 
 def memory_stats(timing: 'Timing') -> dict:
-  """``temp_gb``: the compiled program's scratch memory (XLA's memory analysis), if known."""
-  return {} if timing.temp_bytes is None else {'temp_gb': timing.temp_bytes / 2**30}
+  """From XLA's memory analysis, if known: ``temp_gb``, the compiled program's scratch memory,
+  and ``step_gb``, every buffer one call holds (its arguments, e.g. parameters and optimizer
+  moments, plus outputs not aliased to donated arguments, plus scratch): the memory a device
+  needs for the step."""
+  if timing.temp_bytes is None:
+    return {}
+  return {'temp_gb': timing.temp_bytes / 2**30, 'step_gb': timing.total_bytes / 2**30}
 
 
 def measured_peak_flops(size: int = 2048, calls: int = 20, dtype=jnp.float32) -> float:
@@ -365,7 +375,12 @@ def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: in
   x = jnp.zeros((batch,) + exp.model_shape, jnp.float32)
   y = jnp.zeros((batch,), jnp.int32) if exp.num_classes else None
   forward = matmul_flops(lambda p, x, t, y: exp.apply_fn(p)(x, t, y), params, x, t, y)
-  timing = time_compiled(step, (state, data), repeats, 'train step', warmup=2, donate=True)
+  # A step with frozen constants (LoRA's base, LPIPS, the codec) is timed with them as
+  # arguments, so that the step's memory counts them rather than folding them into the program.
+  fn, args = step, (state, data)
+  if getattr(step, 'constants', None) is not None:
+    fn, args = step.jitted, (state, data, step.constants)
+  timing = time_compiled(fn, args, repeats, 'train step', warmup=2, donate=True)
   flops_per_image = 3.0 * forward / batch
   achieved = flops_per_image * batch / timing.median_s
   result = {'batch': batch, 'compile_s': timing.compile_s,
@@ -442,7 +457,7 @@ NOISE_COLUMNS = ('noise', 'shape', 'compile_s', 'median_ms', 'min_ms', 'max_ms',
                  'share_of_sampling_run')
 TRAIN_COLUMNS = ('batch', 'compile_s', 'step_median_ms', 'step_min_ms', 'step_max_ms',
                  'images_per_s', 'gflops_per_image', 'hardware_gflops_per_image',
-                 'achieved_gflops_per_s', 'mfu', 'temp_gb', 'peak_rss_gb', 'encode_median_ms',
+                 'achieved_gflops_per_s', 'mfu', 'temp_gb', 'step_gb', 'peak_rss_gb', 'encode_median_ms',
                  'encode_share_of_step')
 
 

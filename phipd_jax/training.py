@@ -187,4 +187,6 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
   constants = jax.device_put(constants, replicated)
   step = jax.jit(train_step, in_shardings=(shardings, batch_sharding, replicated),
                  out_shardings=(shardings, replicated), donate_argnums=0)
-  return lambda state, batch: step(state, batch, constants)
+  bound = lambda state, batch: step(state, batch, constants)
+  bound.jitted, bound.constants = step, constants  # For benchmarks: constants as arguments.
+  return bound
