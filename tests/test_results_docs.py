@@ -72,3 +72,24 @@ def test_claims_table_gives_each_claim_a_verdict_from_the_vocabulary():
     cells = [c.strip() for c in row.strip('|').split('|')]
     assert len(cells) == 4 and cells[3].startswith(verdicts), row
     assert 'seed' in cells[2] or cells[3].startswith('untested'), row  # The spread is named.
+
+
+def test_lora_reading_follows_its_numbers():
+  """'LoRA suffices' (LoRA into phi-PD): at r = 8 every LoRA cell is within 0.02 gc and 3 FD-VGG
+  of the full fine-tune on both tasks, with 3 seeds; 50 steps reach the 200-step structure."""
+  with open(os.path.join(RESULTS, 'lora_study.json')) as f:
+    variants = json.load(f)['variants']
+  at = {(v['variant'], v['task']): v for v in variants if v['setting'] == 'phipd r=8'}
+  lora = [key for key in at if key[0].startswith('lora_') and '_n' not in key[0]]
+  assert len(lora) == 12  # 3 ranks x 2 rates x 2 tasks.
+  for variant, task in lora:
+    row, full = at[(variant, task)], at[('full', task)]
+    assert row['seeds'] == full['seeds'] == 3
+    assert abs(row['gradient_correlation'] - full['gradient_correlation']) < 0.02, variant
+    assert abs(row['fd_vgg'] - full['fd_vgg']) < 3.0, variant
+  for task in ('photo', 'edges'):
+    assert at[('lora_r16_lr4e-3_n50', task)]['gradient_correlation'] > (
+        at[('lora_r16_lr4e-3', task)]['gradient_correlation'] - 0.01)
+    assert at[('base', task)]['gradient_correlation'] < at[('full', task)]['gradient_correlation']
+  assert '"LoRA suffices to move a pretrained model to structured noise": holds at this scale' in (
+      _text())
