@@ -313,11 +313,20 @@ class Experiment:
   def train_step(self, mesh, state: training.TrainState) -> Callable:
     """The jitted, sharded, state-donating ``train_step(state, batch) -> (state, metrics)``."""
     shardings = jax.tree.map(lambda x: x.sharding, state)
+    constants = self.loss_constants()
+    constant_shardings = None
+    if constants is not None:  # Replicated, except a LoRA base: split like the parameters.
+      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+      constant_shardings = {
+          name: (sharding_lib.state_shardings(value, mesh, self.spec.mesh.fsdp_min_size)
+                 if name == 'lora_base' else jax.tree.map(lambda _: replicated, value))
+          for name, value in constants.items()}
     return training.make_train_step(self.loss_fn(mesh), self.optimizer, shardings,
                                     sharding_lib.batch_sharding(mesh),
                                     ema_decay=self.spec.optim.ema_decay,
-                                    learning_rate=self.learning_rate,
-                                    constants=self.loss_constants(), rng_impl=self.rng_impl)
+                                    learning_rate=self.learning_rate, constants=constants,
+                                    constant_shardings=constant_shardings,
+                                    rng_impl=self.rng_impl)
 
 
 def _validate_across_sections(spec: specs.RunSpec, data_parallel_size: int):

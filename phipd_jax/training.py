@@ -143,7 +143,8 @@ def ema_decay_at(step: Array, decay: float) -> Array:
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, shardings,
                     batch_sharding, *, ema_decay: float,
                     learning_rate: Optional[optax.Schedule] = None,
-                    constants: Any = None, rng_impl: str = 'threefry2x32') -> Callable:
+                    constants: Any = None, constant_shardings: Any = None,
+                    rng_impl: str = 'threefry2x32') -> Callable:
   """The jitted, sharded, state-donating ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
@@ -158,6 +159,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
     constants: optional pytree of frozen arrays the loss reads (e.g. LPIPS weights), placed
       replicated on the mesh once and passed to the jitted step as an argument, so they are
       device buffers rather than constants compiled into the program; never differentiated.
+    constant_shardings: a pytree of ``NamedSharding`` like ``constants`` (e.g. a frozen LoRA
+      base split over ``fsdp`` like the parameters it stands for); None replicates them.
     rng_impl: the PRNG of ``state.rng`` (see :func:`create_train_state`).
 
   Returns:
@@ -184,8 +187,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sh
   if constants is None:
     return jax.jit(train_step, in_shardings=(shardings, batch_sharding),
                    out_shardings=(shardings, replicated), donate_argnums=0)
-  constants = jax.device_put(constants, replicated)
-  step = jax.jit(train_step, in_shardings=(shardings, batch_sharding, replicated),
+  if constant_shardings is None:
+    constant_shardings = jax.tree.map(lambda _: replicated, constants)
+  constants = jax.device_put(constants, constant_shardings)
+  step = jax.jit(train_step, in_shardings=(shardings, batch_sharding, constant_shardings),
                  out_shardings=(shardings, replicated), donate_argnums=0)
   bound = lambda state, batch: step(state, batch, constants)
   bound.jitted, bound.constants = step, constants  # For benchmarks: constants as arguments.

@@ -3,6 +3,9 @@ adapters (the base bit-identical), merged layers equal the unmerged low-rank pat
 checkpoints, loading merges once, and bad settings fail before anything is written."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -244,3 +247,47 @@ def test_a_lora_run_needs_a_base_and_the_same_network(base_run, tmp_path):
   with pytest.raises(ValueError, match='other parameter shapes'):
     trainer.train(experiment.build(config), str(tmp_path / 'b'))
   assert not os.path.exists(tmp_path / 'b')
+
+
+def test_lora_base_is_split_over_fsdp_and_the_step_matches_data_parallel():
+  """On 8 host devices (data 2 x fsdp 4), a LoRA step holds its frozen base split over ``fsdp``
+  like the parameters it stands for, and computes what the data-parallel step (8 x 1, the base
+  replicated) computes."""
+  script = '''
+    import jax, numpy as np
+    from configs import quickstart
+    from phipd_jax import experiment, sharding
+    config = quickstart.get_config('runlocal')
+    config.init_from, config.lora.rank, config.train.batch_size = 'base', 4, 8
+    config.data.image_size, config.mesh.fsdp_min_size = 16, 1024
+    results = []
+    for data, fsdp in ((2, 4), (8, 1)):
+      config.mesh.data, config.mesh.fsdp = data, fsdp
+      exp = experiment.build(config, data_parallel_size=data)
+      exp = exp.with_lora_base(exp.model_init_params(jax.random.key(3)))
+      mesh = sharding.make_mesh(data, fsdp)
+      state = exp.create_train_state(mesh)
+      step = exp.train_step(mesh, state)
+      base = jax.tree.leaves(step.constants['lora_base'])
+      split = [x for x in base if 'fsdp' in str(x.sharding.spec)]
+      if fsdp > 1:
+        assert split and all(x.addressable_shards[0].data.size * fsdp == x.size for x in split)
+        print('split', len(split), 'of', len(base))
+      images = jax.random.uniform(jax.random.key(1), (8, 16, 16, 3))
+      batch = sharding.global_batch({'image': np.asarray(images),
+                                     'label': np.zeros((8,), np.int32)}, mesh)
+      state = state.replace(params=jax.tree.map(lambda b: b + 0.01, state.params))  # B != 0.
+      state, metrics = step(state, batch)
+      results.append((float(metrics['loss']), jax.device_get(state.params)))
+    (loss_a, params_a), (loss_b, params_b) = results
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    print('ok')
+  '''
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  result = subprocess.run([sys.executable, '-c', textwrap.dedent(script)], env=env,
+                          cwd=env['PYTHONPATH'], capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and 'ok' in result.stdout, result.stderr[-3000:]
+  assert 'split' in result.stdout
