@@ -92,6 +92,12 @@ def unpatchify(tokens: Array, grid_h: int, grid_w: int, patch_size: int) -> Arra
   return out.reshape(batch, grid_h * p, grid_w * p, channels)
 
 
+def _bias_grad(dy: Array) -> Array:
+  """``ones [N] @ dy [N, out]``, accumulated in float32, in ``dy``'s dtype."""
+  return jax.lax.dot_general(jnp.ones(dy.shape[:1], dy.dtype), dy, (((0,), (0,)), ((), ())),
+                             preferred_element_type=jnp.float32).astype(dy.dtype)
+
+
 @jax.custom_vjp
 def _dense(x: Array, kernel: Array, bias: Array) -> Array:
   """``x [N, in] @ kernel [in, out] + bias [out]``; the bias gradient is ``ones [N] @ dy``."""
@@ -107,9 +113,7 @@ def _dense_bwd(residuals, dy):
   contract = lambda a, b, axes: jax.lax.dot_general(a, b, (axes, ((), ())))
   dx = contract(dy, kernel, ((1,), (1,)))
   dkernel = contract(x, dy, ((0,), (0,)))
-  dbias = jax.lax.dot_general(jnp.ones(dy.shape[:1], dy.dtype), dy, (((0,), (0,)), ((), ())),
-                              preferred_element_type=jnp.float32)
-  return dx, dkernel, dbias.astype(dy.dtype)
+  return dx, dkernel, _bias_grad(dy)
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)
@@ -127,28 +131,21 @@ def _low_rank_dense(x: Array, x_in: Array, kernel: Array, bias: Optional[Array],
   fine-tune). The backward pass never forms more than the thin ``[in, r]`` and ``[r, out]``
   gradients besides ``dx`` (``dkernel`` is formed only if used, e.g. never in a LoRA step).
   """
-  u = x_in @ a
-  out = jnp.concatenate([x, u], axis=1) @ jnp.concatenate([kernel, b], axis=0)
-  return out if bias is None else out + bias
+  return _low_rank_dense_fwd(x, x_in, kernel, bias, a, b)[0]
 
 
 def _low_rank_dense_fwd(x, x_in, kernel, bias, a, b):
   u = x_in @ a
   out = jnp.concatenate([x, u], axis=1) @ jnp.concatenate([kernel, b], axis=0)
-  out = out if bias is None else out + bias
-  return out, (x, x_in, u, kernel, a, b, None if bias is None else jnp.zeros((), bias.dtype))
+  return (out if bias is None else out + bias), (x, x_in, u, kernel, a, b, bias is not None)
 
 
 def _low_rank_dense_bwd(residuals, dy):
   x, x_in, u, kernel, a, b, has_bias = residuals
   contract = lambda p, q, axes: jax.lax.dot_general(p, q, (axes, ((), ())))
-  dx = contract(dy, kernel, ((1,), (1,)))
   du = contract(dy, b, ((1,), (1,)))
-  dbias = None
-  if has_bias is not None:
-    dbias = jax.lax.dot_general(jnp.ones(dy.shape[:1], dy.dtype), dy, (((0,), (0,)), ((), ())),
-                                preferred_element_type=jnp.float32).astype(has_bias.dtype)
-  return (dx, contract(du, a, ((1,), (1,))), contract(x, dy, ((0,), (0,))), dbias,
+  return (contract(dy, kernel, ((1,), (1,))), contract(du, a, ((1,), (1,))),
+          contract(x, dy, ((0,), (0,))), _bias_grad(dy) if has_bias else None,
           contract(x_in, du, ((0,), (0,))), contract(u, dy, ((0,), (0,))))
 
 
@@ -176,22 +173,19 @@ class Linear(nnx.Linear):
     leading = inputs.shape[:-1]
     flat = inputs.reshape(-1, inputs.shape[-1])
     kernel = self.kernel.get_value()
-    if isinstance(kernel, lora.LowRankKernel):  # A LoRA training step: x W + s (x A) B.
-      return self._dense(flat, kernel.base, kernel).reshape(*leading, -1)
-    if self.bias is None:
+    adapter = kernel if isinstance(kernel, lora.LowRankKernel) else None  # LoRA training.
+    if adapter is None and self.bias is None:
       out = super().__call__(flat)
     else:
-      out = self._dense(flat, kernel)
+      bias = None if self.bias is None else self.bias[...]
+      flat, kernel, bias = self.promote_dtype(
+          (flat, kernel if adapter is None else adapter.base, bias), dtype=self.dtype)
+      if adapter is None:
+        out = _dense(flat, kernel, bias)
+      else:  # x W + s (x' A) B as one product.
+        x_in, a, b = adapter.factors(flat)
+        out = _low_rank_dense(flat, x_in, kernel, bias, a, b)
     return out.reshape(*leading, out.shape[-1])
-
-  def _dense(self, flat: Array, kernel: Array,
-             adapter: Optional[lora.LowRankKernel] = None) -> Array:
-    bias = None if self.bias is None else self.bias[...]
-    flat, kernel, bias = self.promote_dtype((flat, kernel, bias), dtype=self.dtype)
-    if adapter is not None:
-      x_in, a, b = adapter.factors(flat)
-      return _low_rank_dense(flat, x_in, kernel, bias, a, b)
-    return flat @ kernel if bias is None else _dense(flat, kernel, bias)
 
 
 class TimestepEmbedder(nnx.Module):
