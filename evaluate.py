@@ -53,6 +53,17 @@ Each autoencoder's held-out PSNR / SSIM / LPIPS and latent spectrum; each latent
 samples against the held-out photos (SWD per pyramid level, FD-VGG, spectrum distance,
 high-frequency share) and its logged LWD mask fractions.
 
+``--mode collapse``: spectral collapse against source sparsity (Figs. 3 and 4 of Bourriez et al.,
+``phipd_jax.evaluation.inversion_study.source_sweep``)::
+
+  python evaluate.py --mode collapse --workdirs runs/ovg/edm_cpu,runs/ovg/ddim_cpu --num 200 \
+      --out_dir docs/results/collapse_seeds/s0
+
+Per multi-domain run: held-out photos, their x4 / x8 / x16 down-up copies and the edge maps
+inverted with their class and sampled as photos; per-source noise diagnostics and PCA rank, the
+per-map Fig. 4 correlations of source decorrelation with the noise's high-frequency power, the
+output texture and the output's low-pass structure (``collapse_sweep.json`` / ``.md``).
+
 ``--mode fid``: paper-comparable FID, sFID, KID, IS, precision / recall
 (``phipd_jax.evaluation.fid_run``; the weights file ``pt_inception-2015-12-05-6726825d.pth`` of
 pytorch-fid, brought by the user, or ``$PHIPD_FID_WEIGHTS``)::
@@ -78,7 +89,7 @@ import os
 
 from absl import flags
 
-from phipd_jax import console
+from phipd_jax import checkpoint, console
 from phipd_jax.evaluation import fid_run, inception, inversion_study, lwd_study, report, runs
 from phipd_jax.evaluation import translation
 
@@ -94,7 +105,7 @@ _JSON = flags.DEFINE_string('json', None, 'Write the rows here.')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Write a markdown table here.')
 _GRIDS = flags.DEFINE_string('grids', None, 'Folder for <run>.png sample grids.')
 _MODE = flags.DEFINE_enum('mode', 'generate',
-                          ['generate', 'translate', 'inversion', 'lwd', 'fid'],
+                          ['generate', 'translate', 'inversion', 'collapse', 'lwd', 'fid'],
                           'What to evaluate.')
 _IMAGES = flags.DEFINE_string('images', None, 'FID: a run directory, an image folder, an .npz '
                               'with arr_0, or tfds:NAME:SPLIT[:FEATURE].')
@@ -133,6 +144,9 @@ _STRENGTHS = flags.DEFINE_list('strengths', ['0.4', '0.6', '0.8'],
 _EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'Evaluate on this folder instead of the runs\' '
                                  'held-out split: a pix2pix AB folder (photo | edge map; all '
                                  'tasks) or a folder of photos (photo, flat_shaded).')
+_CHECKPOINT_STEPS = flags.DEFINE_list('checkpoint_steps', [], 'LWD: also evaluate these training '
+                                      'steps\' checkpoints (each kept on disk by every run): '
+                                      'metric-vs-step curves in the JSON\'s convergence rows.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
 
 
@@ -140,8 +154,9 @@ def workdirs(argv) -> list[str]:
   """``--workdirs`` plus any workdirs given after it as separate arguments, all checked."""
   extra = list(argv[1:])
   found = list(_WORKDIRS.value or []) + extra
-  if not found:
-    raise ValueError(f'--mode {_MODE.value} needs --workdirs (train.py run directories)')
+  if not found and not (_MODE.value == 'lwd' and _AUTOENCODERS.value):
+    raise ValueError(f'--mode {_MODE.value} needs --workdirs (train.py run directories)'
+                     + (' or --autoencoders' if _MODE.value == 'lwd' else ''))
   for workdir in found:
     if not os.path.isfile(os.path.join(workdir, 'config.json')):
       raise FileNotFoundError(f'--workdirs: {workdir} is not a train.py run directory (no '
@@ -154,6 +169,18 @@ def floats(name: str, values) -> list[float]:
     return [float(v) for v in values]
   except ValueError:
     raise ValueError(f'--{name}={",".join(values)}: not a list of numbers') from None
+
+
+def checkpoint_steps() -> list[int]:
+  """--checkpoint_steps as positive integers."""
+  try:
+    steps = [int(step) for step in _CHECKPOINT_STEPS.value]
+  except ValueError:
+    raise ValueError(f'--checkpoint_steps={",".join(_CHECKPOINT_STEPS.value)}: not a list of '
+                     'integers') from None
+  if any(step < 1 for step in steps):
+    raise ValueError(f'--checkpoint_steps: steps must be >= 1, got {steps}')
+  return steps
 
 
 def run_inversion(dirs):
@@ -188,14 +215,39 @@ def run_inversion(dirs):
   print(f'evaluated {len(dirs) + len(phipd)} run(s), {len(summary["rows"])} rows -> {where}')
 
 
+def run_collapse(dirs):
+  """Spectral collapse against source sparsity (inversion_study.source_sweep)."""
+  sweeps = [inversion_study.source_sweep(workdir, num=_NUM.value, batch_size=_BATCH.value,
+                                         seed=_SEED.value, steps=_STEPS.value)
+            for workdir in dirs]
+  table = inversion_study.sweep_markdown(sweeps)
+  if _OUT_DIR.value:
+    for sweep in sweeps:  # Four decimals per map keep the JSON small.
+      sweep['per_map'] = {k: [round(v, 4) if isinstance(v, float) else v for v in values]
+                          for k, values in sweep['per_map'].items()}
+    report.write_study(_OUT_DIR.value, 'collapse_sweep', {'runs': sweeps}, table)
+  print(table)
+  where = _OUT_DIR.value or 'the console (no --out_dir)'
+  print(f'evaluated {len(dirs)} run(s) over {len(inversion_study.SWEEP_SOURCES)} sources -> '
+        f'{where}')
+
+
 def run_lwd(dirs):
   """The Latent Wavelet Diffusion ablation (phipd_jax.evaluation.lwd_study)."""
   for workdir in _AUTOENCODERS.value:
     if not os.path.isfile(os.path.join(workdir, 'config.json')):
       raise FileNotFoundError(f'--autoencoders: {workdir} is not a train.py run directory')
+  steps = checkpoint_steps()
+  for workdir in dirs:  # Before any sampling: every asked checkpoint is on disk.
+    missing = [step for step in steps if not os.path.isdir(
+        os.path.join(checkpoint.checkpoint_dir(workdir), str(step)))]
+    if missing:
+      raise FileNotFoundError(f'--checkpoint_steps: {workdir} kept no checkpoint of steps '
+                              f'{missing} (train.checkpoint_every / train.keep_checkpoints)')
   summary = lwd_study.run_study(_AUTOENCODERS.value, dirs, num=_NUM.value,
                                 batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
-                                out_dir=_OUT_DIR.value, fid_weights=_fid_weights())
+                                out_dir=_OUT_DIR.value, fid_weights=_fid_weights(),
+                                checkpoint_steps=steps)
   print(lwd_study.markdown(summary))
   where = _OUT_DIR.value or 'the console (no --out_dir)'
   print(f'evaluated {len(_AUTOENCODERS.value)} autoencoder(s) and {len(dirs)} run(s) -> {where}')
@@ -233,6 +285,9 @@ def main(argv):
     return
   if _MODE.value == 'inversion':
     run_inversion(dirs)
+    return
+  if _MODE.value == 'collapse':
+    run_collapse(dirs)
     return
   tasks = _TASKS.value or list(translation.TASKS)
   if _MODE.value == 'translate':

@@ -245,13 +245,24 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_items(workdir: str, template, items: Iterable[str]) -> dict:
-  """``items`` of the latest readable checkpoint of ``workdir`` (read-only: nothing is moved)."""
+def restore_items(workdir: str, template, items: Iterable[str],
+                  step: Optional[int] = None) -> dict:
+  """``items`` of the latest readable checkpoint of ``workdir``, or of training step ``step``
+  (read-only: nothing is moved).
+
+  Raises:
+    FileNotFoundError: no checkpoint, or none saved at ``step`` (the steps on disk are named).
+  """
   if not has_checkpoint(workdir):
     raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  if step is not None and step not in _steps_on_disk(checkpoint_dir(workdir)):
+    raise FileNotFoundError(
+        f'no checkpoint of step {step} in {checkpoint_dir(workdir)}; on disk: '
+        f'{_steps_on_disk(checkpoint_dir(workdir))} (train.checkpoint_every and '
+        'train.keep_checkpoints decide which are kept)')
   checkpointer = Checkpointer(workdir, create=False)
   try:
-    return checkpointer.restore_items(template, items, move_corrupt=False)
+    return checkpointer.restore_items(template, items, step=step, move_corrupt=False)
   finally:
     checkpointer.close()
 

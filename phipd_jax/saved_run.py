@@ -159,9 +159,10 @@ def load_spec(workdir: str) -> specs.RunSpec:
 
 
 def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
-             num_steps: Optional[int] = None, mesh=None
+             num_steps: Optional[int] = None, mesh=None, step: Optional[int] = None
              ) -> tuple[ml_collections.ConfigDict, experiment_lib.Experiment, dict]:
-  """A saved run's ``(config, experiment, restored items)`` from its latest readable checkpoint.
+  """A saved run's ``(config, experiment, restored items)`` from its latest readable checkpoint,
+  or from the checkpoint of training step ``step``.
 
   Only ``items`` are read (``'params'``, ``'ema_params'``, ``'opt_state'``, ``'meta'``): a sampler
   restores the EMA parameters and never builds Adam moments. A latent run's codec is built once,
@@ -172,9 +173,10 @@ def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
     items: checkpoint items to restore.
     num_steps: override of ``config.sample.num_steps``.
     mesh: where the arrays land (default: every local device, replicated).
+    step: a training step whose checkpoint is on disk (default: the latest readable one).
 
   Raises:
-    FileNotFoundError: no config.json, or no readable checkpoint.
+    FileNotFoundError: no config.json, no readable checkpoint, or none of ``step``.
     ValueError: the saved config no longer builds (with the field named), or builds other parts
       than the run recorded in its parts.json (:func:`check_parts`).
   """
@@ -190,7 +192,7 @@ def load_run(workdir: str, items: Sequence[str] = ('ema_params',),
   mesh = mesh or sharding.make_mesh(-1, 1)
   template = training.abstract_train_state(exp.init_params, exp.optimizer, mesh, config.seed,
                                            rng_impl=exp.rng_impl)
-  restored = checkpoint.restore_items(workdir, template, items)
+  restored = checkpoint.restore_items(workdir, template, items, step)
   if exp.lora is not None:  # Adapters merged into the base once: callers get the network's.
     exp = exp.with_lora_base(load_lora_base(exp, mesh))
     restored = {name: (exp.model_params(tree) if name in ('params', 'ema_params') else tree)

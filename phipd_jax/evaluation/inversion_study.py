@@ -367,3 +367,159 @@ def pca_study(workdir: str, *, num: int = 200, blocks: Sequence[int] = PCA_BLOCK
     axis.legend()
     report.save_figure(figure, path)
   return {'curves': {k: v.tolist() for k, v in curves.items()}, 'effective_rank': ranks}
+
+
+SWEEP_SOURCES = ('photo', 'x4', 'x8', 'x16', 'edges')  # Dense to sparse, then the edge map.
+
+
+def sweep_inputs(data_config, source: str, photos: np.ndarray, num: int) -> np.ndarray:
+  """The held-out inputs of one :data:`SWEEP_SOURCES` source, ``[num, S, S, 3]`` in [-1, 1]:
+  the photos themselves, their ``xB`` nearest down-up-sampled copies, or the edge maps.
+
+  Raises:
+    ValueError: an unknown source.
+  """
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  if source == 'photo':
+    return photos
+  if source == 'edges':
+    return pipeline.held_out_inputs(data_config, 'edges', num)[0]
+  if source.startswith('x') and source[1:].isdigit():
+    return pipeline.down_up(photos, int(source[1:]))
+  raise ValueError(f'source sweep: source must be one of {SWEEP_SOURCES}, got {source!r}')
+
+
+def sweep_class(spec, source: str) -> int:
+  """The class a multi-domain run gives ``source``: the photo class, its down-sampled class
+  (every ``xB``, as the OVG code inverts every sparse source with one class), or the edge-map
+  class."""
+  if source == 'photo':
+    return target_class(spec)
+  return source_class(spec, 'edges' if source == 'edges' else 'down8')
+
+
+def correlations(per_map: dict[str, np.ndarray], x_key: str = 'source_decorrelation',
+                 y_keys: Sequence[str] = ('noise_hf_power_ratio', 'hf_texture_ratio',
+                                          'lowpass_structure_corr')) -> dict[str, dict]:
+  """Fig. 4 of Bourriez et al. (arXiv:2602.13303) as numbers: Pearson and Spearman correlation
+  of ``per_map[x_key]`` with each ``per_map[y]`` over every map (all sources pooled).
+
+  Args:
+    per_map: equal-length 1-D arrays, one value per inverted map.
+
+  Returns:
+    ``{y: {'pearson': float, 'spearman': float, 'count': int}}``; NaN where a column is
+    constant.
+  """
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  x = np.asarray(per_map[x_key], np.float64)
+  result = {}
+  for y_key in y_keys:
+    y = np.asarray(per_map[y_key], np.float64)
+    if y.shape != x.shape:
+      raise ValueError(f'correlations: {y_key} has {y.shape}, {x_key} has {x.shape}')
+    constant = np.ptp(x) == 0 or np.ptp(y) == 0
+    result[y_key] = {
+        'pearson': float('nan') if constant else float(scipy.stats.pearsonr(x, y)[0]),
+        'spearman': float('nan') if constant else float(scipy.stats.spearmanr(x, y)[0]),
+        'count': int(len(x))}
+  return result
+
+
+def source_sweep(workdir: str, *, sources: Sequence[str] = SWEEP_SOURCES, num: int = 200,
+                 batch_size: int = 100, seed: int = 0, steps: Optional[int] = None,
+                 num_reference: int = REFERENCE_PHOTOS) -> dict:
+  """Spectral collapse against source sparsity for one multi-domain run (Figs. 3 and 4).
+
+  Each source (:data:`SWEEP_SOURCES`: held-out photos, their x4 / x8 / x16 nearest down-up
+  copies, the edge maps) is inverted deterministically with its class (:func:`sweep_class`) and
+  the inverted noise sampled with the photo class (plain inversion, the run's guidance scale).
+  Per map: the noise's ``hf_power_ratio``, ``lf_power_ratio`` (on ``x_T / s``, ``s`` the prior
+  std), ``lag1_decorrelation`` and ``source_decorrelation`` (S_DC, ``1 - |Pearson(x_T,
+  x_src)|``), the output's ``hf_texture_ratio`` (against ``num_reference`` training photos) and
+  ``lowpass_structure_corr`` with the source (S_LF). Per source: the means and the PCA
+  effective rank of its maps (Fig. 3), beside the Marchenko-Pastur reference of N(0, I) maps.
+  Pooled over sources: :func:`correlations` of S_DC with the noise HF ratio, the output HF
+  texture and S_LF (Fig. 4).
+
+  Returns:
+    ``{'run', 'process', 'prediction', 'num', 'sources': {source: {means..., 'pca_effective_rank',
+    'class'}}, 'gaussian_pca_effective_rank', 'correlations', 'per_map': {key: list}}``.
+
+  Raises:
+    ValueError: ``workdir`` is not a multi-domain run with photo, down-sampled and edge classes.
+  """
+  from phipd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from phipd_jax.evaluation import runs  # pylint: disable=g-import-not-at-top
+  spec, sampler, params = runs.load(workdir, steps)
+  photos, _ = pipeline.held_out_inputs(spec.data, 'photo', num)
+  reference = jnp.asarray(pipeline.eval_images(spec.data, spec.data.train_split,
+                                               spec.data.image_key, num_reference))
+  classes = {source: sweep_class(spec, source) for source in sources}  # Fails early.
+  scale = prior_scale(sampler.process)
+  key = jax.random.key(seed)
+  per_source, per_map = {}, {}
+  for source in sources:
+    inputs = sweep_inputs(spec.data, source, photos, num)
+    setting = {'method': 'invert', 'radius': None, 'strength': 1.0}
+    outputs, noise = translation.run_method(
+        sampler, params, inputs, key, setting, batch_size,
+        (classes[source], target_class(spec)), spec.sample.guidance_scale)
+    values = {
+        'noise_hf_power_ratio': collapse.hf_power_ratio(jnp.asarray(noise), scale),
+        'noise_lf_power_ratio': collapse.lf_power_ratio(jnp.asarray(noise), scale),
+        'noise_lag1_decorrelation': collapse.lag1_decorrelation(jnp.asarray(noise)),
+        'source_decorrelation': collapse.source_decorrelation(jnp.asarray(noise),
+                                                              jnp.asarray(inputs)),
+        'hf_texture_ratio': collapse.hf_texture_ratio(jnp.asarray(outputs), reference),
+        'lowpass_structure_corr': collapse.lowpass_structure_corr(jnp.asarray(outputs),
+                                                                  jnp.asarray(inputs)),
+    }
+    values = {name: np.asarray(value, np.float64) for name, value in values.items()}
+    summary = {name: float(np.mean(value)) for name, value in values.items()}
+    summary['pca_effective_rank'] = float(collapse.pca_effective_rank(noise))
+    summary['class'] = classes[source]
+    per_source[source] = summary
+    for name, value in values.items():
+      per_map.setdefault(name, []).extend(value.tolist())
+    per_map.setdefault('source', []).extend([source] * len(inputs))
+    logging.info('%s %s: %s', os.path.basename(workdir), source, summary)
+  return {
+      'run': os.path.basename(os.path.normpath(workdir)), 'process': spec.diffusion['process'],
+      'prediction': spec.diffusion['prediction'], 'num': int(len(photos)),
+      'sources': per_source,
+      'gaussian_pca_effective_rank': collapse.gaussian_pca_effective_rank(
+          len(photos), int(np.prod(photos.shape[1:]))),
+      'correlations': correlations({k: np.asarray(v) for k, v in per_map.items()
+                                    if k != 'source'}),
+      'per_map': per_map,
+  }
+
+
+SWEEP_COLUMNS = (('noise_hf_power_ratio', 'noise HF', '.3f'),
+                 ('noise_lf_power_ratio', 'noise LF', '.2f'),
+                 ('noise_lag1_decorrelation', 'lag-1 dec', '.3f'),
+                 ('source_decorrelation', 'S_DC', '.3f'),
+                 ('pca_effective_rank', 'PCA rank', '.3f'),
+                 ('hf_texture_ratio', 'HF tex', '.2f'),
+                 ('lowpass_structure_corr', 'S_LF', '.3f'))
+
+
+def sweep_markdown(sweeps: Sequence[dict]) -> str:
+  """One table per run (a row per source) and the Fig. 4 correlations."""
+  lines = []
+  for sweep in sweeps:
+    lines += [f'### {sweep["run"]} ({sweep["process"]}, {sweep["prediction"]} target, '
+              f'{sweep["num"]} maps per source; N(0, I) PCA rank '
+              f'{sweep["gaussian_pca_effective_rank"]:.3f})', '',
+              '| source | ' + ' | '.join(title for _, title, _ in SWEEP_COLUMNS) + ' |',
+              '|---|' + '---:|' * len(SWEEP_COLUMNS)]
+    for source, row in sweep['sources'].items():
+      lines.append(f'| {source} | ' + ' | '.join(
+          format(row[key], fmt) for key, _, fmt in SWEEP_COLUMNS) + ' |')
+    lines.append('')
+    lines.append('Fig. 4, S_DC against (pooled over sources, Pearson / Spearman): ' + '; '.join(
+        f'{key} {value["pearson"]:.3f} / {value["spearman"]:.3f}'
+        for key, value in sweep['correlations'].items()))
+    lines.append('')
+  return '\n'.join(lines)

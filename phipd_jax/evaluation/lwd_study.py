@@ -113,11 +113,14 @@ def mask_fractions(workdir: str, last_fraction: float = 0.25) -> dict[str, float
 
 def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Array, *,
                    num: int, batch_size: int = 50, seed: int = 0,
-                   steps: Optional[int] = None, fid_scorer=None
+                   steps: Optional[int] = None, fid_scorer=None,
+                   checkpoint_step: Optional[int] = None
                    ) -> tuple[list[dict], dict[str, np.ndarray]]:
   """Samples of every latent diffusion run against ``reference`` (held-out photos).
 
   ``fid_scorer``: ``images -> {fid, kid_mean, ...}`` against the same photos, or None.
+  ``checkpoint_step``: sample every run's checkpoint of that training step (kept on disk)
+  instead of its latest; the rows then carry ``checkpoint_step``.
 
   Returns:
     ``(rows, samples by run name)``: each row holds the run's description, its codec, LWD
@@ -128,14 +131,15 @@ def diffusion_rows(workdirs: Sequence[str], reference: np.ndarray, key: jax.Arra
   """
   rows, samples_by_name = [], {}
   for workdir in workdirs:
-    spec, sampler, params = runs.load(workdir, steps)
+    spec, sampler, params = runs.load(workdir, steps, checkpoint_step)
     if spec.data.image_size != reference.shape[1]:
       raise ValueError(f'{workdir}: image size {spec.data.image_size} differs from the '
                        f'reference photos\' {reference.shape[1]}')
     row = runs.describe_run(workdir, spec)
     row.update(autoencoder=os.path.basename(os.path.normpath(spec.codec.workdir)) or 'pixels',
                lwd=bool(spec.diffusion['lwd']['enabled']),
-               ell=spec.diffusion['lwd']['ell'] if spec.diffusion['lwd']['enabled'] else None)
+               ell=spec.diffusion['lwd']['ell'] if spec.diffusion['lwd']['enabled'] else None,
+               checkpoint_step=checkpoint_step or spec.train.num_steps)
     started = time.perf_counter()
     samples = runs.generate(sampler, params, spec, num, batch_size, seed)
     row['sample_seconds'] = time.perf_counter() - started
@@ -190,7 +194,8 @@ def plot(autoencoders: Sequence[dict], latent_spectra: dict[str, np.ndarray],
 
 def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
               batch_size: int = 50, seed: int = 0, steps: Optional[int] = None,
-              out_dir: Optional[str] = None, fid_weights: Optional[str] = None) -> dict:
+              out_dir: Optional[str] = None, fid_weights: Optional[str] = None,
+              checkpoint_steps: Sequence[int] = ()) -> dict:
   """Both parts on the first ``num`` held-out photos of the first run's data; writes
   ``lwd_study.json``, ``lwd_study.md``, ``lwd_study.png``, ``reconstruct_<ae>.png`` and
   ``samples_<run>.png`` into ``out_dir`` when given. Returns the JSON summary.
@@ -198,6 +203,10 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
   ``fid_weights``: the FID Inception weights (loaded and checked first); when given, the sample
   and reference rows also get FID / KID / IS / precision / recall against the held-out photos
   (the LWD paper's FID table; here at ``num`` samples, so read KID with its std).
+
+  ``checkpoint_steps``: earlier training steps whose checkpoints every run kept; each is sampled
+  and scored like the final one, into ``summary['convergence']`` (metric-vs-step curves, the
+  paper's faster-convergence claim).
 
   Raises:
     ValueError: no runs, or runs on different data.
@@ -233,6 +242,11 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
   rows, samples = diffusion_rows(workdirs, photos, key, num=num,
                                  batch_size=batch_size, seed=seed, steps=steps,
                                  fid_scorer=fid_scorer)
+  convergence = []
+  for checkpoint_step in checkpoint_steps:
+    convergence += diffusion_rows(workdirs, photos, key, num=num, batch_size=batch_size,
+                                  seed=seed, steps=steps, fid_scorer=fid_scorer,
+                                  checkpoint_step=int(checkpoint_step))[0]
   reference_rows = []
   for name, autoencoder, images in references:
     reference_row = {'name': name, 'autoencoder': autoencoder}
@@ -251,6 +265,8 @@ def run_study(autoencoders: Sequence[str], workdirs: Sequence[str], *, num: int,
              'autoencoders': ae_rows, 'rows': rows + reference_rows,
              'latent_spectra': {k: v.tolist() for k, v in latent_spectra.items()},
              'image_spectra': {k: v.tolist() for k, v in image_spectra.items()}}
+  if convergence:
+    summary['convergence'] = convergence + rows
   if net is not None:
     summary['fid_weights_sha256'] = net.weights_sha256
   if out_dir:

@@ -27,10 +27,11 @@ from phipd_jax.evaluation import fid_data, inception, perceptual, report
 METRICS = ('swd_64', 'swd_32', 'swd_16', 'swd_mean', 'spectrum_distance', 'high_frequency_share')
 
 
-def load(workdir: str, steps: Optional[int] = None):
-  """``(spec, sampler, ema_params)`` of a run's latest checkpoint (EMA item only); ``spec`` is
-  the run's :class:`phipd_jax.specs.RunSpec`."""
-  _, exp, restored = saved_run.load_run(workdir, ('ema_params',), steps)
+def load(workdir: str, steps: Optional[int] = None, checkpoint_step: Optional[int] = None):
+  """``(spec, sampler, ema_params)`` of a run's latest checkpoint, or of training step
+  ``checkpoint_step`` (EMA item only); ``spec`` is the run's :class:`phipd_jax.specs.RunSpec`;
+  ``steps`` overrides the sampler's step count."""
+  _, exp, restored = saved_run.load_run(workdir, ('ema_params',), steps, step=checkpoint_step)
   return exp.spec, exp.sampler(), restored['ema_params']
 
 

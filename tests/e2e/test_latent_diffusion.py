@@ -186,7 +186,7 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   the ablation's evaluation (evaluate.py --mode lwd) of it and its autoencoder."""
   config = latent_config
   config.diffusion.lwd.enabled = True
-  config.train.num_steps, config.train.log_every, config.train.checkpoint_every = 40, 10, 40
+  config.train.num_steps, config.train.log_every, config.train.checkpoint_every = 40, 10, 20
   config.optim.learning_rate, config.optim.warmup_steps = 2e-3, 5
   config.sample.write_grids = True
   config.sample.num_generate, config.sample.num_translate = 4, 2
@@ -203,7 +203,8 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   fid_weights = str(tmp_path / 'fid_inception.npz')  # Random weights: the columns' wiring.
   inception.save_npz(fid_reference.random_state_dict(seed=0), fid_weights)
   summary = lwd_study.run_study([ae_run], [workdir], num=8,
-                                batch_size=8, out_dir=str(out), fid_weights=fid_weights)
+                                batch_size=8, out_dir=str(out), fid_weights=fid_weights,
+                                checkpoint_steps=(20,))
   assert sorted(os.listdir(out)) == ['lwd_study.json', 'lwd_study.md', 'lwd_study.png',
                                      'reconstruct_ae0.png', 'samples_run.png']
   ae_row = summary['autoencoders'][0]
@@ -219,6 +220,10 @@ def test_latent_lwd_run_lowers_the_loss_writes_decoded_grids_and_is_evaluated(
   assert run_row['lwd_mask_fraction_s0.10'] == 1.0
   assert run_row['fd_vgg'] > reference_row['fd_vgg'] and run_row['swd_mean'] > 0
   assert '| run | ae0 | True | 0.3 |' in (out / 'lwd_study.md').read_text()
+  # Convergence rows: the step-20 checkpoint sampled and scored like the final one.
+  early, last = summary['convergence']
+  assert (early['checkpoint_step'], last['checkpoint_step']) == (20, 40)
+  assert last['fd_vgg'] == run_row['fd_vgg'] and early['fd_vgg'] != last['fd_vgg']
   # FID / KID columns with the weights given (the LWD paper's table), counts beside them.
   assert run_row['num_samples'] == 8 and np.isfinite(run_row['fid'])
   assert np.isfinite(reconstruction_row['kid_mean']) and 'FID (N)' in (

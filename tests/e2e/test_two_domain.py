@@ -189,6 +189,22 @@ def test_two_domain_run_learns_and_sample_ovg_writes_outputs_and_diagnostics(
   pca = inversion_study.pca_study(str(workdir), num=4, batch_size=4)
   assert set(pca['effective_rank']) == {'x4 source, inverted', 'x8 source, inverted',
                                         'x16 source, inverted', 'N(0, I)'}
+  # Figs. 3 and 4: every source inverted with its class, per-map diagnostics, correlations.
+  sweep = inversion_study.source_sweep(str(workdir), num=4, batch_size=4, num_reference=16)
+  assert list(sweep['sources']) == list(inversion_study.SWEEP_SOURCES)
+  assert [sweep['sources'][s]['class'] for s in ('photo', 'x4', 'x16', 'edges')] == [1, 2, 2, 0]
+  assert len(sweep['per_map']['source_decorrelation']) == 4 * len(inversion_study.SWEEP_SOURCES)
+  assert all(0.0 <= v <= 1.0 for v in sweep['per_map']['source_decorrelation'])
+  assert set(sweep['correlations']) == {'noise_hf_power_ratio', 'hf_texture_ratio',
+                                        'lowpass_structure_corr'}
+  # The x16 source is the photo's 1x1-pixel-per-16x16 copy: its maps differ from the photo's.
+  assert sweep['sources']['x16']['noise_hf_power_ratio'] != sweep['sources']['photo'][
+      'noise_hf_power_ratio']
+  # A kept checkpoint loads by its step; a step not on disk is named with the ones that are.
+  from phipd_jax.evaluation import runs
+  assert runs.load(str(workdir), checkpoint_step=40)[0].train.num_steps == 40
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint of step 20 .*on disk: \[40\]'):
+    runs.load(str(workdir), checkpoint_step=20)
   bad_class = subprocess.run(
       [sys.executable, 'sample.py', '--workdir', str(workdir), '--mode', 'translate',
        '--method', 'ovg', '--input', str(inputs), '--resize', '--target_class', '7'],

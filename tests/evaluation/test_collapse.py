@@ -259,3 +259,25 @@ def test_every_metric_gives_the_same_value_inside_an_outer_jit():
   assert set(jitted) == set(direct)
   for name, value in direct.items():
     np.testing.assert_allclose(jitted[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_fig4_correlations_are_pearson_and_spearman_of_the_pooled_maps():
+  """inversion_study.correlations: numpy's Pearson and the Pearson of ranks, NaN when constant."""
+  from phipd_jax.evaluation import inversion_study
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=300)
+  per_map = {'source_decorrelation': x, 'noise_hf_power_ratio': 2 * x + 0.3 * rng.normal(size=300),
+             'hf_texture_ratio': np.exp(-5 * x), 'lowpass_structure_corr': np.ones(300)}
+  result = inversion_study.correlations(per_map)
+  assert result['noise_hf_power_ratio']['pearson'] == pytest.approx(
+      np.corrcoef(x, per_map['noise_hf_power_ratio'])[0, 1], abs=1e-12)
+  ranks = lambda v: np.argsort(np.argsort(v))
+  assert result['noise_hf_power_ratio']['spearman'] == pytest.approx(
+      np.corrcoef(ranks(x), ranks(per_map['noise_hf_power_ratio']))[0, 1], abs=1e-12)
+  # A monotone falling map: Spearman exactly -1, Pearson above it.
+  assert result['hf_texture_ratio']['spearman'] == pytest.approx(-1.0)
+  assert -1.0 < result['hf_texture_ratio']['pearson'] < -0.8
+  assert math.isnan(result['lowpass_structure_corr']['pearson'])
+  assert result['noise_hf_power_ratio']['count'] == 300
+  with pytest.raises(ValueError, match='hf_texture_ratio'):
+    inversion_study.correlations(dict(per_map, hf_texture_ratio=x[:10]))
