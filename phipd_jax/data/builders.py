@@ -13,6 +13,8 @@ Held-out splits follow fixed, documented rules so that training never sees them:
   every 10th (ids ``i`` with ``i % 10 == 0``) is ``test``, the rest ``train``.
 * ``bsds500``: BSDS500's own ``train``/``val``/``test`` folders, with the mean of the human
   boundary maps as ``boundaries`` (uint8, 255 = every annotator marked a boundary).
+* ``camera_motion_clips``: synthetic 8-frame camera-motion clips (pan, zoom, rotate, mixed)
+  over the BSDS500 photos, with the cameras that give their exact flow; BSDS500's splits.
 
 A prepared copy records what it was built from in :data:`FINGERPRINT_FILE` beside its data: the
 sorted relative names, sizes and modification times of the source files (hashed), or, for
@@ -232,11 +234,60 @@ class Bsds500(_Quiet, tfds.core.GeneratorBasedBuilder):
       yield stem, {'image': _png(image), 'boundaries': _png(boundaries), 'id': stem}
 
 
+class CameraMotionClips(_Quiet, tfds.core.GeneratorBasedBuilder):
+  """Synthetic camera-motion clips over BSDS500 photos, with the cameras that give their exact
+  optical flow (:mod:`phipd_jax.data.clips`).
+
+  Every photo of a BSDS500 split gives one clip per motion (pan, zoom, rotate, mixed) of
+  :attr:`FRAMES` frames of :attr:`SIZE` pixels, drawn from a generator seeded by the photo's id
+  and the motion (the same clips on every machine). Features: ``frames`` (uint8
+  ``[T, S, S, 3]``), ``affines`` (float32 ``[T, 2, 3]``, frame pixel -> photo pixel; the flow is
+  :func:`phipd_jax.data.clips.clip_flow` of them), ``motion`` and ``id`` (``<photo>_<motion>``).
+  The splits are BSDS500's: clips of held-out photos are held out.
+  """
+
+  name = 'camera_motion_clips'
+  VERSION = tfds.core.Version('1.0.0')
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'The BSDS500 folder with images/<split>/*.jpg.'
+  FRAMES = 8
+  SIZE = 64
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            'frames': tfds.features.Tensor(shape=(self.FRAMES, self.SIZE, self.SIZE, 3),
+                                           dtype=np.uint8, encoding='zlib'),
+            'affines': tfds.features.Tensor(shape=(self.FRAMES, 2, 3), dtype=np.float32),
+            'motion': tfds.features.Text(),
+            'id': tfds.features.Text(),
+        }),
+    )
+
+  def _split_generators(self, dl_manager):
+    splits = bsds500_splits(os.fspath(dl_manager.manual_dir))
+    return {split: self._generate_examples(files) for split, files in splits.items() if files}
+
+  def _generate_examples(self, files) -> Iterator:
+    from phipd_jax.data import clips  # pylint: disable=g-import-not-at-top
+    for path in files:
+      stem = os.path.basename(path)[:-4]
+      photo = read_rgb(path)
+      for motion in clips.MOTIONS:
+        seed = int(hashlib.sha256(f'{stem}/{motion}'.encode()).hexdigest()[:8], 16)
+        frames, affines = clips.synthetic_clip(photo, np.random.default_rng(seed), motion,
+                                               self.FRAMES, self.SIZE)
+        key = f'{stem}_{motion}'
+        yield key, {'frames': frames, 'affines': affines, 'motion': motion, 'id': key}
+
+
 BUILDERS = {
     'skimage_photos': (SkimagePhotos, None),
     'edges2shoes_handbags': (Edges2ShoesHandbags,
                              os.path.join(SHARED_DATA, 'edges2shoes_handbags', 'train')),
     'bsds500': (Bsds500, os.path.join(SHARED_DATA, 'bsds500')),
+    'camera_motion_clips': (CameraMotionClips, os.path.join(SHARED_DATA, 'bsds500')),
 }
 
 
@@ -249,7 +300,7 @@ def source_splits(name: str, folder: str) -> dict[str, list[str]]:
   if name == 'edges2shoes_handbags':
     return {split: [path for _, path in files]
             for split, files in pix2pix_splits(pix2pix_files(folder)).items()}
-  if name == 'bsds500':
+  if name in ('bsds500', 'camera_motion_clips'):
     splits = bsds500_splits(folder)
     if not any(splits.values()):
       raise FileNotFoundError(f'no .jpg images in {folder}/images/{{{",".join(splits)}}}')
