@@ -19,6 +19,7 @@ from phipd_jax.models.autoencoder import AUTOENCODER_SIZES, Autoencoder, autoenc
 from phipd_jax.models.autoencoder_kl import AutoencoderKL
 from phipd_jax.models.dit import DIT_SIZES, DiT, count_parameters, dit
 from phipd_jax.models.jit import JIT_SIZES, JiT, SpectralForcing, jit_model
+from phipd_jax.models.video_dit import VIDEO_ATTENTION, VideoDiT
 
 
 def _check_patch(image_size: int, patch_size: int):
@@ -83,6 +84,31 @@ def build_dit(*, size: str, patch_size: int, num_classes: int = 0, dtype: str = 
                          out_channels=2 * in_channels if learn_sigma else None,
                          dtype=jnp.dtype(dtype), attention_impl=attention_impl, remat=remat,
                          time_frequency_shift=time_frequency_shift, rngs=rngs), param_dtype)
+
+
+def build_video_dit(*, size: str, patch_size: int, temporal_patch_size: int = 1,
+                    attention: str = 'full', num_classes: int = 0, dtype: str = 'float32',
+                    param_dtype: str = 'float32', attention_impl: str = 'auto',
+                    remat: str = 'none', in_channels: int, image_size: int,
+                    rngs: nnx.Rngs) -> VideoDiT:
+  """The spatio-temporal DiT (:class:`phipd_jax.models.video_dit.VideoDiT`) of a DiT size for
+  clips of ``image_size``-pixel frames: ``temporal_patch_size`` frames per token,
+  ``attention`` ``'full'`` or ``'factorised'`` (space, then time); the other settings as
+  :func:`build_dit`. The clip length is the data's (``data.frames``), a multiple of
+  ``temporal_patch_size``."""
+  _check_patch(image_size, patch_size)
+  if size not in DIT_SIZES:
+    raise ValueError(f'model.size={size!r} must be one of {sorted(DIT_SIZES)}')
+  if attention not in VIDEO_ATTENTION:
+    raise ValueError(f'model.attention={attention!r} must be one of {list(VIDEO_ATTENTION)}')
+  if temporal_patch_size < 1:
+    raise ValueError(f'model.temporal_patch_size={temporal_patch_size} must be >= 1')
+  depth, hidden, heads = DIT_SIZES[size]
+  return cast_params(VideoDiT(
+      in_channels=in_channels, patch_size=patch_size, hidden=hidden, depth=depth, heads=heads,
+      temporal_patch_size=temporal_patch_size, attention=attention, num_classes=num_classes,
+      dtype=jnp.dtype(dtype), attention_impl=attention_impl, remat=remat, rngs=rngs),
+      param_dtype)
 
 
 def spectral_forcing_from_settings(settings: Optional[dict]) -> Optional[SpectralForcing]:
@@ -154,9 +180,11 @@ def build_autoencoder_kl(*, latent_channels: int = 4,
 
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {'dit': build_dit, 'jit': build_jit,
+                                                'video_dit': build_video_dit,
                                                 'autoencoder': build_autoencoder,
                                                 'autoencoder_kl': build_autoencoder_kl}
-SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES, 'autoencoder': AUTOENCODER_SIZES}
+SIZES = {'dit': DIT_SIZES, 'jit': JIT_SIZES, 'video_dit': DIT_SIZES,
+         'autoencoder': AUTOENCODER_SIZES}
 # Size names a model also takes besides its SIZES: DiT's 'custom' (explicit depth, hidden, heads:
 # a converted checkpoint of no named size).
 EXTRA_SIZES = {'dit': ('custom',)}
@@ -174,7 +202,8 @@ def parameter_shapes(params) -> dict[str, tuple[int, ...]]:
   return {'.'.join(map(str, path)): tuple(leaf.shape)
           for path, leaf in nnx.to_flat_state(params)}
 # The objective that trains each model (experiment.Experiment.loss_fn dispatches on it).
-OBJECTIVES = {'dit': 'diffusion', 'jit': 'diffusion', 'autoencoder': 'autoencoder',
+OBJECTIVES = {'dit': 'diffusion', 'jit': 'diffusion', 'video_dit': 'diffusion',
+              'autoencoder': 'autoencoder',
               'autoencoder_kl': 'autoencoder'}
 
 
