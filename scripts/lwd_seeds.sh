@@ -4,7 +4,8 @@
 #   1. the paper's regime for the scale-consistent term: one plain autoencoder trained from
 #      scratch (alpha 0), then fine-tuned from it with the term (alpha 0.25) or without it (the
 #      control, alpha 0), 3 seeds each;
-#   2. flow matching on the seed-0 fine-tuned latents, 3 seeds per cell, equal steps: the ell
+#   2. flow matching on the seed-0 fine-tuned latents, seeds FM_SEEDS (default 0 1: a third did
+#      not fit the session) per cell, equal steps: the ell
 #      sweep (0, 0.1, 0.3, 0.5, 0.7) and no mask on the scale-consistent codec, ell 0.3 and no
 #      mask on the control codec (with ell 0.3 / no mask x both codecs = the 2x2 ablation);
 #      checkpoints at a third and two thirds of training are kept for the convergence curves;
@@ -13,8 +14,10 @@
 #
 #   bash scripts/lwd_seeds.sh [RUNS_DIR] [OUT_DIR] [FM_STEPS] [FINETUNE_STEPS]
 #
-# Budget on 2 CPU cores at the defaults (240 flow-matching steps, 40 fine-tune steps): about 9 min
-# for the base autoencoder, 10 min of fine-tunes, 32 min of flow matching, 15 min of evaluation.
+# Budget on 2 CPU cores at the defaults (240 flow-matching steps, 40 fine-tune steps), measured
+# while sharing the cores with the collapse study: 7 min for the base autoencoder, 11 min of
+# fine-tunes, about 3 min per flow-matching run (16 runs; 74 s of it caching the latents), about
+# 25 min of evaluation per seed (8 runs x 3 checkpoints).
 # Rerunning skips finished runs (train.py resumes) and redoes the evaluations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +42,7 @@ if [[ $stage != eval ]]; then
           --config.optim.ema_decay=0.9 --workdir "$runs/ae_ft_${kind}_s$seed"
     done
   done
-  for seed in 0 1 2; do
+  for seed in ${FM_SEEDS:-0 1}; do
     for cell in "${cells[@]}"; do
       "$python" train.py --config "$fm:cpu,${cell#*:}" --config.codec.workdir="$runs/ae_ft_${cell%%:*}_s0" \
           --config.seed="$seed" --config.train.num_steps="$steps" \
@@ -52,7 +55,7 @@ if [[ $stage != train ]]; then
   aes="$runs/ae_base"
   for seed in 0 1 2; do aes+=",$runs/ae_ft_sc_s$seed,$runs/ae_ft_plain_s$seed"; done
   "$python" evaluate.py --mode lwd --autoencoders "$aes" --num 200 --out_dir "$out/autoencoders"
-  for seed in 0 1 2; do
+  for seed in ${FM_SEEDS:-0 1}; do
     dirs=""
     for cell in "${cells[@]}"; do dirs+="${dirs:+,}$runs/$(name "$cell")_s$seed"; done
     "$python" evaluate.py --mode lwd --workdirs "$dirs" --num 100 \
