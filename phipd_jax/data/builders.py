@@ -194,7 +194,16 @@ def bsds500_truth(image_path: str) -> str:
   return os.path.join(os.path.dirname(split_dir), 'groundTruth', split, name[:-4] + '.mat')
 
 
-class Bsds500(_Quiet, tfds.core.GeneratorBasedBuilder):
+class _Bsds500Splits:
+  """Mixin: one split per BSDS500 split folder of ``manual_dir`` that holds images."""
+
+  def _split_generators(self, dl_manager):
+    splits = bsds500_splits(os.fspath(dl_manager.manual_dir))
+    # tfds cannot write an empty split: a split folder without images is left out.
+    return {split: self._generate_examples(files) for split, files in splits.items() if files}
+
+
+class Bsds500(_Bsds500Splits, _Quiet, tfds.core.GeneratorBasedBuilder):
   """BSDS500 photos with the mean human boundary map (Arbelaez et al., TPAMI 2011)."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -210,11 +219,6 @@ class Bsds500(_Quiet, tfds.core.GeneratorBasedBuilder):
             'id': tfds.features.Text(),
         }),
     )
-
-  def _split_generators(self, dl_manager):
-    splits = bsds500_splits(os.fspath(dl_manager.manual_dir))
-    # tfds cannot write an empty split: a split folder without images is left out.
-    return {split: self._generate_examples(files) for split, files in splits.items() if files}
 
   def _generate_examples(self, files) -> Iterator:
     import scipy.io  # pylint: disable=g-import-not-at-top
@@ -234,7 +238,7 @@ class Bsds500(_Quiet, tfds.core.GeneratorBasedBuilder):
       yield stem, {'image': _png(image), 'boundaries': _png(boundaries), 'id': stem}
 
 
-class CameraMotionClips(_Quiet, tfds.core.GeneratorBasedBuilder):
+class CameraMotionClips(_Bsds500Splits, _Quiet, tfds.core.GeneratorBasedBuilder):
   """Synthetic camera-motion clips over BSDS500 photos, with the cameras that give their exact
   optical flow (:mod:`phipd_jax.data.clips`).
 
@@ -264,10 +268,6 @@ class CameraMotionClips(_Quiet, tfds.core.GeneratorBasedBuilder):
             'id': tfds.features.Text(),
         }),
     )
-
-  def _split_generators(self, dl_manager):
-    splits = bsds500_splits(os.fspath(dl_manager.manual_dir))
-    return {split: self._generate_examples(files) for split, files in splits.items() if files}
 
   def _generate_examples(self, files) -> Iterator:
     from phipd_jax.data import clips  # pylint: disable=g-import-not-at-top

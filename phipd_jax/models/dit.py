@@ -172,14 +172,21 @@ class DiT(nnx.Module):
     grid_h, grid_w = height // p, width // p
     tokens = self.patch_embed(x_t.astype(self.dtype)).reshape(batch, grid_h * grid_w, self.hidden)
     tokens = tokens + sincos_positions_2d(grid_h, grid_w, self.hidden).astype(self.dtype)
-    c = self.time_embed(jnp.broadcast_to(t, (batch,)))
-    if self.num_classes:
-      labels = jnp.full((batch,), self.num_classes, jnp.int32) if y is None else y
-      c = c + self.label_embed(labels)
+    c = conditioning(self, t, y, batch)
     for block in self.blocks:
       tokens = call_block(block, self.remat, tokens, c)
     out = self.final(tokens, c)  # [B, T, p * p * C_out]
     return unpatchify(out, grid_h, grid_w, p).astype(jnp.float32)
+
+
+def conditioning(model: nnx.Module, t: Array, y: Optional[Array], batch: int) -> Array:
+  """The adaLN conditioning ``[B, D]`` of a DiT-family model: the timestep embedding of ``t``
+  plus, for a class-conditional model, the label embedding (``y=None``: the null label)."""
+  c = model.time_embed(jnp.broadcast_to(t, (batch,)))
+  if model.num_classes:
+    labels = jnp.full((batch,), model.num_classes, jnp.int32) if y is None else y
+    c = c + model.label_embed(labels)
+  return c
 
 
 def dit(size: str, *, in_channels: int, patch_size: int, num_classes: int = 0,

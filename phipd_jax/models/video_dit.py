@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from phipd_jax.models.dit import Attention, FinalLayer
+from phipd_jax.models.dit import Attention, DiTBlock, FinalLayer, conditioning
 from phipd_jax.models.layers import (Linear, TimestepEmbedder, call_block,
                                      check_attention_implementation, check_remat, modulate,
                                      sincos_positions_2d)
@@ -38,7 +38,6 @@ Array = jax.Array
 
 VIDEO_ATTENTION = ('full', 'factorised')
 
-_xavier = nnx.initializers.xavier_uniform()
 _zeros = nnx.initializers.zeros_init()
 
 
@@ -56,12 +55,12 @@ def sincos_positions_time(frames: int, dim: int) -> Array:
   return jnp.concatenate([jnp.sin(angle), jnp.cos(angle) - 1.0], axis=1)
 
 
-class VideoDiTBlock(nnx.Module):
+class VideoDiTBlock(DiTBlock):
   """A DiT block over a clip's tokens ``[B, T', N, D]`` (module docstring).
 
-  ``norm1``, ``attn``, ``norm2``, ``mlp_in``, ``mlp_out`` and ``adaln`` are the image block's
-  (DiT Fig. 3); ``'factorised'`` adds ``norm_time``, ``attn_time`` and ``adaln_time`` (shift,
-  scale and a zero-initialised gate for the temporal attention).
+  The image block's layers (:class:`phipd_jax.models.dit.DiTBlock`, DiT Fig. 3) under their
+  names; ``'factorised'`` adds ``norm_time``, ``attn_time`` and ``adaln_time`` (shift, scale and
+  a zero-initialised gate for the temporal attention).
   """
 
   def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0, *,
@@ -69,17 +68,12 @@ class VideoDiTBlock(nnx.Module):
                rngs: nnx.Rngs):
     if attention not in VIDEO_ATTENTION:
       raise ValueError(f'model.attention={attention!r} must be one of {VIDEO_ATTENTION}')
+    super().__init__(hidden, heads, mlp_ratio, dtype=dtype, attention_impl=attention_impl,
+                     rngs=rngs)
     self.factorised = attention == 'factorised'
-    norm = dict(use_scale=False, use_bias=False, epsilon=1e-6, rngs=rngs)
-    self.norm1 = nnx.LayerNorm(hidden, **norm)
-    self.attn = Attention(hidden, heads, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
-    self.norm2 = nnx.LayerNorm(hidden, **norm)
-    mlp_hidden = int(hidden * mlp_ratio)
-    self.mlp_in = Linear(hidden, mlp_hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-    self.mlp_out = Linear(mlp_hidden, hidden, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-    self.adaln = Linear(hidden, 6 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
     if self.factorised:
-      self.norm_time = nnx.LayerNorm(hidden, **norm)
+      self.norm_time = nnx.LayerNorm(hidden, use_scale=False, use_bias=False, epsilon=1e-6,
+                                     rngs=rngs)
       self.attn_time = Attention(hidden, heads, dtype=dtype, attention_impl=attention_impl,
                                  rngs=rngs)
       self.adaln_time = Linear(hidden, 3 * hidden, kernel_init=_zeros, dtype=dtype, rngs=rngs)
@@ -173,10 +167,7 @@ class VideoDiT(nnx.Module):
     positions = (sincos_positions_2d(grid_h, grid_w, self.hidden)[None]
                  + sincos_positions_time(grid_t, self.hidden)[:, None])
     tokens = tokens + positions.astype(self.dtype)
-    c = self.time_embed(jnp.broadcast_to(t, (batch,)))
-    if self.num_classes:
-      labels = jnp.full((batch,), self.num_classes, jnp.int32) if y is None else y
-      c = c + self.label_embed(labels)
+    c = conditioning(self, t, y, batch)
     for block in self.blocks:
       tokens = call_block(block, self.remat, tokens, c)
     out = self.final(tokens.reshape(batch, grid_t * grid_h * grid_w, self.hidden), c)
