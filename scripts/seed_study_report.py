@@ -74,6 +74,8 @@ def welch(a: dict, b: dict) -> float | None:
 def fmt(summary: dict | None, spec: str = '.3f') -> str:
   if not summary or summary['mean'] is None:
     return ''
+  if abs(summary['mean']) >= 1e4:  # A diverged inversion: orders of magnitude, not decimals.
+    spec = '.2e'
   return f"{summary['mean']:{spec}} ± {summary['std']:{spec}}"
 
 
@@ -205,11 +207,16 @@ def collapse_markdown(summary: dict) -> str:
   for e in summary['sweep']:
     lines.append(f"| {VARIANT_TITLES.get(e['variant'], e['variant'])} | {e['source']} | " +
                  ' | '.join(fmt(e[m]) for m in SWEEP_METRICS) + ' |')
-  lines += ['', '**eps vs x0 target** (DDIM runs, Welch p of the difference per source)', '',
-            '| source | ' + ' | '.join(SWEEP_METRICS) + ' |', '|---|' + '---:|' * len(SWEEP_METRICS)]
-  for t in summary['target']:
-    lines.append(f"| {t['source']} | " + ' | '.join(pvalue(t[f'p_{m}']) for m in SWEEP_METRICS)
-                 + ' |')
+  tested = [t for t in summary['target'] if any(t[f'p_{m}'] is not None for m in SWEEP_METRICS)]
+  if tested:
+    lines += ['', '**eps vs x0 target** (DDIM runs, Welch p of the difference per source)', '',
+              '| source | ' + ' | '.join(SWEEP_METRICS) + ' |',
+              '|---|' + '---:|' * len(SWEEP_METRICS)]
+    for t in tested:
+      lines.append(f"| {t['source']} | " + ' | '.join(pvalue(t[f'p_{m}'])
+                                                     for m in SWEEP_METRICS) + ' |')
+  elif summary['target']:
+    lines += ['', '**eps vs x0 target**: fewer than 2 seeds of one of them, no test.']
   lines += ['', '**Fig. 4 correlations** (per map, all sources pooled; Pearson, mean ± std over '
             'seeds)', '', '| run | S_DC vs noise HF | S_DC vs HF tex | S_DC vs S_LF |',
             '|---|---:|---:|---:|']

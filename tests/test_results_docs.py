@@ -93,3 +93,33 @@ def test_lora_reading_follows_its_numbers():
     assert at[('base', task)]['gradient_correlation'] < at[('full', task)]['gradient_correlation']
   assert '"LoRA suffices to move a pretrained model to structured noise": holds at this scale' in (
       _text())
+
+
+def _seed_study(name):
+  with open(os.path.join(RESULTS, name, f'{name}.json')) as f:
+    return json.load(f)
+
+
+def test_lwd_seed_reading_follows_its_numbers():
+  """The scale term lowers the latent high frequencies in every seed at < 0.3 dB; at 240 steps
+  every stricter mask (ell 0, 0.1, 0.3) is behind no mask, at the end and at every checkpoint."""
+  study = _seed_study('lwd_seeds')
+  ae = {e['variant']: e for e in study['autoencoders']}
+  sc, plain = ae['ae_ft_sc'], ae['ae_ft_plain']
+  assert sc['seeds'] == plain['seeds'] == 3
+  assert max(sc['latent_high_frequency_share']['values']) < min(
+      plain['latent_high_frequency_share']['values'])
+  assert abs(sc['psnr']['mean'] - plain['psnr']['mean']) < 0.3
+  cells = {c['variant']: c for c in study['cells']}
+  convergence = {(c['variant'], c['checkpoint_step']): c for c in study['convergence']}
+  for ell in ('0.0', '0.1', '0.3'):
+    cell = f'sc_ell{ell}'
+    assert cells[cell]['seeds'] >= 2
+    assert cells[cell]['swd_mean']['mean'] > cells['sc_nolwd']['swd_mean']['mean'], cell
+    for step in (80, 160, 240):
+      assert (convergence[(cell, step)]['fd_vgg']['mean']
+              > convergence[('sc_nolwd', step)]['fd_vgg']['mean']), (cell, step)
+  assert cells['plain_ell0.3']['swd_mean']['mean'] > cells['plain_nolwd']['swd_mean']['mean']
+  text = _text()
+  assert 'ell = 0.3 is not optimal here; no ell beats no mask' in text
+  assert 'Faster convergence is not reproduced' in text
