@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The spectral-collapse / OVG claims with 3 training seeds (docs/results.md, "Spectral collapse
-# and OVG: three seeds"): per seed, class-conditional two-domain runs that differ in one thing
+# and OVG", subsection "Three seeds"): per seed, class-conditional two-domain runs that differ in one thing
 # each (EDM; DDIM with the eps target; for the seeds in X0_SEEDS, default 0, DDIM with the x0
 # target, everything else equal: its inversion diverges on the linspace grid, whose first step
 # starts at sigma = 0, so one seed shows it), then per seed

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The Latent Wavelet Diffusion claims with 3 seeds (docs/results.md, "Latent Wavelet Diffusion:
-# three seeds"):
+# The Latent Wavelet Diffusion claims with seeds (docs/results.md, "Latent Wavelet Diffusion",
+# subsection "Three seeds"):
 #   1. the paper's regime for the scale-consistent term: one plain autoencoder trained from
 #      scratch (alpha 0), then fine-tuned from it with the term (alpha 0.25) or without it (the
 #      control, alpha 0), 3 seeds each;

@@ -123,3 +123,32 @@ def test_lwd_seed_reading_follows_its_numbers():
   text = _text()
   assert 'ell = 0.3 is not optimal here; no ell beats no mask' in text
   assert 'Faster convergence is not reproduced' in text
+
+
+def test_collapse_seed_reading_follows_its_numbers():
+  """With 3 seeds OVG's DDIM structure gain is inside the spread while its FD-VGG loss is not;
+  EDM + OVG is best on neither axis; Fig. 3 falls in every DDIM seed; the Fig. 4 correlation of
+  S_DC with the output texture is negative in every run; the x0 target diverged."""
+  study = _seed_study('collapse_seeds')
+  frontier = {(e['variant'], e['method']): e for e in study['frontier'] if e['task'] == 'edges'}
+  for variant in ('edm', 'ddim_eps'):
+    for method in ('invert', 'ovg'):
+      assert frontier[(variant, method)]['seeds'] == 3
+  delta = {d['variant']: d for d in study['ovg_vs_invert']}
+  assert delta['ddim_eps']['p_gradient_correlation'] > 0.05
+  assert delta['ddim_eps']['delta_fd_vgg'] > 0 and delta['ddim_eps']['p_fd_vgg'] < 0.05
+  for metric in ('gradient_correlation', 'edge_f', 'fd_vgg'):
+    assert delta['edm'][f'p_{metric}'] > 0.05, metric
+  mean = lambda v, m, k: frontier[(v, m)][k]['mean']
+  edm_ovg = (mean('edm', 'ovg', 'gradient_correlation'), mean('edm', 'ovg', 'fd_vgg'))
+  assert edm_ovg[0] < max(mean('ddim_eps', m, 'gradient_correlation') for m in ('invert', 'ovg'))
+  assert edm_ovg[1] > mean('edm', 'invert', 'fd_vgg')
+  assert frontier[('ddim_x0', 'invert')]['noise_hf_power_ratio']['mean'] > 1e3
+  assert study['pca_trend']['ddim_eps']['seeds_strictly_falling'] == 3
+  assert study['pca_trend']['edm']['seeds_strictly_falling'] == 2
+  for variant in ('edm', 'ddim_eps'):
+    assert max(study['correlations'][variant]['hf_texture_ratio']['pearson']['values']) < 0
+  text = _text()
+  assert 'OVG does not extend the frontier beyond plain inversion, with three seeds' in text
+  assert 'EDM + OVG is not the best configuration here' in text
+  assert 'Fig. 4 in our reading: the sign is the opposite' in text
