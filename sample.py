@@ -12,6 +12,11 @@ r"""Samples from a trained run: generation, structure-aligned translation, or in
   # Deterministic inversion -> <output>/inverted.npz (noise + diagnostics), noise.png, spectrum.png
   python sample.py --workdir runs/quickstart --mode invert --input photos/ --output out/invert
 
+  # Clip runs (configs/clips_phipd.py): a video file, a frame folder or a folder of them ->
+  # <name>_clip<k>.mp4 / .gif per clip, grid.png, temporal.json (warping error, flicker)
+  python sample.py --workdir runs/clips --mode translate --input clip.mp4 --method phipd \
+      --radius 4 --video flow_warped --output out/clips
+
   # Multi-domain runs (configs/edges2shoes_two_domain.py): invert with the source class, sample
   # the target class (ovg: with Orthogonal Variance Guidance); also writes the inverted noise.
   python sample.py --workdir runs/ovg/edm_cpu --mode translate --input edges/ --resize \
@@ -40,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from phipd_jax import (console, experiment, inputs, sampling, saved_run, translate_folder,
-                       writers)
+                       video_noise, writers)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by train.py.')
 _MODE = flags.DEFINE_enum('mode', 'generate', ['generate', 'translate', 'invert'], 'What to do.')
@@ -72,6 +77,12 @@ _STEPS = flags.DEFINE_integer('steps', None, 'Sampler steps (default: config sam
                               lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per compiled batch.', lower_bound=1)
+_VIDEO = flags.DEFINE_enum('video', None, list(video_noise.VIDEO_OPTIONS), 'Clip runs: how '
+                           'the clip noise is made (default: the run\'s config noise.video).')
+_STRIDE = flags.DEFINE_integer('stride', 1, 'Clip runs: take every stride-th frame.',
+                               lower_bound=1)
+_FPS = flags.DEFINE_float('fps', 8.0, 'Clip runs: frames per second of the written videos.',
+                          lower_bound=0.1)
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show library logs.')
 flags.mark_flag_as_required('workdir')
 FLAG_NAMES = {'method': '--method', 'radius': '--radius', 'strength': '--strength', 'source':
@@ -87,7 +98,8 @@ def check_flags():
     raise ValueError('--resize and --any_size exclude each other')
   if _MODE.value in ('translate', 'invert'):
     if not _INPUT.value:
-      raise ValueError(f'--mode {_MODE.value} needs --input (an image file or a folder)')
+      raise ValueError(f'--mode {_MODE.value} needs --input (an image file or a folder; a '
+                       'video file or frame folder for a clip run)')
     if not os.path.exists(_INPUT.value):
       raise FileNotFoundError(f'--input {_INPUT.value} does not exist')
 
@@ -115,8 +127,17 @@ def main(argv):
   by_method = _MODE.value == 'translate' or sampling.METHODS[_METHOD.value].conditional
   sampling.check(_METHOD.value if by_method else None, chosen, sampling.Capabilities(
       config.model.num_classes or None, experiment.build_process(config.diffusion)), FLAG_NAMES)
+  clip_run = bool(config.data.frames)
+  if _VIDEO.value and not clip_run:
+    raise ValueError('--video is a clip-run flag; this run trains on images (data.frames=0)')
+  if clip_run and _MODE.value == 'invert':
+    raise ValueError('--mode invert: clip runs translate (phipd, sdedit) or generate')
+  clips = None
+  if clip_run and _MODE.value == 'translate':  # Read (and refused) before the checkpoint loads.
+    clips, failures = inputs.read_clip_inputs(_INPUT.value, config.data.frames,
+                                              config.data.image_size, _STRIDE.value)
   config, exp, restored = saved_run.load_run(_WORKDIR.value, ('ema_params',), _STEPS.value)
-  sampler, params = exp.sampler(), restored['ema_params']
+  sampler, params = exp.sampler(video=_VIDEO.value), restored['ema_params']
   output = _OUTPUT.value or os.path.join(_WORKDIR.value, f'sample_{_MODE.value}')
   os.makedirs(output, exist_ok=True)
   key = jax.random.key(_SEED.value)
@@ -125,9 +146,22 @@ def main(argv):
     samples = np.asarray(sampler.generate(params, key, (_NUM.value,) + exp.image_shape, labels,
                                           config.sample.guidance_scale))
     np.savez(os.path.join(output, 'samples.npz'), samples=samples)
-    writers.save_png(os.path.join(output, 'samples.png'), writers.sample_grid(samples))
+    if clip_run:  # Rows of frames, and one GIF per clip.
+      writers.save_png(os.path.join(output, 'samples.png'), writers.clip_grid(
+          list(samples), [f'sample {i}' for i in range(len(samples))]))
+      for i, clip in enumerate(samples):
+        writers.write_video(os.path.join(output, f'sample_{i:03d}.gif'), clip, _FPS.value)
+    else:
+      writers.save_png(os.path.join(output, 'samples.png'), writers.sample_grid(samples))
     print(f'wrote {len(samples)} samples to {output}/samples.png and samples.npz')
     return
+  if clip_run:
+    count, message = translate_folder.translate_clips(
+        sampler, params, clips, output, _METHOD.value, chosen, key=key,
+        batch_size=_BATCH.value, run_name=os.path.basename(os.path.normpath(_WORKDIR.value)),
+        option=_VIDEO.value or config.noise.video, fps=_FPS.value)
+    print(f'{message}; {failures} failed')
+    sys.exit(1 if failures else 0)
   factor = exp.image_shape[0] // exp.model_shape[0]  # A latent run's inputs: x the codec's.
   images, failures = inputs.read_inputs(
       _INPUT.value, config.data.image_size, config.model.patch_size * factor,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
+import warnings
 from typing import Callable
 
 from absl import app, logging
@@ -33,6 +34,9 @@ def configure(verbose: bool = False):
     # still holds back tfds's warnings (logged through absl).
     std_logging.getLogger('absl').setLevel(std_logging.ERROR)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    # imageio-ffmpeg runs ffmpeg as a subprocess (video reading and writing): a fork+exec of a
+    # binary, which JAX's fork warning (meant for Python children) does not concern.
+    warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called', category=RuntimeWarning)
 
 
 def run(main: Callable[[list], None]):

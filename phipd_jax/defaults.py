@@ -35,6 +35,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # entry's index; an entry is a feature or '<feature>:down<k>' (x k nearest down-up after the
   # crop). E.g. ('edges', 'photo'): edge maps = class 0, photos = class 1. () = off.
   data.domains = ()
+  # Clips: 0 = images [B, H, W, C]; T >= 1 = clips [B, T, H, W, C] of the first T frames of each
+  # record's data.image_key (a clip dataset: camera_motion_clips, video_folder_clips) with its
+  # forward optical flow (batch['flow'], [B, T - 1, H, W, 2], pixels). Needs model.name='video_dit'.
+  data.frames = 0
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'dit'  # 'dit' (latent-style DiT) or 'jit' (pixel-space JiT).
@@ -123,6 +127,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   noise.magnitude = 'gaussian'  # 'gaussian' or 'rayleigh'.
   noise.scale = 1.0  # Noise std multiplier (JiT's s; training and sampling).
   noise.pad_factor = 0.0  # Mirror padding before the FFT; 0 = the mode's own (paper 1, ref 1.5).
+  # Clips (data.frames > 0): how a clip's noise is made (phipd_jax.video_noise.VIDEO_OPTIONS):
+  # 'per_frame' (the paper: independent per frame), 'shared_magnitude', 'spatiotemporal' (3-D
+  # FFT) or 'flow_warped' (Gaussian transported along the flow, then FSS per frame).
+  noise.video = 'per_frame'
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.learning_rate = 3e-4

@@ -21,7 +21,7 @@ from flax import nnx
 
 from phipd_jax import defaults, latent, lora as lora_lib, losses, models, noise as noise_lib
 from phipd_jax import sampling
-from phipd_jax import sharding as sharding_lib, specs, training
+from phipd_jax import sharding as sharding_lib, specs, training, video_noise
 from phipd_jax.diffusion import objectives, processes
 
 Array = jax.Array
@@ -51,12 +51,19 @@ def build_process(diffusion: ml_collections.ConfigDict) -> processes.Process:
     return processes.build(kind, diffusion[kind].to_dict())
 
 
-def build_noise_fn(noise: specs.NoiseSpec, kind: Optional[str] = None) -> Callable:
-  """``noise_fn(key, x0, radius=None)`` of the noise spec (``kind`` overrides its kind)."""
+def build_noise_fn(noise: specs.NoiseSpec, kind: Optional[str] = None,
+                   clips: bool = False) -> Callable:
+  """``noise_fn(key, x0, radius=None)`` of the noise spec (``kind`` overrides its kind); for
+  clips (``data.frames > 0``) ``noise_fn(key, x0, radius=None, flow=None)`` of the
+  ``noise.video`` option (:func:`phipd_jax.video_noise.video_noise_fn`)."""
   kind = kind or noise.kind
   if kind not in noise_lib.NOISE_KINDS:
     _fail('noise.kind', kind, f'must be one of {noise_lib.NOISE_KINDS}')
+  if noise.video not in video_noise.VIDEO_OPTIONS:
+    _fail('noise.video', noise.video, f'must be one of {video_noise.VIDEO_OPTIONS}')
   with field('noise', noise):
+    if clips:
+      return video_noise.video_noise_fn(kind, noise.video, **noise.settings())
     return noise_lib.noise_fn(kind, **noise.settings())
 
 
@@ -121,7 +128,7 @@ class Experiment:
     prediction: the network's prediction type.
     optimizer: the optax transformation; ``learning_rate`` its schedule.
     image_shape: ``(H, W, C)`` of the space the diffusion runs in (of the images, for an
-      autoencoder run).
+      autoencoder run); ``(T, H, W, C)`` for a clip run (``data.frames = T``).
     objective: what trains the model, declared by its registry entry
       (:data:`phipd_jax.models.OBJECTIVES`): ``'diffusion'`` or ``'autoencoder'``.
     model_shape: ``(h, w, c)`` of the space the network sees: ``image_shape`` in pixel space,
@@ -149,6 +156,11 @@ class Experiment:
   codec_experiment: Any = dataclasses.field(default=None, compare=False)
   codec: Optional[latent.Codec] = dataclasses.field(default=None, compare=False)
   lora_base: Any = dataclasses.field(default=None, compare=False)
+
+  @property
+  def is_clip(self) -> bool:
+    """True for a clip run (``data.frames > 0``): arrays ``[B, T, H, W, C]``."""
+    return bool(self.spec.data.frames)
 
   @property
   def is_latent(self) -> bool:
@@ -200,7 +212,7 @@ class Experiment:
   def model_init_params(self, key: Array):
     """Fresh parameters of the network (``nnx.State`` of ``nnx.Param``) from ``key``."""
     return nnx.state(build_model(self.spec.model, nnx.Rngs(key), self.model_shape[-1],
-                                 self.model_shape[0]), nnx.Param)
+                                 self.model_shape[-3]), nnx.Param)
 
   def init_params(self, key: Array):
     """Fresh trainable parameters from ``key``: the network's (:meth:`model_init_params`), or
@@ -288,16 +300,28 @@ class Experiment:
                        'exp.with_codec(saved_run.load_codec(exp))')
     return self.codec or latent.identity_codec(self.image_shape[-1])
 
-  def sampler(self, num_steps: Optional[int] = None,
-              method: Optional[str] = None) -> sampling.Sampler:
+  def sampler(self, num_steps: Optional[int] = None, method: Optional[str] = None,
+              video: Optional[str] = None) -> sampling.Sampler:
     """The :class:`~phipd_jax.sampling.Sampler` of the run's ``config.sample`` settings
-    (``num_steps`` and ``method`` override the config's)."""
+    (``num_steps`` and ``method`` override the config's; ``video`` the clip noise option
+    ``config.noise.video`` of a clip run, one of :data:`phipd_jax.video_noise.VIDEO_OPTIONS`).
+
+    Raises:
+      ValueError: ``video`` on an image run, or not a video option.
+    """
+    noise = self.spec.noise
+    if video is not None:
+      if not self.is_clip:
+        raise ValueError(f'sampler: video={video!r} is a clip option; this run has images')
+      if video not in video_noise.VIDEO_OPTIONS:
+        raise ValueError(f'sampler: video={video!r} must be one of {video_noise.VIDEO_OPTIONS}')
+      noise = dataclasses.replace(noise, video=video)
     sample = self.spec.sample
     return sampling.Sampler(
         process=self.process, graphdef=self.graphdef, prediction=self.prediction,
         method=method or sample.sampler, num_steps=num_steps or sample.num_steps,
-        noise_fn=build_noise_fn(self.spec.noise, 'fss'),
-        gaussian_fn=build_noise_fn(self.spec.noise, 'gaussian'),
+        noise_fn=build_noise_fn(noise, 'fss', self.is_clip),
+        gaussian_fn=build_noise_fn(noise, 'gaussian', self.is_clip),
         null_label=self.num_classes or None,
         guidance_interval=tuple(sample.guidance_interval) or None, clip_x0=sample.clip_x0,
         guidance_channels=sample.guidance_channels,
@@ -375,6 +399,38 @@ def _check_autoencoder(spec: specs.RunSpec):
           f'{side} (or set autoencoder.alpha = 0)')
 
 
+CLIP_MODELS = ('video_dit',)
+
+
+def _check_clips(spec: specs.RunSpec, frames: int):
+  """A clip run (``data.frames > 0``) needs a clip model in pixel space, a clip length its
+  temporal patches divide, and no image-only section; an image run, an image model."""
+  name = spec.model['name']
+  if not frames:
+    if name in CLIP_MODELS:
+      _fail('data.frames', 0, f"model.name={name!r} trains on clips: set data.frames to the clip "
+            "length (and data.name to a clip dataset, e.g. 'camera_motion_clips')")
+    if spec.noise.video != 'per_frame':
+      _fail('noise.video', spec.noise.video, "is a clip setting: needs data.frames > 0 "
+            "(leave it 'per_frame' for images)")
+    return
+  if name not in CLIP_MODELS:
+    _fail('model.name', name, f'data.frames={frames} gives clips [B, T, H, W, C]: the model '
+          f'must be one of {CLIP_MODELS}')
+  temporal = spec.model.get('temporal_patch_size', 1)
+  if isinstance(temporal, int) and temporal >= 1 and frames % temporal:
+    _fail('data.frames', frames, f'must be a multiple of model.temporal_patch_size={temporal}')
+  if spec.codec.workdir:
+    _fail('codec.workdir', spec.codec.workdir, 'clip runs are pixel-space only (no codec yet)')
+  if spec.diffusion['lwd']['enabled']:
+    _fail('diffusion.lwd.enabled', True, 'the LWD mask is defined on images, not clips')
+  if spec.data.domains:
+    _fail('data.domains', spec.data.domains, 'multi-domain data is image-only')
+  if spec.noise.video != 'per_frame' and spec.noise.mode != 'paper':
+    _fail('noise.mode', spec.noise.mode, f"noise.video={spec.noise.video!r} implements "
+          "mode='paper' only")
+
+
 def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] = None,
           codec_source: Optional[str] = None) -> Experiment:
   """Validates ``config`` by building every part of the run; cheap (no arrays are allocated).
@@ -410,11 +466,15 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
   if loss_space == 'v' and not process.velocity_loss:
     _fail('diffusion.loss_space', loss_space, "'v' needs diffusion.process='flow'")
   losses.lwd_settings(spec.diffusion['lwd'], process)
-  noise_fn = build_noise_fn(spec.noise)
+  objective = models.objective(spec.model['name'])
+  frames = spec.data.frames
+  _check_clips(spec, frames)
+  noise_fn = build_noise_fn(spec.noise, clips=bool(frames))
   optimizer, schedule = training.build_optimizer(spec.optim, spec.train.num_steps)
   image_shape = (spec.data.image_size, spec.data.image_size, 3)
+  if frames:
+    image_shape = (frames,) + image_shape
   model_shape, codec_exp = image_shape, None
-  objective = models.objective(spec.model['name'])
   codec_source = codec_source or spec.codec.workdir
   if codec_source:
     codec_exp = _codec_experiment(spec, objective, codec_source)
@@ -422,7 +482,7 @@ def build(config: ml_collections.ConfigDict, data_parallel_size: Optional[int] =
     model_shape = (image_shape[0] // factor, image_shape[1] // factor,
                    codec_exp.spec.model['latent_channels'])
   model = nnx.eval_shape(lambda: build_model(spec.model, nnx.Rngs(0), model_shape[-1],
-                                             model_shape[0]))
+                                             model_shape[-3]))
   if spec.lora is not None and spec.lora.rank:
     _check_lora(spec, objective, nnx.state(model, nnx.Param))
   if objective == 'autoencoder':  # After the model: its builder checks the downsampling first.

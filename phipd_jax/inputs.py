@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from phipd_jax.data import pipeline
+from phipd_jax.data import pipeline, videos
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
@@ -129,3 +129,29 @@ def batches(images: dict[str, np.ndarray], batch_size: int):
         stacked = np.concatenate([stacked, np.repeat(stacked[:1], size - len(paths), 0)])
       yield paths, stacked, index
       index += 1
+
+
+def read_clip_inputs(path: str, frames: int, size: int, stride: int = 1
+                     ) -> tuple[dict[str, np.ndarray], int]:
+  """The clips of a clip run's inputs: every video file or frame folder of ``path``
+  (:func:`phipd_jax.data.videos.read_clips`) cut into non-overlapping clips of ``frames``
+  frames (every ``stride``-th frame), each frame resized to ``size`` on its short side and
+  centre-cropped. A video that cannot be used (unreadable, too short, mixed frame sizes) is
+  reported on stderr as ``error: <path>: <reason>`` and skipped.
+
+  Returns:
+    ``({'<video stem>_clip<k>': uint8 clip [frames, size, size, 3]}, number of failed videos)``.
+
+  Raises:
+    FileNotFoundError: ``path`` does not exist or holds no video.
+    ValueError: no video of ``path`` gives a clip (the reasons named).
+  """
+  clips, skipped = videos.read_clips(path, length=frames, stride=stride, size=size)
+  for bad, reason in skipped:
+    print(f'error: {bad}: {reason}', file=sys.stderr, flush=True)
+  named = {}
+  for source, stack in clips.items():
+    stem = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    for index, clip in enumerate(stack):
+      named[f'{stem}_clip{index:03d}'] = clip
+  return named, len(skipped)

@@ -45,13 +45,14 @@ class Run:
   _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
-    """``(H, W, C)`` of the run's images (pixels)."""
+  def image_shape(self) -> tuple[int, ...]:
+    """``(H, W, C)`` of the run's images (pixels); ``(T, H, W, C)`` of a clip run's clips."""
     return tuple(self.experiment.image_shape)
 
   @property
-  def model_shape(self) -> tuple[int, int, int]:
-    """``(h, w, c)`` the network sees (the latent shape of a latent run)."""
+  def model_shape(self) -> tuple[int, ...]:
+    """``(h, w, c)`` the network sees (the latent shape of a latent run; ``(T, H, W, C)`` for
+    a clip run)."""
     return tuple(self.experiment.model_shape)
 
   @property
@@ -67,7 +68,8 @@ class Run:
     """The network's raw output.
 
     Args:
-      x_t: ``[B, h, w, c]`` in the model space (latents of a latent run), float32.
+      x_t: ``[B, h, w, c]`` in the model space (latents of a latent run; clips ``[B, T, h, w,
+        c]`` of a clip run), float32.
       t: normalised time, scalar or ``[B]``, in ``[0, 1]`` (0 = data; DDPM step ``k`` of ``K``
         is ``k / K``; EDM runs take the network's conditioning input ``c_noise``).
       y: int32 labels ``[B]`` of a class-conditional model (``num_classes`` = the null label);
@@ -81,8 +83,9 @@ class Run:
       ValueError: ``x_t`` not ``[B, h, w, c]`` with sides the model accepts.
     """
     x_t = jnp.asarray(x_t, jnp.float32)
-    if x_t.ndim != 4 or x_t.shape[-1] != self.model_shape[-1]:
-      raise ValueError(f'apply: x_t {x_t.shape} must be [B, h, w, {self.model_shape[-1]}]')
+    if x_t.ndim != 1 + len(self.model_shape) or x_t.shape[-1] != self.model_shape[-1]:
+      dims = 'B, T, h, w' if len(self.model_shape) == 4 else 'B, h, w'
+      raise ValueError(f'apply: x_t {x_t.shape} must be [{dims}, {self.model_shape[-1]}]')
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x_t.shape[0],))
     if y is None and self.num_classes:
       y = jnp.full((x_t.shape[0],), self.num_classes, jnp.int32)
@@ -104,17 +107,19 @@ class Run:
     unclipped; the identity for pixel runs)."""
     return self.sampler().decode(jnp.asarray(latents, jnp.float32))
 
-  def sampler(self, num_steps: Optional[int] = None,
-              method: Optional[str] = None) -> sampling.Sampler:
-    """The run's :class:`~phipd_jax.sampling.Sampler` (``config.sample`` unless overridden),
-    built once per ``(num_steps, method)`` (its compiled functions are kept with it).
+  def sampler(self, num_steps: Optional[int] = None, method: Optional[str] = None,
+              video: Optional[str] = None) -> sampling.Sampler:
+    """The run's :class:`~phipd_jax.sampling.Sampler` (``config.sample`` unless overridden;
+    ``video``: a clip run's noise option, default ``config.noise.video``), built once per
+    ``(num_steps, method, video)`` (its compiled functions are kept with it).
 
     Raises:
-      ValueError: a method the run's process does not have, ``num_steps < 1``.
+      ValueError: a method the run's process does not have, ``num_steps < 1``, ``video`` on an
+        image run or not a video option.
     """
-    if (num_steps, method) not in self._samplers:
-      self._samplers[num_steps, method] = self.experiment.sampler(num_steps, method)
-    return self._samplers[num_steps, method]
+    if (num_steps, method, video) not in self._samplers:
+      self._samplers[num_steps, method, video] = self.experiment.sampler(num_steps, method, video)
+    return self._samplers[num_steps, method, video]
 
   def _labels(self, labels, count: int) -> Optional[Array]:
     if labels is None:
@@ -155,11 +160,13 @@ class Run:
   def translate(self, images, method: str = 'phipd', *, radius: Optional[float] = None,
                 strength: float = 1.0, source: Optional[int] = None,
                 target: Optional[int] = None, guidance_scale: float = 1.0, seed: int = 0,
-                num_steps: Optional[int] = None, sampler: Optional[str] = None) -> np.ndarray:
+                num_steps: Optional[int] = None, sampler: Optional[str] = None,
+                video: Optional[str] = None, flow=None) -> np.ndarray:
     """Structure-aligned translation of ``images`` (as ``sample.py --mode translate``).
 
     Args:
-      images: ``[B, H, W, C]`` in ``[-1, 1]`` (sides the model / codec accepts).
+      images: ``[B, H, W, C]`` in ``[-1, 1]`` (sides the model / codec accepts); a clip run's
+        clips ``[B, T, H, W, C]``.
       method: ``'phipd'`` (FSS noise at ``radius``, frequency-index units of the model space),
         ``'sdedit'`` (Gaussian noise at ``strength``), ``'invert'`` or ``'ovg'`` (deterministic
         inversion with class ``source``, sampling class ``target``; class-conditional runs).
@@ -167,9 +174,13 @@ class Run:
         :class:`~phipd_jax.sampling.Setting`.
       seed: the noise seed.
       num_steps, sampler: sampler overrides.
+      video: a clip run's noise option (:data:`phipd_jax.video_noise.VIDEO_OPTIONS`; default
+        ``config.noise.video``).
+      flow: the clips' forward flow ``[B, T - 1, H, W, 2]`` (pixels, ``(dx, dy)``), needed by
+        ``'flow_warped'`` (:func:`phipd_jax.data.optical_flow.estimate_flows` estimates it).
 
     Returns:
-      float32 numpy ``[B, H, W, C]`` (unclipped).
+      float32 numpy of the shape of ``images`` (unclipped).
 
     Raises:
       ValueError: an unknown method, a setting out of range (radius < 0, strength outside
@@ -177,11 +188,12 @@ class Run:
     """
     setting = sampling.Setting(radius=radius, strength=strength, source=source, target=target,
                                guidance_scale=guidance_scale)
-    run_sampler = self.sampler(num_steps, sampler)
+    run_sampler = self.sampler(num_steps, sampler, video)
     sampling.check(method, setting, run_sampler)
     outputs, _ = sampling.METHODS[method](run_sampler, self.params,
                                           jnp.asarray(images, jnp.float32),
-                                          jax.random.key(seed), setting)
+                                          jax.random.key(seed), setting,
+                                          None if flow is None else jnp.asarray(flow, jnp.float32))
     return np.asarray(outputs)
 
   def invert(self, images, source: Optional[int] = None, num_steps: Optional[int] = None

@@ -98,8 +98,9 @@ def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_
                       codec: Optional[latent.Codec] = None, mesh=None) -> LossFn:
   """``loss_fn(params, batch, key, constants=None) -> (loss, metrics)`` of the diffusion objective.
 
-  ``batch`` holds ``'image'`` (float32 ``[B, H, W, C]`` in ``[-1, 1]``) and ``'label'`` (int32
-  ``[B]``); the label dropout for classifier-free guidance (labels replaced by ``num_classes``,
+  ``batch`` holds ``'image'`` (float32 ``[B, H, W, C]`` in ``[-1, 1]``, or clips ``[B, T, H, W,
+  C]`` with their forward flow ``'flow'`` ``[B, T - 1, H, W, 2]``, pixels, passed to
+  ``noise_fn(key, x0, flow=flow)``) and ``'label'`` (int32 ``[B]``); the label dropout for classifier-free guidance (labels replaced by ``num_classes``,
   the null class, with probability ``label_dropout``) and the objective draw from ``key``. A
   latent run (``codec``) encodes the images with the frozen codec first (``constants['codec']``,
   its parameters, or the codec's own): the diffusion, its noise and the LWD mask see only
@@ -150,8 +151,12 @@ def diffusion_loss_fn(graphdef: nnx.GraphDef, process: processes.Process, noise_
         codec_params = codec.params if constants is None else constants['codec']
         frozen = dataclasses.replace(codec, params=jax.lax.stop_gradient(codec_params))
         x0 = constrain(frozen.encode(x0))
-    loss = objectives.diffusion_loss(process, apply_fn, x0, loss_key,
-                                     lambda k, x: noise_fn(k, x), prediction, labels,
+    if 'flow' in batch:  # Clips: the noise may follow the flow (noise.video='flow_warped').
+      flow = constrain(batch['flow'])
+      draw = lambda k, x: noise_fn(k, x, flow=flow)
+    else:
+      draw = lambda k, x: noise_fn(k, x)
+    loss = objectives.diffusion_loss(process, apply_fn, x0, loss_key, draw, prediction, labels,
                                      loss_space, weight_fn=weight_fn)
     metrics = {}
     if log_sigmas:

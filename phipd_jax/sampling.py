@@ -136,12 +136,16 @@ class Sampler:
                                 self.null_label, self.guidance_interval, self.guidance_channels)
     return guidance.clip_denoised(self.process, denoise, self.clip_x0)
 
-  def _noise(self, x: Array, key: Array, radius=None, method: str = 'phipd') -> Array:
+  def _noise(self, x: Array, key: Array, radius=None, method: str = 'phipd',
+             flow: Optional[Array] = None) -> Array:
     """The start noise of ``x`` ``[B, H, W, C]``: FSS at ``radius`` (``'phipd'``) or Gaussian
-    (``'sdedit'``, ``'generate'``), from the same base draw of ``key``."""
+    (``'sdedit'``, ``'generate'``), from the same base draw of ``key``. Clips ``[B, T, H, W,
+    C]`` may pass their forward ``flow`` ``[B, T - 1, H, W, 2]`` (a clip run's noise factory,
+    :func:`phipd_jax.video_noise.video_noise_fn`, reads it)."""
+    extra = {} if flow is None else {'flow': flow}
     if method == 'phipd':
-      return self.noise_fn(key, x, radius)
-    return self.gaussian_fn(key, x)
+      return self.noise_fn(key, x, radius, **extra)
+    return self.gaussian_fn(key, x, **extra)
 
   def _sample_from(self, params, x: Array, eps: Array, strength=1.0, labels=None,
                    guidance_scale=1.0, key=None) -> Array:
@@ -173,10 +177,13 @@ class Sampler:
         jnp.float32(guidance_scale) if labels is not None else 1.0, self._step_key(key)))
 
   def translate(self, params, x: Array, key: Array, method: str, radius=None,
-                strength=1.0, label: Optional[int] = None, guidance_scale=1.0) -> Array:
+                strength=1.0, label: Optional[int] = None, guidance_scale=1.0,
+                flow: Optional[Array] = None) -> Array:
     """phi-PD (FSS noise at ``radius``; strength 1 = from noise, < 1 = structured SDEdit) or
     SDEdit (Gaussian noise at ``strength``) of ``x`` ``[B, H, W, C]`` in ``[-1, 1]``; a
     class-conditional model samples class ``label`` at ``guidance_scale`` (None: the null class).
+    Clips ``[B, T, H, W, C]`` of a clip run pass their forward ``flow`` ``[B, T - 1, H, W, 2]``
+    (pixels) for ``noise.video='flow_warped'``.
 
     Raises:
       ValueError: unknown method, a radius below 0, a strength outside (0, 1].
@@ -190,7 +197,7 @@ class Sampler:
         raise ValueError(f'translate: radius={radius} must be >= 0 (frequency-index units)')
       radius = jnp.float32(radius)
     z = self.encode(x)
-    eps = self.noise(z, key, radius, method=method)
+    eps = self.noise(z, key, radius, method=method, flow=flow)
     if label is None or self.null_label is None:
       return self.decode(self.sample_from(params, z, eps, jnp.float32(strength), None, 1.0,
                                           self._step_key(key)))
@@ -343,28 +350,32 @@ class Method:
   paper: str = ''
 
   def __call__(self, sampler: Sampler, params, inputs: Array, key: Array,
-               setting: Setting) -> tuple[Array, Optional[Array]]:
-    return self.run(sampler, params, inputs, key, setting)
+               setting: Setting, flow: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+    """``flow``: clips' forward flow ``[B, T - 1, H, W, 2]`` (phi-PD and SDEdit noise of a clip
+    run; the other methods ignore it)."""
+    return self.run(sampler, params, inputs, key, setting, flow)
 
 
-def _phipd(sampler, params, inputs, key, setting):
+def _phipd(sampler, params, inputs, key, setting, flow=None):
   return sampler.translate(params, inputs, key, 'phipd', setting.radius, setting.strength,
-                           setting.target, setting.guidance_scale), None
+                           setting.target, setting.guidance_scale, flow), None
 
 
-def _sdedit(sampler, params, inputs, key, setting):
+def _sdedit(sampler, params, inputs, key, setting, flow=None):
   return sampler.translate(params, inputs, key, 'sdedit', None, setting.strength,
-                           setting.target, setting.guidance_scale), None
+                           setting.target, setting.guidance_scale, flow), None
 
 
 def _by_inversion(method):
-  def run(sampler, params, inputs, key, setting):
+  def run(sampler, params, inputs, key, setting, flow=None):
+    del flow  # Deterministic inversion: no start noise to warp.
     return sampler.translate_by_inversion(params, inputs, key, method, setting.source,
                                           setting.target, setting.guidance_scale)
   return run
 
 
-def _generate(sampler, params, inputs, key, setting):
+def _generate(sampler, params, inputs, key, setting, flow=None):
+  del flow
   labels = None
   if setting.target is not None and sampler.null_label is not None:
     labels = jnp.full((inputs.shape[0],), setting.target, jnp.int32)
@@ -498,7 +509,8 @@ def map_batches(fn: Callable[[Array, Array], object], batches: Iterable,
 
 def translation_columns(sampler: Sampler, params, inputs: Array, key: Array, radii,
                         phipd_strength: float, sdedit_strengths, inversion_classes=(),
-                        guidance_scale: float = 1.0) -> list[tuple[str, Array]]:
+                        guidance_scale: float = 1.0,
+                        flow: Optional[Array] = None) -> list[tuple[str, Array]]:
   """phi-PD at each radius and SDEdit at each strength, the same key for every column; with
   ``inversion_classes = (source, target)`` also plain inversion and OVG (OVG on EDM and DDPM
   only), and phi-PD and SDEdit sample the target class at ``guidance_scale``.
@@ -515,5 +527,5 @@ def translation_columns(sampler: Sampler, params, inputs: Array, key: Array, rad
     by_inversion = Setting(source=source, target=target, guidance_scale=guidance_scale)
     settings += [(m, by_inversion) for m in ('invert', 'ovg')
                  if m == 'invert' or sampler.process.ovg_branch is not None]
-  return [(METHODS[m].title(s), METHODS[m](sampler, params, inputs, key, s)[0])
+  return [(METHODS[m].title(s), METHODS[m](sampler, params, inputs, key, s, flow)[0])
           for m, s in settings]

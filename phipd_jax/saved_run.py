@@ -61,7 +61,7 @@ def parts(exp: experiment_lib.Experiment) -> dict:
   spec = exp.spec
   kind = spec.diffusion['process']
   built = {
-      'model': dict(spec.model, in_channels=exp.model_shape[-1], image_size=exp.model_shape[0]),
+      'model': dict(spec.model, in_channels=exp.model_shape[-1], image_size=exp.model_shape[-3]),
       'process': dict(spec.diffusion[kind], kind=kind), 'prediction': exp.prediction,
       'loss': {'objective': exp.objective, 'loss_space': spec.diffusion['loss_space'],
                'lwd': spec.diffusion['lwd'], 'label_dropout': spec.train.label_dropout,
@@ -71,6 +71,9 @@ def parts(exp: experiment_lib.Experiment) -> dict:
       'codec': ({'latent_shape': list(exp.model_shape), 'scale': spec.codec.scale,
                  'shift': spec.codec.shift}
                 if exp.is_latent else None)}
+  if exp.is_clip:  # Only clip runs record them (older parts.json have neither).
+    built['noise']['video'] = spec.noise.video
+    built['frames'] = spec.data.frames
   if exp.lora is not None:  # Only LoRA runs record it (older parts.json have no 'lora').
     built['lora'] = {'rank': exp.lora.rank, 'alpha': exp.lora.alpha,
                      'targets': list(exp.lora.targets),

@@ -108,8 +108,12 @@ class DataSpec(_Spec):
   flip: bool = _field()
   in_memory: bool = _cosmetic()
   domains: tuple = _field()
+  frames: int = _field(SHAPE)
 
   def __post_init__(self):
+    if not isinstance(self.frames, int) or isinstance(self.frames, bool) or self.frames < 0:
+      fail('data.frames', self.frames, 'must be an integer >= 0 (0 = images; T >= 1 = clips '
+           'of T frames)')
     if self.image_size <= 0:
       fail('data.image_size', self.image_size, 'must be > 0 (pixels)')
     if self.resize < self.image_size:
@@ -275,6 +279,7 @@ class NoiseSpec(_Spec):
   magnitude: str = _field()
   scale: float = _field()
   pad_factor: float = _field()
+  video: str = _field()
 
   def __post_init__(self):
     for name in ('rate', 'edge_width', 'scale'):
@@ -322,7 +327,7 @@ class ModelRules:
   """``config.model`` is the model builder's keyword arguments (any registry entry); these are
   the resume rules of its fields."""
   SHAPE_FIELDS = ('name', 'size', 'patch_size', 'num_classes', 'in_context_len', 'param_dtype',
-                  'downsample', 'latent_channels')
+                  'downsample', 'latent_channels', 'temporal_patch_size', 'attention')
   COSMETIC_FIELDS = ('remat', 'attention_impl')
   ADDED = {'param_dtype': 'float32', 'remat': 'none', 'attention_impl': 'auto'}
 
@@ -414,6 +419,8 @@ def _added_defaults() -> dict:
   """Flattened keys of fields added after runs were saved, with the value such runs had."""
   added = {f'model.{k}': v for k, v in ModelRules.ADDED.items()}
   added['rng_impl'] = 'threefry2x32'
+  added['data.frames'] = 0
+  added['noise.video'] = 'per_frame'
   return added
 
 

@@ -124,9 +124,40 @@ def check_finite(pending: list[dict], first_step: int, checkpointer):
           f'good checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}')
 
 
+def write_clip_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, params,
+                       step: int, workdir: str, translation) -> list[str]:
+  """A clip run's grids of this step (rows of frames, :func:`phipd_jax.writers.clip_grid`):
+  generated clips, and each held-out clip beside its phi-PD and SDEdit translations (the run's
+  ``noise.video`` option, the clips' flow); returns the PNG paths."""
+  sample = exp.spec.sample
+  key = jax.random.key(exp.spec.seed + 1)  # The same noise at every checkpoint.
+  count = min(sample.num_generate, 4)
+  samples = np.asarray(sampler.generate(params, key, (count,) + exp.image_shape))
+  sample_dir = os.path.join(workdir, 'samples')
+  paths = [os.path.join(sample_dir, f'generate_{step:06d}.png')]
+  writers.save_png(paths[0], writers.clip_grid(list(samples), [f'sample {i}' for i in
+                                                               range(count)], 'generated clips'))
+  np.savez(os.path.join(sample_dir, f'generate_{step:06d}.npz'), samples=samples)
+  if translation is None:
+    return paths
+  clips, flow = translation
+  columns = sampling.translation_columns(
+      sampler, params, jnp.asarray(clips), key, sample.radii, sample.phipd_strength,
+      sample.sdedit_strengths, flow=jnp.asarray(flow))
+  rows, names = [], []
+  for index, clip in enumerate(clips):
+    rows += [clip] + [np.asarray(c)[index] for _, c in columns]
+    names += [f'input {index}'] + [title for title, _ in columns]
+  paths.append(os.path.join(sample_dir, f'translate_{step:06d}.png'))
+  writers.save_png(paths[1], writers.clip_grid(rows, names, f'noise.video={exp.spec.noise.video}'))
+  return paths
+
+
 def write_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, params, step: int,
                   workdir: str, translation) -> list[str]:
   """Generation grid and the fixed translation grid of this step; returns the PNG paths."""
+  if exp.is_clip:
+    return write_clip_samples(exp, sampler, params, step, workdir, translation)
   sample = exp.spec.sample
   key = jax.random.key(exp.spec.seed + 1)  # The same noise at every checkpoint: comparable grids.
   labels = None
@@ -199,6 +230,8 @@ def grid_inputs(exp: experiment_lib.Experiment):
     return pipeline.eval_images(spec.data, spec.data.eval_split, spec.data.image_key,
                                 spec.autoencoder.num_reconstruct)
   sample = spec.sample
+  if exp.is_clip:  # (clips, flow) of the first held-out clips.
+    return pipeline.eval_clips(spec.data, spec.data.eval_split, sample.num_translate)
   return pipeline.held_out_inputs(spec.data, sample.translate_source, sample.num_translate,
                                   sample.flat_shade_segments, sample.translate_reference)
 

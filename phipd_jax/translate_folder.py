@@ -92,3 +92,77 @@ def _report(sampler, output: str, inverted: dict, images: dict) -> str:
   return collapse.write_inversion_report(
       output, list(inverted.values()), [images[p] for p in inverted],
       [os.path.basename(p) for p in inverted], scale=sampler.prior_std, codec=sampler.codec)
+
+
+def translate_clips(sampler: sampling.Sampler, params, clips: dict[str, np.ndarray], output: str,
+                    method: str, setting: sampling.Setting, *, key: jax.Array, batch_size: int,
+                    run_name: str, option: str, fps: float = 8.0) -> tuple[int, str]:
+  """Translates clips with ``method`` at ``setting`` into the folder ``output``, with the
+  temporal consistency of inputs and outputs measured along the inputs' estimated flow.
+
+  The flow of every input clip is estimated once (:func:`phipd_jax.data.optical_flow.
+  estimate_flows`); it drives the noise of ``option='flow_warped'`` (the other options ignore
+  it) and the metrics. Writes, per clip, ``<name>.mp4`` and ``<name>.gif`` (the output),
+  ``<name>_input.gif``, and ``grid.png`` (each input clip's frames over its output's, up to 8
+  clips) and ``temporal.json`` (per clip and mean: warping error and flicker,
+  :mod:`phipd_jax.evaluation.temporal`, of the input and of the output).
+
+  Args:
+    sampler, params: a clip run's sampler (built with the noise ``option``) and parameters.
+    clips: ``{name: uint8 clip [T, S, S, 3]}`` (:func:`phipd_jax.inputs.read_clip_inputs`).
+    output: an existing folder.
+    method, setting: a key of :data:`sampling.METHODS` and its setting (checked by
+      :func:`sampling.check`).
+    key: PRNG key; batch i runs on ``jax.random.fold_in(key, i)``.
+    batch_size: clips per compiled batch (a trailing partial batch is padded).
+    run_name: the run's name in the grid's header.
+    option: the sampler's noise option (in the header and ``temporal.json``).
+    fps: frames per second of the written videos.
+
+  Returns:
+    ``(number of clips, a one-line summary with the mean warping error and flicker)``.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  from phipd_jax.data import optical_flow  # pylint: disable=g-import-not-at-top
+  from phipd_jax.evaluation import temporal  # pylint: disable=g-import-not-at-top
+  names = list(clips)
+  frames = np.stack([clips[n] for n in names])
+  flows = optical_flow.estimate_flows(frames)
+  inputs = frames.astype(np.float32) / 127.5 - 1.0
+  spec = sampling.METHODS[method]
+  header = f'{spec.header(setting)} noise.video={option}'
+  size = min(batch_size, len(names))
+  outputs = []
+  for index, start in enumerate(range(0, len(names), size)):
+    batch, flow = inputs[start:start + size], flows[start:start + size]
+    count = len(batch)
+    if count < size:  # Padded with copies of the first clip: one compilation.
+      batch = np.concatenate([batch, np.repeat(batch[:1], size - count, 0)])
+      flow = np.concatenate([flow, np.repeat(flow[:1], size - count, 0)])
+    out, _ = spec(sampler, params, jax.numpy.asarray(batch), jax.random.fold_in(key, index),
+                  setting, jax.numpy.asarray(flow))
+    outputs.append(np.asarray(out)[:count])
+  outputs = np.concatenate(outputs)
+  for name, clip, out in zip(names, frames, outputs):
+    writers.write_video(os.path.join(output, f'{name}.mp4'), out, fps)
+    writers.write_video(os.path.join(output, f'{name}.gif'), out, fps)
+    writers.write_video(os.path.join(output, f'{name}_input.gif'), clip, fps)
+  shown = min(8, len(names))
+  rows = [r for i in range(shown) for r in (inputs[i], outputs[i])]
+  labels = [n for name in names[:shown] for n in (name, 'output')]
+  writers.save_png(os.path.join(output, 'grid.png'),
+                   writers.clip_grid(rows, labels, f'{run_name}: {header}'))
+  metrics = {}
+  for what, arrays in (('input', inputs), ('output', np.clip(outputs, -1, 1))):
+    metrics[what] = {
+        'warping_error': np.asarray(temporal.warping_error(arrays, flows)).tolist(),
+        'flicker': np.asarray(temporal.flicker(arrays, flows)).tolist()}
+  summary = {what: {k: float(np.mean(v)) for k, v in m.items()} for what, m in metrics.items()}
+  with open(os.path.join(output, 'temporal.json'), 'w') as f:
+    json.dump({'method': header, 'names': names, 'per_clip': metrics, 'mean': summary}, f,
+              indent=1)
+  line = (f'translated {len(names)} clip(s) with {header} into {output}; warping error input '
+          f"{summary['input']['warping_error']:.4f} output {summary['output']['warping_error']:.4f}"
+          f", flicker input {summary['input']['flicker']:.3f} output "
+          f"{summary['output']['flicker']:.3f} (estimated flow, temporal.json)")
+  return len(names), line

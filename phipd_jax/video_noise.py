@@ -175,3 +175,59 @@ def video_fss(key: Array, x0: Array, radius: noise_lib.Radius, option: str = 'pe
     return noise.astype(x0.dtype)
   return noise_lib.fss_from_noise(x0, noise, radius, edge_width=edge_width, magnitude=magnitude,
                                   magnitude_noise=magnitude_noise, axes=axes)
+
+
+def video_noise_fn(kind: str, option: str = 'per_frame', *, r0: float = 0.0, rate: float = 0.1,
+                   edge_width: float = 2.0, mode: str = 'paper', magnitude: str = 'gaussian',
+                   scale: float = 1.0, pad_factor: Optional[float] = None):
+  """The clip counterpart of :func:`phipd_jax.noise.noise_fn`: ``fn(key, x0, radius=None,
+  flow=None) -> eps`` for clips ``x0`` ``[B, T, H, W, C]``, used by training and sampling.
+
+  * ``'gaussian'``: ``scale * N(0, I)`` (for ``'flow_warped'`` given a flow, the flow-warped
+    Gaussian: the SDEdit counterpart of flow-warped phi-PD; without one, i.i.d., as generation
+    from noise, which has no input clip, draws it; the other options' base noise is i.i.d.).
+  * ``'phase_preserving'``: the input's phase kept everywhere (``radius`` ignored).
+  * ``'fss'``: FSS at ``radius``; ``radius=None`` (training) draws ``r = r0 + Exp(rate)`` per
+    clip from ``fold_in(key, 2)`` (paper Eq. 20).
+
+  ``option`` is one of :data:`VIDEO_OPTIONS` (:func:`video_fss`); ``'per_frame'`` is exactly the
+  image noise applied to every frame (the image factory over the spatial axes of a 5-D array,
+  every setting of it included). The other options implement the paper mode only.
+
+  Raises:
+    ValueError: an unknown kind or option, out-of-range settings, ``mode='reference'`` or
+      ``pad_factor`` with another option than ``'per_frame'`` (checked here, not at trace time),
+      a flow missing for ``'flow_warped'`` FSS or phase-preserving noise (at call time).
+  """
+  if option not in VIDEO_OPTIONS:
+    raise ValueError(f'noise: video={option!r} must be one of {VIDEO_OPTIONS}')
+  image_fn = noise_lib.noise_fn(kind, r0=r0, rate=rate, edge_width=edge_width, mode=mode,
+                                magnitude=magnitude, scale=scale, pad_factor=pad_factor)
+  if option == 'per_frame':
+    def per_frame(key: Array, x0: Array, radius: noise_lib.Radius = None,
+                  flow: Optional[Array] = None) -> Array:
+      del flow  # Independent frames: the flow is not used.
+      return image_fn(key, x0, radius)
+    return per_frame
+  if mode != 'paper' or pad_factor:
+    raise ValueError(f"noise: mode={mode!r}, pad_factor={pad_factor} are image-noise settings; "
+                     f"video={option!r} implements mode='paper' without padding only")
+
+  def draw(key: Array, x0: Array, radius: noise_lib.Radius = None,
+           flow: Optional[Array] = None) -> Array:
+    if option == 'flow_warped' and flow is None and kind != 'gaussian':
+      raise ValueError("noise: video='flow_warped' needs the clip's flow [B, T - 1, H, W, 2] "
+                       '(a clip dataset stores it; sample.py estimates it with OpenCV)')
+    warp = option if option != 'flow_warped' or flow is not None else 'per_frame'
+    flow = flow if warp == 'flow_warped' else None
+    if kind == 'gaussian':
+      radius = -math.inf
+    elif kind == 'phase_preserving':
+      radius = None
+    elif radius is None:
+      radius = noise_lib.sample_radius(jax.random.fold_in(key, 2), (x0.shape[0],), r0, rate)
+    eps = video_fss(key, x0, radius, warp, flow=flow, edge_width=edge_width,
+                    magnitude='gaussian' if kind == 'gaussian' else magnitude)
+    return (scale * eps.astype(jnp.float32)).astype(x0.dtype) if scale != 1.0 else eps
+
+  return draw

@@ -133,3 +133,63 @@ def save_png(path: str, image: np.ndarray):
   """Writes uint8 ``[H, W, 3]`` as PNG, creating the folder."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   Image.fromarray(image).save(path)
+
+
+def clip_grid(clips: Sequence[np.ndarray], names: Sequence[str], header: str = '',
+              upscale: Optional[int] = None) -> np.ndarray:
+  """One row per clip ``[T, H, W, 3]`` in ``[-1, 1]`` (its frames left to right), its name at
+  the left and an optional header line on top; uint8 ``[rows, cols, 3]``."""
+  clips = [to_uint8(c) for c in clips]
+  frames, height, width, _ = clips[0].shape
+  upscale = upscale or max(1, 64 // max(height, 1))
+  height, width, pad = height * upscale, width * upscale, 2
+  label_width, header_height = 96, 16 if header else 2
+  grid = np.full((header_height + len(clips) * (height + pad) + pad,
+                  label_width + frames * (width + pad) + pad, 3), 255, np.uint8)
+  for i, clip in enumerate(clips):
+    top = header_height + pad + i * (height + pad)
+    for t, frame in enumerate(clip):
+      left = label_width + pad + t * (width + pad)
+      grid[top:top + height, left:left + width] = np.repeat(np.repeat(frame, upscale, 0),
+                                                            upscale, 1)
+  image = Image.fromarray(grid)
+  draw = ImageDraw.Draw(image)
+  if header:
+    draw.text((2, 2), header, fill=(0, 0, 0), font=_font())
+  for i, name in enumerate(names):
+    draw.text((2, header_height + pad + i * (height + pad) + height // 2 - 5), name[:16],
+              fill=(0, 0, 0), font=_font())
+  return np.asarray(image)
+
+
+def write_video(path: str, clip: np.ndarray, fps: float = 8.0, upscale: int = 1) -> str:
+  """Writes a clip ``[T, H, W, 3]`` (float in ``[-1, 1]`` or uint8) as ``.mp4`` (H.264 through
+  imageio's ffmpeg plugin, imageio-ffmpeg's bundled binary; sides rounded up to even by edge
+  padding) or ``.gif`` (PIL, looping), by the path's extension, ``upscale`` x nearest; creates
+  the folder. Returns ``path``.
+
+  Raises:
+    ValueError: another extension, or a clip that is not ``[T, H, W, 3]``.
+  """
+  clip = np.asarray(clip)
+  if clip.ndim != 4 or clip.shape[-1] != 3:
+    raise ValueError(f'write_video: clip must be [T, H, W, 3], got {clip.shape}')
+  frames = clip if clip.dtype == np.uint8 else to_uint8(clip)
+  frames = np.repeat(np.repeat(frames, upscale, 1), upscale, 2)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  extension = os.path.splitext(path)[1].lower()
+  if extension == '.gif':
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+                   duration=int(round(1000 / fps)))
+  elif extension == '.mp4':
+    import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+    height, width = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode='edge')
+    with imageio.get_writer(path, fps=fps, codec='libx264', quality=9, macro_block_size=1,
+                            ffmpeg_log_level='error') as writer:
+      for frame in frames:
+        writer.append_data(frame)
+  else:
+    raise ValueError(f'write_video: {path}: the extension must be .mp4 or .gif')
+  return path

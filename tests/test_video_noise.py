@@ -142,3 +142,36 @@ def test_jit_vmap_and_clear_errors():
     video_noise.video_fss(key, x0, 2.0, 'per_frame', flow=flow)
   with pytest.raises(ValueError, match=r'\[B, T - 1, H, W, 2\]'):
     video_noise.video_fss(key, x0, 2.0, 'flow_warped', flow=flow[:, :1])
+
+
+def test_the_clip_noise_factory_is_each_option_with_the_run_settings():
+  """video_noise_fn: per_frame is the image factory on 5-D arrays; the other options are
+  video_fss at the drawn (or given) radius, scaled; Gaussian kind is the base (warped) noise."""
+  key = jax.random.key(8)
+  x0 = jax.random.uniform(jax.random.key(9), (2, 3, 8, 8, 3), minval=-1, maxval=1)
+  flow = _constant_flow(2, 3, 8, 8, 1.0, 0.0)
+  settings = dict(r0=1.0, rate=0.5, edge_width=2.0, scale=1.0)
+  image_fn = noise_lib.noise_fn('fss', **settings)
+  per_frame = video_noise.video_noise_fn('fss', 'per_frame', **settings)
+  np.testing.assert_array_equal(per_frame(key, x0, flow=flow), image_fn(key, x0))
+  radius = noise_lib.sample_radius(jax.random.fold_in(key, 2), (2,), 1.0, 0.5)
+  for option in ('shared_magnitude', 'spatiotemporal', 'flow_warped'):
+    fn = video_noise.video_noise_fn('fss', option, **settings)
+    given = {'flow': flow} if option == 'flow_warped' else {}
+    np.testing.assert_allclose(fn(key, x0, flow=flow),
+                               video_noise.video_fss(key, x0, radius, option, **given), atol=1e-6)
+  scaled = video_noise.video_noise_fn('fss', 'flow_warped', **dict(settings, scale=2.0))
+  np.testing.assert_allclose(scaled(key, x0, 3.0, flow=flow),
+                             2 * video_noise.video_fss(key, x0, 3.0, 'flow_warped', flow=flow),
+                             atol=1e-5)
+  gaussian = video_noise.video_noise_fn('gaussian', 'flow_warped')
+  base = noise_lib.standard_normal(key, x0.shape)
+  np.testing.assert_array_equal(gaussian(key, x0, flow=flow),
+                                video_noise.flow_warped_from_noise(base, flow))
+  np.testing.assert_array_equal(gaussian(key, x0), base)  # Generation: no clip, no flow.
+  with pytest.raises(ValueError, match="needs the clip's flow"):
+    video_noise.video_noise_fn('fss', 'flow_warped')(key, x0)
+  with pytest.raises(ValueError, match="mode='paper'"):
+    video_noise.video_noise_fn('fss', 'spatiotemporal', mode='reference')
+  with pytest.raises(ValueError, match="video='optical'"):
+    video_noise.video_noise_fn('fss', 'optical')

@@ -15,6 +15,12 @@ Held-out splits follow fixed, documented rules so that training never sees them:
   boundary maps as ``boundaries`` (uint8, 255 = every annotator marked a boundary).
 * ``camera_motion_clips``: synthetic 8-frame camera-motion clips (pan, zoom, rotate, mixed)
   over the BSDS500 photos, with the cameras that give their exact flow; BSDS500's splits.
+* ``video_folder_clips``: 8-frame 64-pixel clips of real videos (video files and frame folders,
+  :mod:`phipd_jax.data.videos`) from a folder, default ``../shared/data/videos``, with their
+  optical flow estimated at build time (:mod:`phipd_jax.data.optical_flow`). Videos in natural
+  order of their paths; every 10th (sorted index ``i`` with ``i % 10 == 0``, so the first) is
+  ``test``, the rest ``train``; a folder of one video alternates its clips (even -> ``train``,
+  odd -> ``test``).
 
 A prepared copy records what it was built from in :data:`FINGERPRINT_FILE` beside its data: the
 sorted relative names, sizes and modification times of the source files (hashed), or, for
@@ -26,6 +32,7 @@ Every image or ``.mat`` file that cannot be decoded is reported by its path.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -34,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from typing import Iterator, Optional
 
 import numpy as np
@@ -47,6 +55,7 @@ SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field
                   'immunohistochemistry', 'retina')
 SKIMAGE_TRAIN_FRACTION = 2 / 3
 EDGES2SHOES_TEST_EVERY = 10
+VIDEO_TEST_EVERY = 10
 FINGERPRINT_FILE = 'phipd_source.json'  # In the prepared copy's version folder.
 
 
@@ -282,20 +291,133 @@ class CameraMotionClips(_Bsds500Splits, _Quiet, tfds.core.GeneratorBasedBuilder)
         yield key, {'frames': frames, 'affines': affines, 'motion': motion, 'id': key}
 
 
+def video_folder_splits(folder: str) -> dict[str, list[str]]:
+  """``{'train': ..., 'test': ...}``: the videos of ``folder`` (:mod:`phipd_jax.data.videos`).
+
+  Videos sorted by path (natural order); those with sorted index ``i % VIDEO_TEST_EVERY == 0``
+  are ``test`` (the first, the 11th, ...), the rest ``train``. A folder of one video gives it
+  to both splits: :class:`VideoFolderClips` then alternates its clips. The rule is on positions,
+  so adding or removing a video can move later ones between splits (a changed folder is
+  rebuilt: :func:`prepared_builder`).
+
+  Raises:
+    FileNotFoundError: the folder is missing or holds no video.
+    ValueError: a folder holds both frame images and video files (named).
+  """
+  from phipd_jax.data import videos  # pylint: disable=g-import-not-at-top
+  paths = videos.list_videos(folder)
+  if len(paths) == 1:
+    return {'train': paths, 'test': paths}
+  return {'train': [p for i, p in enumerate(paths) if i % VIDEO_TEST_EVERY],
+          'test': [p for i, p in enumerate(paths) if not i % VIDEO_TEST_EVERY]}
+
+
+def video_names(paths: list[str], folder: str) -> dict[str, str]:
+  """``{path: name}``: each video's name in ``id``, its path relative to ``folder``
+  (``/``-separated) without the file extension (``sub/clip1.mp4`` -> ``sub/clip1``); the
+  extension is kept where names would clash (``a.mp4`` and ``a.gif``, or a frame folder ``a``
+  beside them); ``folder``'s own name when ``folder`` is itself a frame folder."""
+  relative = {}
+  for path in paths:
+    name = os.path.relpath(path, folder)
+    relative[path] = (os.path.basename(os.path.abspath(folder)) if name == os.curdir
+                      else name).replace(os.sep, '/')
+  stems = {path: name if os.path.isdir(path) else os.path.splitext(name)[0]
+           for path, name in relative.items()}
+  counts = collections.Counter(stems.values())
+  return {path: stem if counts[stem] == 1 else relative[path] for path, stem in stems.items()}
+
+
+class VideoFolderClips(_Quiet, tfds.core.GeneratorBasedBuilder):
+  """Clips of real videos with their estimated optical flow.
+
+  Every video (file or frame folder) of ``download_config.manual_dir`` (default: the shared
+  folder beside the repo) gives its consecutive, non-overlapping clips of :attr:`FRAMES`
+  frames (stride 1) of :attr:`SIZE` pixels (short side resized, bicubic antialiased, centre
+  crop): :func:`phipd_jax.data.videos.read_video_clips`; the remainder too short for a clip is
+  dropped. Features: ``frames`` (uint8 ``[T, S, S, 3]``, as ``camera_motion_clips``), ``flow``
+  (float32 ``[T - 1, S, S, 2]``, ``(dx, dy)`` pixels, forward:
+  :func:`phipd_jax.data.optical_flow.estimate_flow` of the frames) and ``id``
+  (``<video name>/<clip index>``, :func:`video_names`). Splits: :func:`video_folder_splits`.
+  A video that cannot be used (unreadable, no frames, mixed frame sizes, shorter than a clip) is
+  skipped; the skipped ones are printed to stderr, with their count and reasons, after each
+  split. A split left without clips is an error.
+  """
+
+  name = 'video_folder_clips'
+  VERSION = tfds.core.Version('1.0.0')
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ('A folder of videos (.mp4 .avi .mov .mkv .webm .gif) and/or '
+                                  'frame folders (the frames of one video as images).')
+  FRAMES = 8
+  SIZE = 64
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            'frames': tfds.features.Tensor(shape=(self.FRAMES, self.SIZE, self.SIZE, 3),
+                                           dtype=np.uint8, encoding='zlib'),
+            'flow': tfds.features.Tensor(shape=(self.FRAMES - 1, self.SIZE, self.SIZE, 2),
+                                         dtype=np.float32),
+            'id': tfds.features.Text(),
+        }),
+    )
+
+  def _split_generators(self, dl_manager):
+    folder = os.fspath(dl_manager.manual_dir)
+    splits = video_folder_splits(folder)
+    alternate = splits['train'] == splits['test']
+    names = video_names(sorted({path for files in splits.values() for path in files}), folder)
+    # tfds cannot write an empty split: a folder of 2-9 videos still has one test video.
+    return {split: self._generate_examples(split, files, folder, names, alternate)
+            for split, files in splits.items() if files}
+
+  def _generate_examples(self, split: str, files: list[str], folder: str,
+                         names: dict[str, str], alternate: bool) -> Iterator:
+    from phipd_jax.data import optical_flow, videos  # pylint: disable=g-import-not-at-top
+    skipped, written = [], 0
+    for path in files:
+      try:
+        clips = videos.read_video_clips(path, length=self.FRAMES, size=self.SIZE)
+      except ValueError as error:
+        skipped.append(str(error))
+        continue
+      for index, frames in enumerate(clips):
+        if alternate and (index % 2 == 1) != (split == 'test'):
+          continue
+        key = f'{names[path]}/{index}'
+        yield key, {'frames': frames, 'flow': optical_flow.estimate_flow(frames), 'id': key}
+        written += 1
+    if skipped:
+      print(f'{self.name}: skipped {len(skipped)} of {len(files)} videos of split {split!r}:',
+            file=sys.stderr, flush=True)
+      for reason in skipped:
+        print(f'  {reason}', file=sys.stderr, flush=True)
+    if not written:
+      why = ('; '.join(skipped) if skipped else
+             f'its one video gives a single clip of {self.FRAMES} frames (the test split takes '
+             'the odd clips)')
+      raise ValueError(f'{self.name}: split {split!r} of {folder} has no clips: {why}')
+
+
 BUILDERS = {
     'skimage_photos': (SkimagePhotos, None),
     'edges2shoes_handbags': (Edges2ShoesHandbags,
                              os.path.join(SHARED_DATA, 'edges2shoes_handbags', 'train')),
     'bsds500': (Bsds500, os.path.join(SHARED_DATA, 'bsds500')),
     'camera_motion_clips': (CameraMotionClips, os.path.join(SHARED_DATA, 'bsds500')),
+    'video_folder_clips': (VideoFolderClips, os.path.join(SHARED_DATA, 'videos')),
 }
 
 
 def source_splits(name: str, folder: str) -> dict[str, list[str]]:
-  """``{split: image paths}`` that the folder builder ``name`` reads from ``folder``.
+  """``{split: image paths}`` that the folder builder ``name`` reads from ``folder`` (for
+  ``video_folder_clips``: video files and frame folders).
 
   Raises:
     FileNotFoundError: the folder, a split folder of it, or all of its images are missing.
+    ValueError: (``video_folder_clips``) a folder holds both frame images and video files.
   """
   if name == 'edges2shoes_handbags':
     return {split: [path for _, path in files]
@@ -305,6 +427,8 @@ def source_splits(name: str, folder: str) -> dict[str, list[str]]:
     if not any(splits.values()):
       raise FileNotFoundError(f'no .jpg images in {folder}/images/{{{",".join(splits)}}}')
     return splits
+  if name == 'video_folder_clips':
+    return video_folder_splits(folder)
   raise KeyError(f'{name!r} has no source folder')
 
 
@@ -317,7 +441,8 @@ def source_fingerprint(name: str, folder: Optional[str]) -> dict:
 
   Returns:
     ``{'source', 'entries', 'digest'}``: for a folder, ``entries`` maps the path (relative to
-    ``folder``) of every file the builder reads (images, ground truth) to ``[size, mtime_ns]``;
+    ``folder``) of every file the builder reads (images, ground truth, video files, the frames
+    of frame folders) to ``[size, mtime_ns]``;
     for ``skimage_photos``, the scikit-image version and the photo names. ``digest`` is the
     SHA-256 of the sorted entries (independent of where the folder is).
 
@@ -333,8 +458,12 @@ def source_fingerprint(name: str, folder: Optional[str]) -> dict:
     paths = [path for files in source_splits(name, folder).values() for path in files]
     if name == 'bsds500':
       paths += [bsds500_truth(path) for path in paths if os.path.exists(bsds500_truth(path))]
+    if name == 'video_folder_clips':  # A frame folder: its frames (a folder's mtime misses edits).
+      from phipd_jax.data import videos  # pylint: disable=g-import-not-at-top
+      paths = [frame for path in paths
+               for frame in (videos.frame_files(path) if os.path.isdir(path) else [path])]
     entries = {}
-    for path in sorted(paths):
+    for path in sorted(set(paths)):
       stat = os.stat(path)
       entries[os.path.relpath(path, folder)] = [stat.st_size, stat.st_mtime_ns]
   digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
@@ -493,6 +622,10 @@ SUSPICIOUS_SIZE_FRACTION = 0.25  # Files under this fraction of the median size 
 def check_images(paths: list[str]) -> None:
   """Cheap check that every image in ``paths`` will decode (what :func:`read_rgb` reads).
 
+  Paths of videos (a video file or a frame folder: ``video_folder_clips``) go to
+  :func:`check_videos` instead, which raises only when none of them is usable, and prints the
+  ones the builder will skip to stderr.
+
   Every file is opened (header parsed) and ``verify()``-ed (for PNG that checks every chunk's
   CRC; for JPEG it checks nothing more), and a JPEG must end with its end-of-image marker, which a
   truncated file lacks. A file that fails the marker test, or is smaller than
@@ -503,6 +636,16 @@ def check_images(paths: list[str]) -> None:
     ValueError: the first unreadable file, named by its path.
   """
   if not paths:
+    return
+  from phipd_jax.data import videos  # pylint: disable=g-import-not-at-top
+  if any(os.path.isdir(path) or path.lower().endswith(videos.VIDEO_EXTENSIONS)
+         for path in paths):
+    skipped = check_videos(paths)
+    if skipped:
+      print(f'{len(skipped)} of {len(set(paths))} videos will be skipped by the builder:',
+            file=sys.stderr, flush=True)
+      for reason in skipped:
+        print(f'  {reason}', file=sys.stderr, flush=True)
     return
   sizes = [os.path.getsize(path) for path in paths]
   small = SUSPICIOUS_SIZE_FRACTION * float(np.median(sizes))
@@ -520,3 +663,28 @@ def check_images(paths: list[str]) -> None:
         suspicious = b'\xff\xd9' not in f.read()
     if suspicious:
       read_rgb(path)
+
+
+def check_videos(paths: list[str]) -> list[str]:
+  """Cheap check of the videos (video files, frame folders) in ``paths``: each one's header and
+  first frame are decoded, a frame folder's every frame header read and ``verify()``-ed, with
+  one size (:func:`phipd_jax.data.videos.check_video`; tens of ms a video file). A video too
+  short for a clip, or damaged past its first frame, is found only when the builder reads it.
+
+  Returns:
+    The reason (naming the file) for every video that the builder would skip, in order.
+
+  Raises:
+    ValueError: no video is usable (gives every reason).
+  """
+  from phipd_jax.data import videos  # pylint: disable=g-import-not-at-top
+  unique = list(dict.fromkeys(paths))
+  skipped = []
+  for path in unique:
+    try:
+      videos.check_video(path)
+    except (ValueError, FileNotFoundError) as error:
+      skipped.append(str(error))
+  if unique and len(skipped) == len(unique):
+    raise ValueError(f'no usable video: {"; ".join(skipped)}')
+  return skipped

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from phipd_jax.data import builders
+from phipd_jax.data import builders, clips
 
 # Splits of small datasets are decoded and resized once and kept in memory below this size.
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
@@ -31,12 +31,14 @@ IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """A decoded training image (uint8 ``[h, w, 3]``), its class label (0 if none), and the
+  """A decoded training image (uint8 ``[h, w, 3]``) or clip (uint8 ``[T, h, w, 3]`` with its
+  forward flow float32 ``[T - 1, h, w, 2]``, pixels), its class label (0 if none), and the
   block size of the down-then-up sampling applied after the crop (1 = none)."""
 
-  image: np.ndarray  # uint8 [h, w, 3]
+  image: np.ndarray  # uint8 [h, w, 3] or [T, h, w, 3]
   label: int
   block: int = 1
+  flow: Optional[np.ndarray] = None  # float32 [T - 1, h, w, 2] (dx, dy) for clips.
 
 
 def parse_domain(domain: str) -> tuple[str, int]:
@@ -179,7 +181,9 @@ def check_source(data_config) -> str:
       if name == 'bsds500':
         _check_mat_files([builders.bsds500_truth(path) for path in images], plan.label)
     parts = ', '.join(f'{count} {split}' for split, count in counts.items())
-    what = f'{name}: {sum(counts.values())} images in {plan.label} ({parts})'
+    unit = 'videos' if name == 'video_folder_clips' else 'images'
+    total = len({path for files in splits.values() for path in files})
+    what = f'{name}: {total} {unit} in {plan.label} ({parts})'
   if plan.up_to_date:
     state = 'up to date'
   elif plan.prepared:
@@ -252,9 +256,67 @@ def _check_catalog(data_config, name: str, data_dir: str) -> str:
 
 
 def _decode(record, data_config) -> Example:
+  if data_config.frames:
+    return _decode_clip(record, data_config)
   image = as_rgb(np.asarray(record[data_config.image_key]))
   label = int(record[data_config.label_key]) if data_config.label_key else 0
   return Example(image, label)
+
+
+def record_flow(record, size: int) -> np.ndarray:
+  """A clip record's forward flow ``float32 [T - 1, size, size, 2]`` (pixels, ``(dx, dy)``): its
+  ``'flow'`` feature (estimated, :mod:`phipd_jax.data.optical_flow`), else the exact flow of its
+  ``'affines'`` (:func:`phipd_jax.data.clips.clip_flow`).
+
+  Raises:
+    ValueError: the record has neither.
+  """
+  if 'flow' in record:
+    return np.asarray(record['flow'], np.float32)
+  if 'affines' in record:
+    return clips.clip_flow(np.asarray(record['affines']), size)
+  raise ValueError(f"data.frames > 0: a clip record needs a 'flow' or 'affines' feature, got "
+                   f'{sorted(record)}')
+
+
+def _decode_clip(record, data_config) -> Example:
+  """The first ``data.frames`` frames of ``record[data.image_key]`` and their flow."""
+  frames = np.asarray(record[data_config.image_key])
+  count = data_config.frames
+  if frames.ndim != 4 or frames.shape[0] < count:
+    raise ValueError(f'data.frames={count}: feature {data_config.image_key!r} holds '
+                     f'{frames.shape} (needs clips [T >= {count}, H, W, C])')
+  flow = record_flow(record, frames.shape[1])
+  label = int(record[data_config.label_key]) if data_config.label_key else 0
+  return Example(np.stack([as_rgb(f) for f in frames[:count]]), label, flow=flow[:count - 1])
+
+
+def resize_clip(example: Example, size: int) -> Example:
+  """A clip's frames and flow with the shorter side ``size`` pixels: each frame as
+  :func:`resize_short_side`, the flow resized bilinearly and its vectors scaled by the same
+  factor per axis (pixels of the new frames)."""
+  frames = example.image
+  height, width = frames.shape[1:3]
+  resized = np.stack([resize_short_side(f, size) for f in frames])
+  new_h, new_w = resized.shape[1:3]
+  if (new_h, new_w) == (height, width):
+    return example
+  flow = np.stack([np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., c]), mode='F')
+                                        .resize((new_w, new_h), Image.BILINEAR))
+                             for c in range(2)], -1) for f in example.flow])
+  flow = flow * np.array([new_w / width, new_h / height], np.float32)
+  return dataclasses.replace(example, image=resized, flow=flow.astype(np.float32))
+
+
+def crop_clip(example: Example, top: int, left: int, size: int, flip: bool = False) -> Example:
+  """A ``size x size`` window of every frame and of the flow (displacements unchanged), then
+  optionally mirrored left-right (the flow mirrored with ``dx`` negated)."""
+  window = (slice(None), slice(top, top + size), slice(left, left + size))
+  frames, flow = example.image[window], example.flow[window]
+  if flip:
+    frames, flow = frames[:, :, ::-1], flow[:, :, ::-1] * np.array([-1.0, 1.0], np.float32)
+  return dataclasses.replace(example, image=np.ascontiguousarray(frames),
+                             flow=np.ascontiguousarray(flow, dtype=np.float32))
 
 
 def _decode_domains(record, data_config) -> list[Example]:
@@ -279,7 +341,9 @@ def load_examples(data_config, split: str, resize: Optional[int]) -> Sequence[Ex
   examples, total = [], 0
   for index in range(len(source)):
     for example in _decode_domains(source[index], data_config):
-      if resize:
+      if resize and example.flow is not None:
+        example = resize_clip(example, resize)
+      elif resize:
         example = dataclasses.replace(example, image=resize_short_side(example.image, resize))
       total += example.image.nbytes
       if total > IN_MEMORY_LIMIT_BYTES:
@@ -297,11 +361,15 @@ class _Augment(grain.transforms.RandomMap):
 
   def random_map(self, example: Example, rng: np.random.Generator):
     image = example.image
-    height, width = image.shape[:2]
+    height, width = image.shape[-3:-1]
     if height < self.size or width < self.size:
       raise ValueError(f'data: image {image.shape} smaller than data.image_size={self.size}')
     top = rng.integers(0, height - self.size + 1)
     left = rng.integers(0, width - self.size + 1)
+    if example.flow is not None:  # A clip: one window (and flip) for every frame and its flow.
+      clip = crop_clip(example, top, left, self.size, self.flip and rng.random() < 0.5)
+      return {'image': to_model_range(clip.image), 'label': np.int32(example.label),
+              'flow': clip.flow}
     image = image[top:top + self.size, left:left + self.size]
     if self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
@@ -338,6 +406,8 @@ def train_dataset(data_config, global_batch: int, seed: int, num_steps: int,
     raise ValueError(f'batch_size={global_batch} must be divisible by the process count '
                      f'{process_count}')
   local_batch = global_batch // process_count
+  if data_config.frames and not data_config.in_memory:
+    raise ValueError(f'data.frames={data_config.frames} needs data.in_memory=True')
   if data_config.domains and not data_config.in_memory:
     raise ValueError(f'data.domains={tuple(data_config.domains)} needs data.in_memory=True')
   if data_config.in_memory:
@@ -410,6 +480,26 @@ def eval_images(data_config, split: str, key: str, count: int) -> np.ndarray:
     images.append(center_crop(resize_short_side(image, data_config.image_size),
                               data_config.image_size))
   return to_model_range(down_up(np.stack(images), block))
+
+
+def eval_clips(data_config, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+  """``count`` held-out clips of ``split`` and their flow, resized to ``data.image_size`` on the
+  short side and centre-cropped (deterministic): the clip grids' and the studies' inputs.
+
+  Returns:
+    ``(clips float32 [N, T, S, S, 3] in [-1, 1], flow float32 [N, T - 1, S, S, 2])``, ``T =
+    data.frames``, ``S = data.image_size``.
+  """
+  size = data_config.image_size
+  source = data_source(data_config, split)
+  frames, flows = [], []
+  for index in range(min(count, len(source))):
+    example = resize_clip(_decode_clip(source[index], data_config), size)
+    height, width = example.image.shape[1:3]
+    example = crop_clip(example, (height - size) // 2, (width - size) // 2, size)
+    frames.append(example.image)
+    flows.append(example.flow)
+  return to_model_range(np.stack(frames)), np.stack(flows)
 
 
 def flat_shaded(images: np.ndarray, segments: int) -> np.ndarray:
