@@ -64,6 +64,17 @@ inverted with their class and sampled as photos; per-source noise diagnostics an
 per-map Fig. 4 correlations of source decorrelation with the noise's high-frequency power, the
 output texture and the output's low-pass structure (``collapse_sweep.json`` / ``.md``).
 
+``--mode clips``: the video phi-PD study (``phipd_jax.evaluation.clip_study``)::
+
+  python evaluate.py --mode clips --workdirs runs/clips/s0 --num 64 --radii 4 \
+      --strengths 0.75 --out_dir docs/results/clip_study/s0
+
+Per clip run: held-out camera-motion clips translated by phi-PD at ``--radii`` with each clip
+noise option (per_frame, shared_magnitude, spatiotemporal, flow_warped) and by SDEdit at
+``--strengths`` (i.i.d. and flow-warped Gaussian); warping error and flicker along the exact
+flow, per-frame structure (gradient correlation, edge F) and FD-VGG on frames
+(``clip_study.json`` / ``.md``, a frame strip and GIFs per row).
+
 ``--mode fid``: paper-comparable FID, sFID, KID, IS, precision / recall
 (``phipd_jax.evaluation.fid_run``; the weights file ``pt_inception-2015-12-05-6726825d.pth`` of
 pytorch-fid, brought by the user, or ``$PHIPD_FID_WEIGHTS``)::
@@ -90,7 +101,8 @@ import os
 from absl import flags
 
 from phipd_jax import checkpoint, console
-from phipd_jax.evaluation import fid_run, inception, inversion_study, lwd_study, report, runs
+from phipd_jax.evaluation import (clip_study, fid_run, inception, inversion_study, lwd_study,
+                                  report, runs)
 from phipd_jax.evaluation import translation
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Run directories (train.py), comma-separated; '
@@ -105,7 +117,8 @@ _JSON = flags.DEFINE_string('json', None, 'Write the rows here.')
 _MARKDOWN = flags.DEFINE_string('markdown', None, 'Write a markdown table here.')
 _GRIDS = flags.DEFINE_string('grids', None, 'Folder for <run>.png sample grids.')
 _MODE = flags.DEFINE_enum('mode', 'generate',
-                          ['generate', 'translate', 'inversion', 'collapse', 'lwd', 'fid'],
+                          ['generate', 'translate', 'inversion', 'collapse', 'lwd', 'clips',
+                           'fid'],
                           'What to evaluate.')
 _IMAGES = flags.DEFINE_string('images', None, 'FID: a run directory, an image folder, an .npz '
                               'with arr_0, or tfds:NAME:SPLIT[:FEATURE].')
@@ -253,6 +266,19 @@ def run_lwd(dirs):
   print(f'evaluated {len(_AUTOENCODERS.value)} autoencoder(s) and {len(dirs)} run(s) -> {where}')
 
 
+def run_clips(dirs):
+  """The video phi-PD study (phipd_jax.evaluation.clip_study)."""
+  radii, strengths = floats('radii', _RADII.value), floats('strengths', _STRENGTHS.value)
+  if any(not r >= 0 for r in radii) or any(not 0 < s <= 1 for s in strengths):
+    raise ValueError(f'--radii must be >= 0 and --strengths in (0, 1], got {radii}, {strengths}')
+  summary = clip_study.run_study(dirs, num=_NUM.value, radii=radii, strengths=strengths,
+                                 batch_size=_BATCH.value, seed=_SEED.value, steps=_STEPS.value,
+                                 out_dir=_OUT_DIR.value)
+  print(clip_study.markdown(summary['rows']))
+  where = _OUT_DIR.value or 'the console (no --out_dir)'
+  print(f'evaluated {len(dirs)} clip run(s), {len(summary["rows"])} rows -> {where}')
+
+
 def _fid_weights():
   """--fid_weights, else $PHIPD_FID_WEIGHTS, else None (no FID columns)."""
   return _FID_WEIGHTS.value or os.environ.get(inception.WEIGHTS_ENV) or None
@@ -288,6 +314,9 @@ def main(argv):
     return
   if _MODE.value == 'collapse':
     run_collapse(dirs)
+    return
+  if _MODE.value == 'clips':
+    run_clips(dirs)
     return
   tasks = _TASKS.value or list(translation.TASKS)
   if _MODE.value == 'translate':

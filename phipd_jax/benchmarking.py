@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from phipd_jax import experiment as experiment_lib, models, noise as noise_lib, saved_run, sharding
+from phipd_jax import video_noise
 from phipd_jax.diffusion import samplers
 
 
@@ -270,6 +271,8 @@ def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[
   spec = exp.spec
   radius = float(spec.sample.radii[0])
   settings = spec.noise.settings()
+  if exp.is_clip:
+    return _clip_noise_rows(settings, image_shape, radius, run_ms, repeats)
   constructors = {
       'gaussian': noise_lib.noise_fn('gaussian', **settings),
       'phase_preserving': noise_lib.noise_fn('phase_preserving', **settings),
@@ -297,6 +300,41 @@ def noise_section(exp: experiment_lib.Experiment, image_shape, run_ms: Optional[
         calls = spec.sample.num_steps if name == 'spectral_forcing' else 1
         row['share_of_sampling_run'] = calls * timing.median_s * 1e3 / run_ms
       rows.append(row)
+  return rows
+
+
+def random_flow(key: jax.Array, clip_shape) -> jax.Array:
+  """A smooth random forward flow ``[B, T - 1, H, W, 2]`` for clips ``clip_shape`` ``[B, T, H,
+  W, C]``: a pan of up to 2 pixels per frame plus a zoom of up to 5 %, per clip (the motions of
+  :mod:`phipd_jax.data.clips`), so the flow-warped noise does its real work."""
+  batch, frames, height, width, _ = clip_shape
+  pan_key, zoom_key = jax.random.split(key)
+  pan = jax.random.uniform(pan_key, (batch, 1, 1, 1, 2), minval=-2.0, maxval=2.0)
+  zoom = jax.random.uniform(zoom_key, (batch, 1, 1, 1, 1), minval=-0.05, maxval=0.05)
+  rows, cols = jnp.meshgrid(jnp.arange(height) - (height - 1) / 2,
+                            jnp.arange(width) - (width - 1) / 2, indexing='ij')
+  centred = jnp.stack([cols, rows], -1)[None, None]
+  return jnp.broadcast_to(pan + zoom * centred, (batch, frames - 1, height, width, 2))
+
+
+def _clip_noise_rows(settings: dict, clip_shape, radius: float, run_ms: Optional[float],
+                     repeats: int) -> list[dict]:
+  """A clip run's noise rows: the Gaussian draw and FSS with each clip option of
+  :data:`phipd_jax.video_noise.VIDEO_OPTIONS` on the run's clip batch (``flow_warped`` with a
+  :func:`random_flow`), each with its share of one phi-PD sampling run of that batch."""
+  x = random_images(jax.random.key(1), clip_shape)
+  flow = random_flow(jax.random.key(6), clip_shape)
+  named = {'gaussian': video_noise.video_noise_fn('gaussian', 'per_frame', **settings)}
+  named.update({f'fss_{option}': video_noise.video_noise_fn('fss', option, **settings)
+                for option in video_noise.VIDEO_OPTIONS})
+  rows = []
+  for name, fn in named.items():
+    call = lambda key, x, flow, fn=fn: fn(key, x, radius, flow=flow)
+    timing = time_compiled(call, (jax.random.key(2), x, flow), 10 * repeats, name)
+    row = {'noise': name, 'shape': 'x'.join(map(str, clip_shape)), **timing.summary()}
+    if run_ms:
+      row['share_of_sampling_run'] = timing.median_s * 1e3 / run_ms
+    rows.append(row)
   return rows
 
 
@@ -365,8 +403,11 @@ def train_section(exp: experiment_lib.Experiment, mesh, peak: float, repeats: in
   step = exp.train_step(mesh, state)
   batch = exp.spec.train.batch_size
   images = random_images(jax.random.key(5), (batch,) + exp.image_shape)
-  data = sharding.global_batch({'image': jax.device_get(images),
-                                'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}, mesh)
+  arrays = {'image': jax.device_get(images),
+            'label': jax.device_get(jnp.zeros((batch,), jnp.int32))}
+  if exp.is_clip:  # Clips carry their flow (read by noise.video='flow_warped').
+    arrays['flow'] = jax.device_get(random_flow(jax.random.key(6), images.shape))
+  data = sharding.global_batch(arrays, mesh)
   # Model FLOPs of a train step: 3x the forward's matrix products (forward, and the two
   # products per product of the backward), the convention of MFU; without the codec's encode.
   # Shapes only, nothing allocated; the network's (a LoRA run's merge adds rank-r products).

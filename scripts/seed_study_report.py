@@ -4,6 +4,8 @@ r"""The three-seed reports of the spectral-collapse / OVG and LWD claims.
       --out_dir docs/results/collapse_seeds
   python scripts/seed_study_report.py lwd --runs_dir docs/results/lwd_seeds \
       --out_dir docs/results/lwd_seeds
+  python scripts/seed_study_report.py clips --runs_dir docs/results/clip_study \
+      --out_dir docs/results/clip_study
 
 ``collapse`` reads, per seed folder ``s<S>``, the ``evaluate.py --mode inversion`` JSON
 (``ovg_study.json``: plain inversion and OVG of each run on held-out edge maps) and the
@@ -11,6 +13,10 @@ r"""The three-seed reports of the spectral-collapse / OVG and LWD claims.
 Runs are named ``<variant>_s<S>`` (``edm``, ``ddim_eps``, ``ddim_x0``). ``lwd`` reads
 ``autoencoders/lwd_study.json`` (the base, ``ae_ft_sc_s<S>`` and ``ae_ft_plain_s<S>``) and, per
 seed folder, ``lwd_study.json`` (cells ``<codec>_<option>_s<S>`` with convergence rows).
+
+``clips`` reads, per seed folder, ``clip_study.json`` (``evaluate.py --mode clips``: one clip run
+per seed, every row of ``phipd_jax.evaluation.clip_study``) and compares each noise option with
+per-frame noise (phi-PD) and flow-warped with i.i.d. SDEdit.
 
 Every number is the mean and the sample standard deviation over seeds; a difference between two
 variants comes with Welch's t-test p-value over the seeds (3 against 3: a screen, not proof).
@@ -382,15 +388,91 @@ def plot_lwd(summary: dict, path: str) -> str:
   return report.save_figure(figure, path)
 
 
+# ----------------------------------------------------------------------------- video (clips)
+
+CLIP_METRICS = ('warping_error', 'flicker', 'gradient_correlation', 'edge_f', 'fd_vgg')
+
+
+def clip_row_name(row: dict) -> str:
+  if row['method'] == 'phipd':
+    return f"phi-PD r={row['radius']:g} {row['noise']}"
+  if row['method'] == 'sdedit':
+    return f"SDEdit s={row['strength']:g} {row['noise']}"
+  return row['method']
+
+
+def clips_report(runs_dir: str, out_dir: str) -> dict:
+  groups = collections.defaultdict(list)
+  folders = seed_dirs(runs_dir)
+  for folder in folders:
+    for row in read_json(os.path.join(folder, 'clip_study.json'))['rows']:
+      groups[clip_row_name(row)].append(row)
+  rows = [{'row': name, 'method': m[0]['method'], 'noise': m[0]['noise'], 'seeds': len(m),
+           **{k: stats(r.get(k) for r in m) for k in CLIP_METRICS}} for name, m in groups.items()]
+  by = {r['row']: r for r in rows}
+  versus = []
+  for row in rows:
+    if row['method'] == 'input' or row['noise'] == 'per_frame':
+      continue
+    base = by.get(row['row'].rsplit(' ', 1)[0] + ' per_frame')
+    if base:
+      versus.append({'row': row['row'], 'against': base['row'],
+                     **{f'p_{m}': welch(row[m], base[m]) for m in CLIP_METRICS}})
+  summary = {'seeds': len(folders), 'rows': rows, 'versus_per_frame': versus}
+  report.write_study(out_dir, 'clip_study_seeds', summary, clips_markdown(summary))
+  plot_clips(summary, os.path.join(out_dir, 'clip_study_seeds.png'))
+  return summary
+
+
+def clips_markdown(summary: dict) -> str:
+  lines = [f"**Video phi-PD** (held-out camera-motion clips; mean ± std over {summary['seeds']} "
+           'seeds)', '',
+           '| row | seeds | warping error | flicker | gradient corr. | edge F | FD-VGG |',
+           '|---|---:|---:|---:|---:|---:|---:|']
+  for r in summary['rows']:
+    lines.append(f"| {r['row']} | {r['seeds']} | {fmt(r['warping_error'], '.4f')} | "
+                 f"{fmt(r['flicker'])} | {fmt(r['gradient_correlation'])} | {fmt(r['edge_f'])} | "
+                 f"{fmt(r['fd_vgg'], '.1f')} |")
+  lines += ['', '**Against per-frame noise** (Welch p over seeds)', '',
+            '| row | against | warping error | flicker | gradient corr. | edge F | FD-VGG |',
+            '|---|---|---:|---:|---:|---:|---:|']
+  for v in summary['versus_per_frame']:
+    lines.append(f"| {v['row']} | {v['against']} | " + ' | '.join(
+        pvalue(v[f'p_{m}']) for m in CLIP_METRICS) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_clips(summary: dict, path: str) -> str:
+  """Warping error (log) against FD-VGG and against gradient correlation, one point per row
+  with its seed spread."""
+  figure, axes = report.new_figure(1, 2, (11, 4.5))
+  for ax, metric, label in ((axes[0], 'fd_vgg', 'FD-VGG to held-out frames (lower: realistic)'),
+                            (axes[1], 'gradient_correlation', 'gradient correlation with the input')):
+    for r in summary['rows']:
+      if r['method'] == 'input' and metric == 'fd_vgg':
+        continue
+      marker = {'phipd': 'o', 'sdedit': 's'}.get(r['method'], '*')
+      ax.errorbar(r[metric]['mean'], r['warping_error']['mean'], xerr=r[metric]['std'],
+                  yerr=r['warping_error']['std'], fmt=marker, capsize=3, label=r['row'])
+    ax.set_yscale('log')
+    ax.set_xlabel(label)
+    ax.set_ylabel('warping error along the flow (lower: consistent)')
+  axes[1].legend(fontsize=7, loc='best')
+  return report.save_figure(figure, path)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('kind', choices=('collapse', 'lwd'))
+  parser.add_argument('kind', choices=('collapse', 'lwd', 'clips'))
   parser.add_argument('--runs_dir', required=True, help='the study\'s output folder (s<S>/...)')
   parser.add_argument('--out_dir', required=True)
   args = parser.parse_args()
   if args.kind == 'collapse':
     summary = collapse_report(args.runs_dir, args.out_dir)
     print(collapse_markdown(summary))
+  elif args.kind == 'clips':
+    summary = clips_report(args.runs_dir, args.out_dir)
+    print(clips_markdown(summary))
   else:
     summary = lwd_report(args.runs_dir, args.out_dir)
     print(lwd_markdown(summary))
