@@ -24,7 +24,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 # run first, longest first, so that pytest-xdist's two workers finish together.
 SLOW_TESTS = (  # Longest first (measured on 2 cores): xdist hands them out in this order.
     'test_fid_of_two_photo_folders', 'test_benchmark_sections', 'test_fid_of_a_run_and', 'test_two_domain_run_learns', 'test_latent_lwd_run',
-    'test_study_reference_rows', 'test_a_clip_run_trains', 'test_bad_clip_inputs', 'test_sample_translate_and_fine_tune_a_converted_dit',
+    'test_study_reference_rows', 'test_a_clip_run_trains', 'test_bad_clip_inputs',
+    'test_a_clip_run_times_each', 'test_sample_translate_and_fine_tune_a_converted_dit',
     'test_latent_run_copies', 'test_converted_pair_equals_the_references_through_load',
     'test_a_spectral_forcing_checkpoint_converts',
     'test_kill_9', 'test_two_processes',

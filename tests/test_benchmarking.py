@@ -7,9 +7,11 @@ covers the Spectral Forcing row).
 import json
 import math
 
+import jax
+import numpy as np
 import pytest
 
-from phipd_jax import benchmarking, experiment
+from phipd_jax import benchmarking, experiment, video_noise
 
 
 def test_benchmark_sections_and_json(tiny_config, tmp_path):
@@ -216,3 +218,21 @@ def test_compare_times_both_sides_with_the_same_calls_and_more_for_the_noise(tmp
   assert cases == ['dit_forward'] * 2 + ['noise'] * 6
   assert repeats == [3, 3] + [compare.NOISE_MIN_REPEATS] * 6
   assert result['noise_repeats'] == compare.NOISE_MIN_REPEATS and len(result['compare']) == 4
+
+
+def test_a_clip_run_times_each_clip_noise_option_and_its_train_step_with_flow():
+  """benchmark.py on configs/clips_phipd.py: one noise row per clip option (with its share of a
+  sampling run), and a train step fed clips with their flow (the flow-warped option reads it)."""
+  from configs import clips_phipd
+  config = clips_phipd.get_config('runlocal,video=flow_warped')
+  config.data.frames, config.data.image_size = 2, 16
+  config.sample.num_steps = 2
+  exp = experiment.build(config)
+  results = benchmarking.run_benchmarks(exp, 'noise,train', repeats=1, batch=2)
+  names = [row['noise'] for row in results['noise']]
+  assert names == ['gaussian'] + [f'fss_{o}' for o in video_noise.VIDEO_OPTIONS]
+  assert all(row['shape'] == '2x2x16x16x3' for row in results['noise'])
+  assert results['train']['step_median_ms'] > 0
+  flow = np.asarray(benchmarking.random_flow(jax.random.key(0), (3, 4, 8, 8, 3)))
+  assert flow.shape == (3, 3, 8, 8, 2) and np.all(np.abs(flow) <= 2.0 + 0.05 * 4)
+  np.testing.assert_array_equal(flow[:, 0], flow[:, 2])  # The same camera motion every frame.
