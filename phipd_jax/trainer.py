@@ -124,6 +124,15 @@ def check_finite(pending: list[dict], first_step: int, checkpointer):
           f'good checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}')
 
 
+def _write_generated(workdir: str, step: int, samples: np.ndarray, grid: np.ndarray):
+  """``samples/generate_<step>.png`` (``grid``) and ``.npz``; returns ``(sample dir, [png])``."""
+  sample_dir = os.path.join(workdir, 'samples')
+  path = os.path.join(sample_dir, f'generate_{step:06d}.png')
+  writers.save_png(path, grid)
+  np.savez(os.path.join(sample_dir, f'generate_{step:06d}.npz'), samples=samples)
+  return sample_dir, [path]
+
+
 def write_clip_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, params,
                        step: int, workdir: str, translation) -> list[str]:
   """A clip run's grids of this step (rows of frames, :func:`phipd_jax.writers.clip_grid`):
@@ -133,11 +142,8 @@ def write_clip_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler
   key = jax.random.key(exp.spec.seed + 1)  # The same noise at every checkpoint.
   count = min(sample.num_generate, 4)
   samples = np.asarray(sampler.generate(params, key, (count,) + exp.image_shape))
-  sample_dir = os.path.join(workdir, 'samples')
-  paths = [os.path.join(sample_dir, f'generate_{step:06d}.png')]
-  writers.save_png(paths[0], writers.clip_grid(list(samples), [f'sample {i}' for i in
-                                                               range(count)], 'generated clips'))
-  np.savez(os.path.join(sample_dir, f'generate_{step:06d}.npz'), samples=samples)
+  sample_dir, paths = _write_generated(workdir, step, samples, writers.clip_grid(
+      list(samples), [f'sample {i}' for i in range(count)], 'generated clips'))
   if translation is None:
     return paths
   clips, flow = translation
@@ -165,10 +171,7 @@ def write_samples(exp: experiment_lib.Experiment, sampler: sampling.Sampler, par
     labels = jnp.arange(sample.num_generate, dtype=jnp.int32) % exp.num_classes
   samples = np.asarray(sampler.generate(params, key, (sample.num_generate,) +
                                         exp.image_shape, labels, sample.guidance_scale))
-  sample_dir = os.path.join(workdir, 'samples')
-  paths = [os.path.join(sample_dir, f'generate_{step:06d}.png')]
-  writers.save_png(paths[0], writers.sample_grid(samples))
-  np.savez(os.path.join(sample_dir, f'generate_{step:06d}.npz'), samples=samples)
+  sample_dir, paths = _write_generated(workdir, step, samples, writers.sample_grid(samples))
   if translation is None:
     return paths
   inputs, references = translation

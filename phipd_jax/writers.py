@@ -137,13 +137,15 @@ def save_png(path: str, image: np.ndarray):
 
 def clip_grid(clips: Sequence[np.ndarray], names: Sequence[str], header: str = '',
               upscale: Optional[int] = None) -> np.ndarray:
-  """One row per clip ``[T, H, W, 3]`` in ``[-1, 1]`` (its frames left to right), its name at
-  the left and an optional header line on top; uint8 ``[rows, cols, 3]``."""
+  """One row per clip ``[T, H, W, 3]`` in ``[-1, 1]`` (its frames left to right), its name (up
+  to 48 characters; the label column widens to fit) at the left and an optional header line on
+  top; uint8 ``[rows, cols, 3]``."""
   clips = [to_uint8(c) for c in clips]
   frames, height, width, _ = clips[0].shape
   upscale = upscale or max(1, 64 // max(height, 1))
   height, width, pad = height * upscale, width * upscale, 2
-  label_width, header_height = 96, 16 if header else 2
+  label_width = max(96, 6 * max((len(n) for n in names), default=0) + 8)  # ~6 px a character.
+  header_height = 16 if header else 2
   grid = np.full((header_height + len(clips) * (height + pad) + pad,
                   label_width + frames * (width + pad) + pad, 3), 255, np.uint8)
   for i, clip in enumerate(clips):
@@ -157,7 +159,7 @@ def clip_grid(clips: Sequence[np.ndarray], names: Sequence[str], header: str = '
   if header:
     draw.text((2, 2), header, fill=(0, 0, 0), font=_font())
   for i, name in enumerate(names):
-    draw.text((2, header_height + pad + i * (height + pad) + height // 2 - 5), name[:16],
+    draw.text((2, header_height + pad + i * (height + pad) + height // 2 - 5), name[:48],
               fill=(0, 0, 0), font=_font())
   return np.asarray(image)
 

@@ -40,7 +40,7 @@ import scipy.stats
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from phipd_jax.evaluation import report  # pylint: disable=wrong-import-position
+from phipd_jax.evaluation import clip_study, report  # pylint: disable=wrong-import-position
 
 VARIANT_TITLES = {'edm': 'EDM', 'ddim_eps': 'DDIM, eps target', 'ddim_x0': 'DDIM, x0 target'}
 FRONTIER_METRICS = ('gradient_correlation', 'edge_f', 'lowpass_structure_corr', 'fd_vgg',
@@ -393,20 +393,12 @@ def plot_lwd(summary: dict, path: str) -> str:
 CLIP_METRICS = ('warping_error', 'flicker', 'gradient_correlation', 'edge_f', 'fd_vgg')
 
 
-def clip_row_name(row: dict) -> str:
-  if row['method'] == 'phipd':
-    return f"phi-PD r={row['radius']:g} {row['noise']}"
-  if row['method'] == 'sdedit':
-    return f"SDEdit s={row['strength']:g} {row['noise']}"
-  return row['method']
-
-
 def clips_report(runs_dir: str, out_dir: str) -> dict:
   groups = collections.defaultdict(list)
   folders = seed_dirs(runs_dir)
   for folder in folders:
     for row in read_json(os.path.join(folder, 'clip_study.json'))['rows']:
-      groups[clip_row_name(row)].append(row)
+      groups[clip_study.row_title(row)].append(row)
   rows = [{'row': name, 'method': m[0]['method'], 'noise': m[0]['noise'], 'seeds': len(m),
            **{k: stats(r.get(k) for r in m) for k in CLIP_METRICS}} for name, m in groups.items()]
   by = {r['row']: r for r in rows}
@@ -446,14 +438,16 @@ def plot_clips(summary: dict, path: str) -> str:
   """Warping error (log) against FD-VGG and against gradient correlation, one point per row
   with its seed spread."""
   figure, axes = report.new_figure(1, 2, (11, 4.5))
+  axes = axes[0]
   for ax, metric, label in ((axes[0], 'fd_vgg', 'FD-VGG to held-out frames (lower: realistic)'),
                             (axes[1], 'gradient_correlation', 'gradient correlation with the input')):
-    for r in summary['rows']:
+    for index, r in enumerate(summary['rows']):  # One colour per row in both panels.
       if r['method'] == 'input' and metric == 'fd_vgg':
         continue
       marker = {'phipd': 'o', 'sdedit': 's'}.get(r['method'], '*')
       ax.errorbar(r[metric]['mean'], r['warping_error']['mean'], xerr=r[metric]['std'],
-                  yerr=r['warping_error']['std'], fmt=marker, capsize=3, label=r['row'])
+                  yerr=r['warping_error']['std'], fmt=marker, capsize=3, label=r['row'],
+                  color=f'C{index}')
     ax.set_yscale('log')
     ax.set_xlabel(label)
     ax.set_ylabel('warping error along the flow (lower: consistent)')

@@ -247,6 +247,11 @@ class Bsds500(_Bsds500Splits, _Quiet, tfds.core.GeneratorBasedBuilder):
       yield stem, {'image': _png(image), 'boundaries': _png(boundaries), 'id': stem}
 
 
+def clip_frames_feature(frames: int, size: int) -> tfds.features.Tensor:
+  """The ``frames`` feature of the clip builders: uint8 ``[T, S, S, 3]``, zlib-compressed."""
+  return tfds.features.Tensor(shape=(frames, size, size, 3), dtype=np.uint8, encoding='zlib')
+
+
 class CameraMotionClips(_Bsds500Splits, _Quiet, tfds.core.GeneratorBasedBuilder):
   """Synthetic camera-motion clips over BSDS500 photos, with the cameras that give their exact
   optical flow (:mod:`phipd_jax.data.clips`).
@@ -270,8 +275,7 @@ class CameraMotionClips(_Bsds500Splits, _Quiet, tfds.core.GeneratorBasedBuilder)
         builder=self,
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
-            'frames': tfds.features.Tensor(shape=(self.FRAMES, self.SIZE, self.SIZE, 3),
-                                           dtype=np.uint8, encoding='zlib'),
+            'frames': clip_frames_feature(self.FRAMES, self.SIZE),
             'affines': tfds.features.Tensor(shape=(self.FRAMES, 2, 3), dtype=np.float32),
             'motion': tfds.features.Text(),
             'id': tfds.features.Text(),
@@ -356,8 +360,7 @@ class VideoFolderClips(_Quiet, tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
-            'frames': tfds.features.Tensor(shape=(self.FRAMES, self.SIZE, self.SIZE, 3),
-                                           dtype=np.uint8, encoding='zlib'),
+            'frames': clip_frames_feature(self.FRAMES, self.SIZE),
             'flow': tfds.features.Tensor(shape=(self.FRAMES - 1, self.SIZE, self.SIZE, 2),
                                          dtype=np.float32),
             'id': tfds.features.Text(),
