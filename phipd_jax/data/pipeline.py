@@ -281,6 +281,9 @@ def record_flow(record, size: int) -> np.ndarray:
 
 def _decode_clip(record, data_config) -> Example:
   """The first ``data.frames`` frames of ``record[data.image_key]`` and their flow."""
+  if data_config.image_key not in record:
+    raise ValueError(f'data.image_key={data_config.image_key!r}: the clip records have '
+                     f"{sorted(record)} (clip datasets: image_key='frames')")
   frames = np.asarray(record[data_config.image_key])
   count = data_config.frames
   if frames.ndim != 4 or frames.shape[0] < count:

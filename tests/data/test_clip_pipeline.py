@@ -74,6 +74,10 @@ def test_a_clip_record_gives_its_first_frames_and_their_flow(clip_example):
   np.testing.assert_allclose(example.flow[..., 0], -1.0, atol=1e-5)
   estimated = dict(frames=clip_example.image, flow=np.ones((4, 64, 64, 2), np.float32))
   np.testing.assert_array_equal(pipeline._decode(estimated, data).flow, 1.0)
+  data.image_key = 'image'
+  with pytest.raises(ValueError, match="data.image_key='image'.*image_key='frames'"):
+    pipeline._decode(record, data)
+  data.image_key = 'frames'
   with pytest.raises(ValueError, match="needs a 'flow' or 'affines'"):
     pipeline._decode({'frames': clip_example.image}, data)
   data.frames = 6
