@@ -89,3 +89,29 @@ def test_bad_clip_inputs_are_named_before_the_checkpoint_loads(clip_run, tmp_pat
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1 and 'broken.mp4' in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / 'out').exists()
+
+
+def test_the_readme_clip_commands_run(clip_run, tmp_path):
+  """The README's clip-run sample.py commands, as written (the run directory and the output
+  folder substituted), on the shipped GIF."""
+  import re
+  import shlex
+  workdir, _ = clip_run
+  text = open(os.path.join(REPO_ROOT, 'README.md')).read()
+  commands = [line.split('#')[0].strip() for block in re.findall(r'```bash\n(.*?)```', text, re.S)
+              for line in block.replace('\\\n', ' ').splitlines()
+              if line.startswith('python sample.py') and 'runs/clips_runlocal' in line]
+  assert {c.split('--mode ')[1].split()[0] for c in commands} == {'translate', 'generate'}
+  for command in commands:
+    args = [workdir if a == 'runs/clips_runlocal' else
+            str(tmp_path / a[len('out/'):]) if a.startswith('out/') else a
+            for a in shlex.split(command)]
+    if '--output' not in args:
+      args += ['--output', str(tmp_path / 'generate')]
+    result = subprocess.run([sys.executable] + args[1:], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, command + '\n' + result.stderr[-2000:]
+  metrics = json.loads((tmp_path / 'clips' / 'temporal.json').read_text())
+  assert metrics['names'] == ['clips_s0_input_clip000', 'clips_s0_input_clip001']  # 8 frames / 4.
+  assert (tmp_path / 'clips' / 'grid.png').exists()
+  assert Image.open(tmp_path / 'generate' / 'sample_003.gif').n_frames == 4
