@@ -13,7 +13,8 @@ r"""Samples from a trained run: generation, structure-aligned translation, or in
   python sample.py --workdir runs/quickstart --mode invert --input photos/ --output out/invert
 
   # Clip runs (configs/clips_phipd.py): a video file, a frame folder or a folder of them ->
-  # <name>_clip<k>.mp4 / .gif per clip, grid.png, temporal.json (warping error, flicker)
+  # <name>_clip<k>.mp4 / .gif per clip, grid.png, temporal.json (warping error, flicker);
+  # --mode invert: inverted_clips.npz, the per-frame spectral report, the noise's coherence
   python sample.py --workdir runs/clips --mode translate --input clip.mp4 --method phipd \
       --radius 4 --video flow_warped --output out/clips
 
@@ -130,10 +131,8 @@ def main(argv):
   clip_run = bool(config.data.frames)
   if _VIDEO.value and not clip_run:
     raise ValueError('--video is a clip-run flag; this run trains on images (data.frames=0)')
-  if clip_run and _MODE.value == 'invert':
-    raise ValueError('--mode invert: clip runs translate (phipd, sdedit) or generate')
   clips = None
-  if clip_run and _MODE.value == 'translate':  # Read (and refused) before the checkpoint loads.
+  if clip_run and _MODE.value != 'generate':  # Read (and refused) before the checkpoint loads.
     clips, failures = inputs.read_clip_inputs(_INPUT.value, config.data.frames,
                                               config.data.image_size, _STRIDE.value)
   config, exp, restored = saved_run.load_run(_WORKDIR.value, ('ema_params',), _STEPS.value)
@@ -155,6 +154,11 @@ def main(argv):
       writers.save_png(os.path.join(output, 'samples.png'), writers.sample_grid(samples))
     print(f'wrote {len(samples)} samples to {output}/samples.png and samples.npz')
     return
+  if clip_run and _MODE.value == 'invert':
+    count, message = translate_folder.invert_clips(sampler, params, clips, output,
+                                                   batch_size=_BATCH.value)
+    print(f'{message}; {failures} failed')
+    sys.exit(1 if failures or not count else 0)
   if clip_run:
     count, message = translate_folder.translate_clips(
         sampler, params, clips, output, _METHOD.value, chosen, key=key,

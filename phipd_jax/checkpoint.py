@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import logging as std_logging
 import sys
 import time
 from typing import Iterable, Optional
@@ -87,12 +88,18 @@ def _from_failed_read(unraisable) -> bool:
   error = unraisable.exc_value
   if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
     return True
+  code = getattr(getattr(unraisable, 'object', None), 'cr_code', None)  # A read coroutine.
+  if code is not None and 'orbax' in code.co_filename:
+    return True
   tb = unraisable.exc_traceback
   while tb is not None:
     if 'orbax' in tb.tb_frame.f_code.co_filename:
       return True
     tb = tb.tb_next
   return False
+
+
+_FAILED_READS: list = []  # Checkpoint steps whose restore failed in this process.
 
 
 @contextlib.contextmanager
@@ -108,6 +115,10 @@ def _failed_read_noise_to_log():
   closed-loop error, go to the INFO log as one line each (shown with ``--verbose``). Every other
   one goes to the previous ``sys.unraisablehook`` at once. Each is handled when it fires: holding
   them would keep their frames alive, and delay other coroutines' errors past the window.
+  A read coroutine still pending when the restore failed fired after it once (CI, under load),
+  so after a failed read the filter stays installed for the rest of the process (coroutines of
+  orbax code count as its own), with asyncio's "Task exception was never retrieved" log held at
+  CRITICAL; a restore that fails nothing leaves both as they were.
   """
   previous = sys.unraisablehook
 
@@ -118,11 +129,21 @@ def _failed_read_noise_to_log():
     else:
       previous(unraisable)
 
+  failures_before = len(_FAILED_READS)
   sys.unraisablehook = hook
+  # A read task's error can also be reported when the task is collected ("Task exception was
+  # never retrieved", asyncio's ERROR log): off stderr for the window too.
+  asyncio_logger = std_logging.getLogger('asyncio')
+  asyncio_level = asyncio_logger.level
+  asyncio_logger.setLevel(std_logging.CRITICAL)
   try:
     yield
   finally:
-    sys.unraisablehook = previous
+    if len(_FAILED_READS) == failures_before:  # Nothing failed: the previous hook, as it was.
+      sys.unraisablehook = previous
+      asyncio_logger.setLevel(asyncio_level)
+    # After a failed read its pending coroutines can still be collected later: the filter stays
+    # (it passes every other unraisable exception on to the previous hook).
 
 
 class Checkpointer:
@@ -211,6 +232,7 @@ class Checkpointer:
       try:
         return self._restore_step(candidate, template, items)
       except Exception as error:  # orbax/tensorstore raise many types for damaged files.
+        _FAILED_READS.append(candidate)
         if move_corrupt:
           moved = self.move_aside(candidate)
           logging.warning('checkpoint %d is unreadable (%s: %s); moved to %s, trying an older one',

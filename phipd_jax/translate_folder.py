@@ -166,3 +166,49 @@ def translate_clips(sampler: sampling.Sampler, params, clips: dict[str, np.ndarr
           f", flicker input {summary['input']['flicker']:.3f} output "
           f"{summary['output']['flicker']:.3f} (estimated flow, temporal.json)")
   return len(names), line
+
+
+def invert_clips(sampler: sampling.Sampler, params, clips: dict[str, np.ndarray], output: str,
+                 *, batch_size: int) -> tuple[int, str]:
+  """Deterministic inversion of clips (:meth:`sampling.Sampler.invert`, unconditioned) into the
+  folder ``output``: the spectral report of every inverted frame
+  (:func:`phipd_jax.evaluation.collapse.write_inversion_report`: ``inverted.npz``, ``noise.png``,
+  ``spectrum.png``; maps named ``<clip>_f<t>``), ``inverted_clips.npz`` (``noise`` ``[N, T, H,
+  W, C]``, ``names``) and the inverted noise's temporal coherence: its warping error along the
+  inputs' estimated flow, in units of the prior's variance (2 for noise independent from frame
+  to frame, 0 for noise that moves with the content).
+
+  Args:
+    sampler, params: a clip run's sampler and parameters.
+    clips: ``{name: uint8 clip [T, S, S, 3]}`` (:func:`phipd_jax.inputs.read_clip_inputs`).
+    output: an existing folder.
+    batch_size: clips per compiled batch (a trailing partial batch is padded).
+
+  Returns:
+    ``(number of clips, a one-line summary)``.
+  """
+  from phipd_jax.data import optical_flow  # pylint: disable=g-import-not-at-top
+  from phipd_jax.evaluation import temporal  # pylint: disable=g-import-not-at-top
+  names = list(clips)
+  frames = np.stack([clips[n] for n in names])
+  inputs = frames.astype(np.float32) / 127.5 - 1.0
+  size = min(batch_size, len(names))
+  inverted = []
+  for start in range(0, len(names), size):
+    batch = inputs[start:start + size]
+    count = len(batch)
+    if count < size:
+      batch = np.concatenate([batch, np.repeat(batch[:1], size - count, 0)])
+    inverted.append(np.asarray(sampler.invert(params, jax.numpy.asarray(batch)))[:count])
+  noise = np.concatenate(inverted)
+  np.savez(os.path.join(output, 'inverted_clips.npz'), noise=noise, names=np.array(names))
+  length = noise.shape[1]
+  summary = _report(sampler, output, {f'{n}_f{t}': noise[i, t] for i, n in enumerate(names)
+                                      for t in range(length)},
+                    {f'{n}_f{t}': inputs[i, t] for i, n in enumerate(names)
+                     for t in range(length)})
+  coherence = float(np.mean(temporal.warping_error(
+      jax.numpy.asarray(noise / sampler.prior_std),
+      jax.numpy.asarray(optical_flow.estimate_flows(frames)))))
+  return len(names), (f'inverted {len(names)} clip(s) into {output}/inverted_clips.npz; '
+                      f'noise warping error {coherence:.3f} (2 = independent frames); {summary}')

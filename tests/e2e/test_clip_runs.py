@@ -66,6 +66,14 @@ def test_a_clip_run_trains_translates_a_video_file_and_loads(clip_run, tmp_path)
   frames = imageio.mimread(output / 'astronaut_clip000.mp4')
   assert len(frames) == 4 and frames[0].shape == (16, 16, 3)
   assert Image.open(output / 'astronaut_clip005.gif').n_frames == 4
+  inverted = tmp_path / 'inverted'
+  result = subprocess.run(
+      [sys.executable, 'sample.py', '--workdir', workdir, '--mode', 'invert', '--input',
+       os.path.join(videos, 'coffee.mp4'), '--steps', '2', '--output', str(inverted)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert np.load(inverted / 'inverted_clips.npz')['noise'].shape == (6, 4, 16, 16, 3)
+  assert 'noise warping error' in result.stdout and (inverted / 'spectrum.png').exists()
   import phipd_jax
   run = phipd_jax.load(workdir, num_steps=2)
   clip = np.asarray(imageio.mimread(os.path.join(videos, 'coffee.mp4'))[:4])
@@ -101,7 +109,8 @@ def test_the_readme_clip_commands_run(clip_run, tmp_path):
   commands = [line.split('#')[0].strip() for block in re.findall(r'```bash\n(.*?)```', text, re.S)
               for line in block.replace('\\\n', ' ').splitlines()
               if line.startswith('python sample.py') and 'runs/clips_runlocal' in line]
-  assert {c.split('--mode ')[1].split()[0] for c in commands} == {'translate', 'generate'}
+  assert {c.split('--mode ')[1].split()[0] for c in commands} == {'translate', 'generate',
+                                                                  'invert'}
   for command in commands:
     args = [workdir if a == 'runs/clips_runlocal' else
             str(tmp_path / a[len('out/'):]) if a.startswith('out/') else a

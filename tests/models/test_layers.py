@@ -140,16 +140,23 @@ def test_unknown_implementation_raises():
     layers.attention(q, k[:, :, :1], v, implementation='xla')
 
 
-@pytest.mark.parametrize('model', ['dit', 'jit'])
+@pytest.mark.parametrize('model', ['dit', 'jit', 'video_dit'])
 def test_models_agree_across_attention_forms(model):
+  """Every attention form gives one output (and the video DiT's remat forms one gradient)."""
+  from phipd_jax.models import video_dit as video_lib
   make = {
       'dit': lambda impl: dit_lib.DiT(in_channels=3, patch_size=2, hidden=32, depth=2, heads=2,
                                       num_classes=3, attention_impl=impl, rngs=nnx.Rngs(0)),
       'jit': lambda impl: jit_lib.JiT(in_channels=3, patch_size=2, hidden=32, depth=2, heads=2,
                                       bottleneck=8, num_classes=3, in_context_len=4,
                                       attention_impl=impl, rngs=nnx.Rngs(0)),
+      'video_dit': lambda impl, remat='none': video_lib.VideoDiT(
+          in_channels=3, patch_size=2, hidden=32, depth=2, heads=2, temporal_patch_size=2,
+          attention='factorised', num_classes=3, attention_impl=impl, remat=remat,
+          rngs=nnx.Rngs(0)),
   }[model]
-  x = jax.random.normal(jax.random.key(5), (2, 8, 8, 3))
+  shape = (2, 4, 8, 8, 3) if model == 'video_dit' else (2, 8, 8, 3)
+  x = jax.random.normal(jax.random.key(5), shape)
   t, y = jnp.array([0.3, 0.7]), jnp.array([0, 2])
   outs = {}
   for impl in ('xla', 'cpu', 'auto'):
@@ -162,6 +169,18 @@ def test_models_agree_across_attention_forms(model):
   assert float(jnp.abs(outs['xla']).max()) > 1e-3
   np.testing.assert_allclose(outs['cpu'], outs['xla'], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(outs['auto'], outs['cpu'], rtol=0, atol=0)
+  if model == 'video_dit':  # Rematerialisation changes memory, not numbers.
+    grads = {}
+    for remat in ('none', 'dots', 'full'):
+      net = make('xla', remat)
+      graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+      params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(6), p.shape),
+                            params)
+      loss = lambda p: jnp.sum(nnx.merge(graphdef, p, rest)(x, t, y) ** 2)
+      grads[remat] = jax.tree.leaves(jax.jit(jax.grad(loss))(params))
+    for remat in ('dots', 'full'):
+      for a, b in zip(grads[remat], grads['none']):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_shared_layers_are_the_models_layers():
