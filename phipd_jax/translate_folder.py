@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from phipd_jax import inputs as inputs_lib, sampling, writers
+from phipd_jax.data import pipeline
 
 
 def translate(sampler: sampling.Sampler, params, images: dict[str, np.ndarray], output: str,
@@ -94,6 +95,16 @@ def _report(sampler, output: str, inverted: dict, images: dict) -> str:
       [os.path.basename(p) for p in inverted], scale=sampler.prior_std, codec=sampler.codec)
 
 
+def _padded_batch(arrays: tuple, start: int, size: int) -> tuple[tuple, int]:
+  """Rows ``[start, start + size)`` of each array, a short last batch padded with copies of its
+  first row (one compilation for every batch); returns ``(batches, real row count)``."""
+  rows = [a[start:start + size] for a in arrays]
+  count = len(rows[0])
+  if count < size:
+    rows = [np.concatenate([r, np.repeat(r[:1], size - count, 0)]) for r in rows]
+  return tuple(rows), count
+
+
 def translate_clips(sampler: sampling.Sampler, params, clips: dict[str, np.ndarray], output: str,
                     method: str, setting: sampling.Setting, *, key: jax.Array, batch_size: int,
                     run_name: str, option: str, fps: float = 8.0) -> tuple[int, str]:
@@ -128,17 +139,13 @@ def translate_clips(sampler: sampling.Sampler, params, clips: dict[str, np.ndarr
   names = list(clips)
   frames = np.stack([clips[n] for n in names])
   flows = optical_flow.estimate_flows(frames)
-  inputs = frames.astype(np.float32) / 127.5 - 1.0
+  inputs = pipeline.to_model_range(frames)
   spec = sampling.METHODS[method]
   header = f'{spec.header(setting)} noise.video={option}'
   size = min(batch_size, len(names))
   outputs = []
   for index, start in enumerate(range(0, len(names), size)):
-    batch, flow = inputs[start:start + size], flows[start:start + size]
-    count = len(batch)
-    if count < size:  # Padded with copies of the first clip: one compilation.
-      batch = np.concatenate([batch, np.repeat(batch[:1], size - count, 0)])
-      flow = np.concatenate([flow, np.repeat(flow[:1], size - count, 0)])
+    (batch, flow), count = _padded_batch((inputs, flows), start, size)
     out, _ = spec(sampler, params, jax.numpy.asarray(batch), jax.random.fold_in(key, index),
                   setting, jax.numpy.asarray(flow))
     outputs.append(np.asarray(out)[:count])
@@ -191,14 +198,11 @@ def invert_clips(sampler: sampling.Sampler, params, clips: dict[str, np.ndarray]
   from phipd_jax.evaluation import temporal  # pylint: disable=g-import-not-at-top
   names = list(clips)
   frames = np.stack([clips[n] for n in names])
-  inputs = frames.astype(np.float32) / 127.5 - 1.0
+  inputs = pipeline.to_model_range(frames)
   size = min(batch_size, len(names))
   inverted = []
   for start in range(0, len(names), size):
-    batch = inputs[start:start + size]
-    count = len(batch)
-    if count < size:
-      batch = np.concatenate([batch, np.repeat(batch[:1], size - count, 0)])
+    (batch,), count = _padded_batch((inputs,), start, size)
     inverted.append(np.asarray(sampler.invert(params, jax.numpy.asarray(batch)))[:count])
   noise = np.concatenate(inverted)
   np.savez(os.path.join(output, 'inverted_clips.npz'), noise=noise, names=np.array(names))
